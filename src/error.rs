@@ -1,0 +1,228 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use crate::position::{ExpectedVersion, Position, Version};
+use crate::stream_id::StreamId;
+
+/// `Result` with [`Error`] as its default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Annals.
+///
+/// Each variant's documentation says how to handle it. Variants carry the data needed to act on them;
+/// their messages are meant for a human.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream was not at the version the append expected. Nothing was written.
+    ///
+    /// Handle by reloading the stream and deciding again (the repository does this for you), or by
+    /// reporting a concurrent modification to the user.
+    #[error("stream {stream:?} is at {}, expected {expected}", match actual { Some(v) => format!("version {v}"), None => "no stream".to_owned() })]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: StreamId,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's actual version (`None`: the stream has no events).
+        actual: Option<Version>,
+    },
+
+    /// An append held no events, or a multi-stream append held no streams. A caller bug.
+    #[error("append to {stream:?} has no events")]
+    EmptyAppend {
+        /// The stream (empty for a multi-stream append with no streams).
+        stream: String,
+    },
+
+    /// A multi-stream append named the same stream twice. A caller bug: put the events in one entry.
+    #[error("stream {stream:?} appears more than once in one multi-stream append")]
+    DuplicateStreamInAppend {
+        /// The repeated stream.
+        stream: StreamId,
+    },
+
+    /// A stream name is empty, too long or holds a control character. A user or caller error.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidStreamId {
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: InvalidName,
+    },
+
+    /// An event type name is empty, too long or holds a control character. A caller error.
+    #[error("invalid event type {event_type:?}: {reason}")]
+    InvalidEventType {
+        /// The rejected name.
+        event_type: String,
+        /// What is wrong with it.
+        reason: InvalidName,
+    },
+
+    /// An event is larger than the store's maximum event size. Nothing was written. Split the event,
+    /// keep large data elsewhere and store a reference, or raise the limit in the store's config.
+    #[error("event {index} of the append to {stream:?} is {size} bytes, over the maximum of {max}")]
+    EventTooLarge {
+        /// The stream.
+        stream: StreamId,
+        /// The event's place in its append, from 0.
+        index: usize,
+        /// Its size (payload, type name and metadata bytes).
+        size: usize,
+        /// The store's maximum.
+        max: usize,
+    },
+
+    /// An event's payload is not valid JSON. Nothing was written. A caller bug.
+    #[error("event {index} of the append to {stream:?} has a payload that is not valid JSON")]
+    InvalidPayload {
+        /// The stream.
+        stream: StreamId,
+        /// The event's place in its append, from 0.
+        index: usize,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// An event id is already stored, but not as the same append: the append is not a retry of an
+    /// earlier one, yet reuses one of its ids. Nothing was written. Use fresh ids for new events.
+    #[error("event id {id} is already stored at position {position}, in a different append")]
+    DuplicateEventId {
+        /// The reused id.
+        id: Uuid,
+        /// Where the stored event with that id is (`Position::ZERO` when it repeats inside the append).
+        position: Position,
+    },
+
+    /// A value could not be serialized to JSON. A bug in the value's `Serialize` implementation.
+    #[error("cannot serialize a payload of event type {event_type:?}")]
+    Serialize {
+        /// The event type.
+        event_type: String,
+        /// What serde_json said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A stored payload does not deserialize into the requested type (written by a newer version of
+    /// the program, or an event type that needs an upcaster). The stored data is untouched.
+    #[error("event {event_type:?} at version {version} of stream {stream:?} does not deserialize")]
+    Deserialize {
+        /// The stream.
+        stream: StreamId,
+        /// The event's version.
+        version: Version,
+        /// The event type.
+        event_type: String,
+        /// What serde_json said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Another process (or another handle in this one) has the database open. Close it, or wait.
+    #[error("the database at {path:?} is locked by another process")]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// There is no database at the path and the config said not to create one.
+    #[error("no database at {path:?}")]
+    NotFound {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// The database was written in a storage format this version cannot read (a newer one, or not an
+    /// Annals store at all). Use a matching version of Annals.
+    #[error("the database at {path:?} has storage format {found}, this version reads format {supported}")]
+    UnsupportedFormat {
+        /// The database directory.
+        path: PathBuf,
+        /// The format found (0: none, the directory holds a database that is not an Annals store).
+        found: u32,
+        /// The format this version reads and writes.
+        supported: u32,
+    },
+
+    /// Bytes on disk do not decode: the database is damaged. Nothing was changed. Restore from a
+    /// backup or export what still reads; this is never retried.
+    #[error("corrupt {what} at position {position}: {reason}")]
+    Corrupt {
+        /// The kind of record ("log record", "stream index entry", ...).
+        what: &'static str,
+        /// The position of the record, or of the first event it covers (`Position::ZERO` when unknown).
+        position: Position,
+        /// What check failed.
+        reason: &'static str,
+    },
+
+    /// A configuration value is out of range. A caller bug.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+
+    /// An earlier write failed in a way that leaves its outcome unknown, so the store refuses further
+    /// appends until it is reopened (reopening recovers the last durable state).
+    #[error("the store stopped accepting appends after a storage failure; reopen it")]
+    Poisoned,
+
+    /// The store was closed (dropped, or its writer stopped) while the operation waited on it.
+    #[error("the store is closed")]
+    Closed,
+
+    /// The storage engine failed (I/O error, full disk, ...). The operation may be retried; an append
+    /// that fails this way was not acknowledged and may or may not be in the log after a crash.
+    #[error("storage failure")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// Why a stream or event type name was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidName {
+    /// The name is empty.
+    #[error("it is empty")]
+    Empty,
+    /// The name is longer than allowed.
+    #[error("it is {len} bytes long, over the maximum of {max}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The name holds a control character.
+    #[error("it holds a control character at byte {at}")]
+    ControlCharacter {
+        /// The byte offset of the first one.
+        at: usize,
+    },
+}
+
+impl Error {
+    /// Wraps a storage engine's error without naming its type in the public API.
+    pub(crate) fn storage(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Storage(Box::new(source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_message_names_the_stream_and_both_versions() -> Result<()> {
+        let err = Error::WrongExpectedVersion {
+            stream: StreamId::new("order-7")?,
+            expected: ExpectedVersion::Exact(Version::new(3)),
+            actual: Some(Version::new(4)),
+        };
+        assert_eq!(err.to_string(), r#"stream "order-7" is at version 4, expected version 3"#);
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! Append requests and results, and the checks every backend runs the same way.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::envelope::NewEvent;
+use crate::error::{Error, Result};
+use crate::position::{ExpectedVersion, Position, Version};
+use crate::stream_id::StreamId;
+
+/// One stream's part of an append: the stream, its expected version and its events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamAppend {
+    /// The stream to append to.
+    pub stream: StreamId,
+    /// The condition on the stream's current version.
+    pub expected: ExpectedVersion,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// One stream's part of an append.
+    pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        StreamAppend { stream, expected, events }
+    }
+}
+
+/// What an append to one stream stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AppendResult {
+    /// The stream's version after the append: the version of its last event. Pass it as
+    /// `ExpectedVersion::Exact` to append again without a conflict.
+    pub version: Version,
+    /// The position of the first event appended.
+    pub first_position: Position,
+    /// The position of the last event appended; wait for this one to read your own write.
+    pub last_position: Position,
+    /// `true` when every event id was already stored by an earlier append (a retry): nothing was
+    /// written, and the fields above describe that earlier append.
+    pub already_appended: bool,
+}
+
+/// Where an already stored event id is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredId {
+    pub(crate) position: Position,
+    pub(crate) stream: StreamId,
+    pub(crate) version: Version,
+}
+
+/// Checks a whole request before anything is written: not empty, no stream twice, every event valid,
+/// no id twice inside it.
+pub(crate) fn validate_appends(appends: &[StreamAppend], max_event_size: usize) -> Result<()> {
+    if appends.is_empty() {
+        return Err(Error::EmptyAppend { stream: String::new() });
+    }
+    let mut streams = HashSet::with_capacity(appends.len());
+    let mut ids = HashSet::new();
+    for append in appends {
+        if append.events.is_empty() {
+            return Err(Error::EmptyAppend { stream: append.stream.to_string() });
+        }
+        if !streams.insert(&append.stream) {
+            return Err(Error::DuplicateStreamInAppend { stream: append.stream.clone() });
+        }
+        for (index, event) in append.events.iter().enumerate() {
+            event.validate(&append.stream, index, max_event_size)?;
+            if !ids.insert(event.id) {
+                return Err(Error::DuplicateEventId { id: event.id, position: Position::ZERO });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One stream's part of a request, as retry detection sees it: the stream and its event ids.
+pub(crate) type RetryKey<'a> = (&'a StreamId, Vec<Uuid>);
+
+/// The retry keys of a request.
+pub(crate) fn retry_keys(appends: &[StreamAppend]) -> Vec<RetryKey<'_>> {
+    appends.iter().map(|a| (&a.stream, a.events.iter().map(|e| e.id).collect())).collect()
+}
+
+/// Decides whether a request is new, a retry of a stored append, or reuses ids it must not.
+///
+/// `lookup` tells where an id is stored, if it is. Returns `Ok(None)` when no id is stored (a new
+/// append), `Ok(Some(results))` with the original results when the request is exactly an earlier
+/// append again, and [`Error::DuplicateEventId`] otherwise.
+pub(crate) fn plan_retry(
+    appends: &[RetryKey<'_>],
+    mut lookup: impl FnMut(Uuid) -> Result<Option<StoredId>>,
+) -> Result<Option<Vec<AppendResult>>> {
+    let mut found: HashMap<Uuid, StoredId> = HashMap::new();
+    let mut missing = false;
+    for id in appends.iter().flat_map(|(_, ids)| ids) {
+        match lookup(*id)? {
+            Some(stored) => {
+                found.insert(*id, stored);
+            }
+            None => missing = true,
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let reused =
+        |id: Uuid| Error::DuplicateEventId { id, position: found.get(&id).map_or(Position::ZERO, |s| s.position) };
+    if missing {
+        // Some ids are stored, others not: not a retry of one earlier append.
+        let id = appends.iter().flat_map(|(_, ids)| ids).find(|id| found.contains_key(id));
+        return Err(reused(id.copied().unwrap_or_default()));
+    }
+    let mut results = Vec::with_capacity(appends.len());
+    for (stream, ids) in appends {
+        let mut first: Option<&StoredId> = None;
+        let mut previous: Option<&StoredId> = None;
+        for id in ids {
+            let stored = found.get(id).ok_or_else(|| reused(*id))?;
+            let in_order = previous.is_none_or(|p| {
+                stored.position.get() == p.position.get() + 1 && stored.version.get() == p.version.get() + 1
+            });
+            if stored.stream != **stream || !in_order {
+                return Err(reused(*id));
+            }
+            first = first.or(Some(stored));
+            previous = Some(stored);
+        }
+        let (Some(first), Some(last)) = (first, previous) else {
+            return Err(Error::EmptyAppend { stream: stream.to_string() });
+        };
+        results.push(AppendResult {
+            version: last.version,
+            first_position: first.position,
+            last_position: last.position,
+            already_appended: true,
+        });
+    }
+    Ok(Some(results))
+}

@@ -1,0 +1,212 @@
+//! [`MemoryStore`]: the event store in memory, for tests and short-lived programs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::position::{Position, Version};
+use crate::store::{
+    plan_retry, retry_keys, validate_appends, AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter,
+    StoredId, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
+};
+use crate::stream_id::StreamId;
+
+/// How many events a filtered log read looks at before it returns a page.
+const SCAN_BUDGET: usize = 16 * 1024;
+
+/// An event store held in memory, with the same semantics as the durable stores. Cloning gives another
+/// handle to the same store. Everything is lost when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    head: watch::Sender<Position>,
+    max_event_size: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The log; the event at position p is at index p - 1.
+    log: Vec<RecordedEvent>,
+    /// The positions of each stream's events, by version - 1.
+    streams: HashMap<StreamId, Vec<Position>>,
+    ids: HashMap<Uuid, Position>,
+    last_recorded: Option<DateTime<Utc>>,
+}
+
+impl MemoryStore {
+    /// An empty store with the default maximum event size.
+    pub fn new() -> Self {
+        MemoryStore::with_max_event_size(DEFAULT_MAX_EVENT_SIZE)
+    }
+
+    /// An empty store that rejects events larger than `max_event_size` bytes.
+    pub fn with_max_event_size(max_event_size: usize) -> Self {
+        let (head, _) = watch::channel(Position::ZERO);
+        MemoryStore { shared: Arc::new(Shared { state: Mutex::new(State::default()), head, max_event_size }) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held cannot leave the state half-changed: appends change it only
+        // after every check passed, with infallible steps. So a poisoned lock is still consistent.
+        self.shared.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl State {
+    fn version(&self, stream: &StreamId) -> Option<Version> {
+        self.streams.get(stream).map(|positions| Version::new(positions.len() as u64))
+    }
+
+    fn event(&self, position: Position) -> Option<&RecordedEvent> {
+        let index = usize::try_from(position.get()).ok()?.checked_sub(1)?;
+        self.log.get(index)
+    }
+
+    fn head(&self) -> Position {
+        Position::new(self.log.len() as u64)
+    }
+
+    fn append(&mut self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let retry = plan_retry(&retry_keys(&appends), |id| {
+            Ok(self.ids.get(&id).and_then(|p| self.event(*p)).map(|e| StoredId {
+                position: e.position,
+                stream: e.stream.clone(),
+                version: e.version,
+            }))
+        })?;
+        if let Some(results) = retry {
+            return Ok(results);
+        }
+        for append in &appends {
+            let actual = self.version(&append.stream);
+            if !append.expected.accepts(actual) {
+                return Err(Error::WrongExpectedVersion {
+                    stream: append.stream.clone(),
+                    expected: append.expected,
+                    actual,
+                });
+            }
+        }
+        let now = Utc::now().trunc_subsecs(6);
+        let recorded_at = self.last_recorded.map_or(now, |last| last.max(now));
+        self.last_recorded = Some(recorded_at);
+        let mut results = Vec::with_capacity(appends.len());
+        for append in appends {
+            let positions = self.streams.entry(append.stream.clone()).or_default();
+            let first_position = Position::new(self.log.len() as u64 + 1);
+            for event in append.events {
+                let position = Position::new(self.log.len() as u64 + 1);
+                positions.push(position);
+                self.ids.insert(event.id, position);
+                self.log.push(RecordedEvent {
+                    id: event.id,
+                    stream: append.stream.clone(),
+                    version: Version::new(positions.len() as u64),
+                    position,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    recorded_at,
+                    occurred_at: event.occurred_at.unwrap_or(recorded_at),
+                    metadata: event.metadata,
+                    payload: event.payload,
+                });
+            }
+            results.push(AppendResult {
+                version: Version::new(positions.len() as u64),
+                first_position,
+                last_position: Position::new(self.log.len() as u64),
+                already_appended: false,
+            });
+        }
+        Ok(results)
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        validate_appends(&appends, self.shared.max_event_size)?;
+        let (results, head) = {
+            let mut state = self.state();
+            let results = state.append(appends)?;
+            (results, state.head())
+        };
+        self.shared.head.send_if_modified(|current| {
+            let moved = head > *current;
+            *current = (*current).max(head);
+            moved
+        });
+        Ok(results)
+    }
+
+    async fn read_stream_chunk(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let state = self.state();
+        let Some(positions) = state.streams.get(stream) else { return Ok(Vec::new()) };
+        let len = positions.len() as u64;
+        let from = from.get().max(1);
+        let picked: Box<dyn Iterator<Item = &Position>> = match direction {
+            Direction::Forward if from <= len => Box::new(positions[(from - 1) as usize..].iter()),
+            Direction::Backward => Box::new(positions[..from.min(len) as usize].iter().rev()),
+            Direction::Forward => Box::new(std::iter::empty()),
+        };
+        Ok(picked.take(max).filter_map(|p| state.event(*p).cloned()).collect())
+    }
+
+    async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
+        let state = self.state();
+        let start = from.get().max(1);
+        let head = state.head().get();
+        let mut events = Vec::new();
+        let mut next = start;
+        while next <= head && events.len() < max && next - start < SCAN_BUDGET as u64 {
+            if let Some(event) = state.event(Position::new(next)) {
+                if filter.admits(event.stream.as_str(), &event.event_type) {
+                    events.push(event.clone());
+                }
+            }
+            next += 1;
+        }
+        Ok(LogChunk { events, next: Position::new(next), end: next > head })
+    }
+
+    async fn head(&self) -> Result<Position> {
+        Ok(self.state().head())
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
+        Ok(self.state().version(stream))
+    }
+
+    async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>> {
+        let state = self.state();
+        let index = state.log.partition_point(|e| e.recorded_at < at);
+        Ok(state.log.get(index).map(|e| e.position))
+    }
+
+    fn watch_head(&self) -> HeadWatch {
+        HeadWatch::new(self.shared.head.subscribe())
+    }
+}

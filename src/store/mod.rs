@@ -1,0 +1,128 @@
+//! The [`EventStore`] trait every backend implements, with the types of its requests and answers.
+
+mod append;
+pub(crate) mod memory;
+mod read;
+pub(crate) mod sled;
+
+pub(crate) use append::{plan_retry, retry_keys, validate_appends, StoredId};
+pub use append::{AppendResult, StreamAppend};
+pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::error::Result;
+use crate::position::{ExpectedVersion, Position, Version};
+use crate::stream_id::StreamId;
+
+/// The default maximum size of one event (payload, type name and metadata): 64 KiB.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 64 * 1024;
+
+/// An append-only log of events, organised in streams.
+///
+/// Every backend ([`MemoryStore`](crate::MemoryStore), [`SledStore`](crate::SledStore), later
+/// PostgreSQL) gives the same guarantees, checked by one conformance suite:
+///
+/// - an append is atomic: all its events (over one or several streams) are stored, or none;
+/// - positions are gap-free from 1, in commit order; versions in a stream are gap-free from 1;
+/// - `recorded_at` never decreases along the log;
+/// - a retry of an append whose event ids are all stored answers with the original result
+///   ([`AppendResult::already_appended`]) and stores nothing twice;
+/// - reads, [`head`](EventStore::head) and [`HeadWatch`] show only acknowledged events.
+///
+/// The required methods are the backend's primitives; readers mostly use the provided
+/// [`read_stream`](EventStore::read_stream) and [`read_log`](EventStore::read_log), which page through
+/// them lazily.
+///
+/// ```
+/// use annals::{EventStore, ExpectedVersion, MemoryStore, NewEvent, ReadStream, StreamId};
+/// use futures_util::TryStreamExt;
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let store = MemoryStore::new();
+/// let order = StreamId::new("order-1")?;
+/// let placed = NewEvent::json("OrderPlaced", &serde_json::json!({ "total": 1250 }))?;
+/// let result = store.append(&order, ExpectedVersion::NoStream, vec![placed]).await?;
+/// assert_eq!(result.version.get(), 1);
+///
+/// let events: Vec<_> = store.read_stream(&order, ReadStream::forward()).try_collect().await?;
+/// assert_eq!(events[0].event_type, "OrderPlaced");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends to several streams in one atomic write, each with its own expectation: either every
+    /// event is stored, or none. The result has one entry per [`StreamAppend`], in the same order.
+    ///
+    /// # Errors
+    /// [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion) when any expectation fails,
+    /// [`Error::DuplicateEventId`](crate::Error::DuplicateEventId) when ids are reused outside a retry,
+    /// the validation errors of [`append`](EventStore::append), and storage errors.
+    async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>>;
+
+    /// Reads up to `max` events of `stream`, starting at version `from` (inclusive) and going in
+    /// `direction`. An empty answer means there is nothing more that way. The paging primitive
+    /// behind [`read_stream`](EventStore::read_stream).
+    async fn read_stream_chunk(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Reads events of the log from position `from` (inclusive), keeping those `filter` admits, until
+    /// it has `max` of them or has looked at as many events as it does in one go. The paging
+    /// primitive behind [`read_log`](EventStore::read_log).
+    async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk>;
+
+    /// The position of the last acknowledged event (`Position::ZERO` when the log is empty).
+    async fn head(&self) -> Result<Position>;
+
+    /// The current version of `stream`, or `None` when it has no events.
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>>;
+
+    /// The first position whose `recorded_at` is at or after `at`, or `None` when every event was
+    /// recorded before `at`. O(log n): the log is ordered by `recorded_at`.
+    async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>>;
+
+    /// A watch on the head: it moves only once events are acknowledged (durable, for a store that
+    /// syncs to disk), so a waiter can read them at once.
+    fn watch_head(&self) -> HeadWatch;
+
+    /// Appends `events` to `stream` atomically, if the stream is at the `expected` version.
+    ///
+    /// # Errors
+    /// [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion) when the stream is not at
+    /// `expected`; [`Error::EmptyAppend`](crate::Error::EmptyAppend),
+    /// [`Error::EventTooLarge`](crate::Error::EventTooLarge),
+    /// [`Error::InvalidPayload`](crate::Error::InvalidPayload),
+    /// [`Error::InvalidEventType`](crate::Error::InvalidEventType) and
+    /// [`Error::DuplicateEventId`](crate::Error::DuplicateEventId) for bad input; storage errors. In
+    /// every case nothing was written.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let mut results = self.append_multi(vec![StreamAppend::new(stream.clone(), expected, events)]).await?;
+        results.pop().ok_or(crate::Error::EmptyAppend { stream: stream.to_string() })
+    }
+
+    /// The events of `stream`, lazily, as `options` say (direction, start, limit, upper bounds).
+    fn read_stream<'a>(&'a self, stream: &'a StreamId, options: ReadStream) -> EventStream<'a> {
+        read::stream_pages(self, stream, options)
+    }
+
+    /// The events of the whole log, lazily, as `options` say (start, filter, limit, upper bounds). The
+    /// stream ends at the head as it is when the end is reached; following live appends is the job of
+    /// subscriptions.
+    fn read_log(&self, options: ReadLog) -> EventStream<'_> {
+        read::log_pages(self, options)
+    }
+}

@@ -1,0 +1,407 @@
+//! Read options, and the lazy paging of reads over a store's chunk primitives.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use futures_core::Stream;
+use tokio::sync::watch;
+
+use super::EventStore;
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::position::{Position, Version};
+use crate::stream_id::StreamId;
+
+/// A lazily read sequence of events. Errors end it.
+pub type EventStream<'a> = Pin<Box<dyn Stream<Item = Result<RecordedEvent>> + Send + 'a>>;
+
+/// How many events one page of a read fetches.
+const PAGE: usize = 512;
+
+/// Which way a stream is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From older to newer events.
+    Forward,
+    /// From newer to older events.
+    Backward,
+}
+
+/// Upper bounds on a read: only events at or before every bound that is set are returned.
+///
+/// Position and `recorded_at` grow along the log, so a forward read stops at the first event past
+/// them. `occurred_at` (business time) need not grow, so it filters: events that occurred after the
+/// bound are skipped and the read goes on. Setting `recorded` and `occurred` together asks the
+/// bitemporal question "what was true at business time V, as recorded by time K".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Until {
+    /// Only events at or before this position.
+    pub position: Option<Position>,
+    /// Only events recorded at or before this time.
+    pub recorded: Option<DateTime<Utc>>,
+    /// Only events that occurred at or before this time.
+    pub occurred: Option<DateTime<Utc>>,
+}
+
+impl Until {
+    /// Whether the event satisfies every bound.
+    pub fn admits(&self, event: &RecordedEvent) -> bool {
+        !self.is_past(event) && self.occurred.is_none_or(|t| event.occurred_at <= t)
+    }
+
+    /// Whether the event is past a bound that grows along the log, so no later event can satisfy it.
+    pub fn is_past(&self, event: &RecordedEvent) -> bool {
+        self.position.is_some_and(|p| event.position > p) || self.recorded.is_some_and(|t| event.recorded_at > t)
+    }
+}
+
+/// Options of a stream read. Start with [`ReadStream::forward`] or [`ReadStream::backward`].
+///
+/// ```
+/// use annals::{ReadStream, Version};
+///
+/// // Versions 10 to 19, oldest first.
+/// let page = ReadStream::forward().from(Version::new(10)).limit(10);
+/// // The last event.
+/// let last = ReadStream::backward().limit(1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadStream {
+    pub(crate) direction: Direction,
+    pub(crate) from: Version,
+    pub(crate) limit: Option<usize>,
+    pub(crate) until_version: Option<Version>,
+    pub(crate) until: Until,
+}
+
+impl ReadStream {
+    /// From the first event onwards.
+    pub fn forward() -> Self {
+        ReadStream {
+            direction: Direction::Forward,
+            from: Version::FIRST,
+            limit: None,
+            until_version: None,
+            until: Until::default(),
+        }
+    }
+
+    /// From the last event backwards.
+    pub fn backward() -> Self {
+        ReadStream { direction: Direction::Backward, from: Version::MAX, ..ReadStream::forward() }
+    }
+
+    /// Start at this version (inclusive).
+    pub fn from(mut self, version: Version) -> Self {
+        self.from = version;
+        self
+    }
+
+    /// Return at most `limit` events.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Only events up to this version (the stream as it was at that version).
+    pub fn until_version(mut self, version: Version) -> Self {
+        self.until_version = Some(version);
+        self
+    }
+
+    /// Only events at or before this global position.
+    pub fn until_position(mut self, position: Position) -> Self {
+        self.until.position = Some(position);
+        self
+    }
+
+    /// Only events recorded at or before `at` (what the system knew then).
+    pub fn until_recorded(mut self, at: DateTime<Utc>) -> Self {
+        self.until.recorded = Some(at);
+        self
+    }
+
+    /// Only events that occurred at or before `at` (business time).
+    pub fn until_occurred(mut self, at: DateTime<Utc>) -> Self {
+        self.until.occurred = Some(at);
+        self
+    }
+
+    /// Replaces all time and position bounds.
+    pub fn until(mut self, until: Until) -> Self {
+        self.until = until;
+        self
+    }
+}
+
+impl Default for ReadStream {
+    fn default() -> Self {
+        ReadStream::forward()
+    }
+}
+
+/// Which events of the log a read wants: by event type, by stream prefix (category), or both. An empty
+/// list means "any".
+///
+/// ```
+/// use annals::LogFilter;
+///
+/// let filter = LogFilter::all().event_types(["OrderPlaced", "OrderPaid"]).stream_prefix("order-");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub(crate) event_types: Vec<String>,
+    pub(crate) stream_prefixes: Vec<String>,
+}
+
+impl LogFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        LogFilter::default()
+    }
+
+    /// Only events of one of these types (added to any types already named).
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types.extend(types.into_iter().map(Into::into));
+        self
+    }
+
+    /// Only events of streams whose name starts with one of the prefixes given so far, e.g. `order-`
+    /// for the `order` category.
+    pub fn stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.stream_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Whether the filter admits everything.
+    pub fn is_all(&self) -> bool {
+        self.event_types.is_empty() && self.stream_prefixes.is_empty()
+    }
+
+    /// Whether an event of `event_type` in `stream` passes.
+    pub fn admits(&self, stream: &str, event_type: &str) -> bool {
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type))
+            && (self.stream_prefixes.is_empty() || self.stream_prefixes.iter().any(|p| stream.starts_with(p.as_str())))
+    }
+}
+
+/// Options of a log read. Start with [`ReadLog::from_start`] or [`ReadLog::from`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadLog {
+    pub(crate) from: Position,
+    pub(crate) limit: Option<usize>,
+    pub(crate) filter: LogFilter,
+    pub(crate) until: Until,
+}
+
+impl ReadLog {
+    /// From the first event.
+    pub fn from_start() -> Self {
+        ReadLog::from(Position::FIRST)
+    }
+
+    /// From this position (inclusive).
+    pub fn from(position: Position) -> Self {
+        ReadLog { from: position, ..ReadLog::default() }
+    }
+
+    /// Return at most `limit` events.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Only events the filter admits.
+    pub fn filter(mut self, filter: LogFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Only events at or before this position.
+    pub fn until_position(mut self, position: Position) -> Self {
+        self.until.position = Some(position);
+        self
+    }
+
+    /// Only events recorded at or before `at`.
+    pub fn until_recorded(mut self, at: DateTime<Utc>) -> Self {
+        self.until.recorded = Some(at);
+        self
+    }
+
+    /// Only events that occurred at or before `at` (business time).
+    pub fn until_occurred(mut self, at: DateTime<Utc>) -> Self {
+        self.until.occurred = Some(at);
+        self
+    }
+
+    /// Replaces all time and position bounds.
+    pub fn until(mut self, until: Until) -> Self {
+        self.until = until;
+        self
+    }
+}
+
+/// One page of a log read: the events found, and where to go on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The events the filter admitted, in log order.
+    pub events: Vec<RecordedEvent>,
+    /// The first position not looked at yet: where the next page starts.
+    pub next: Position,
+    /// Whether `next` is past the head, so there is nothing more to read for now.
+    pub end: bool,
+}
+
+/// A watch on the head position of a store.
+///
+/// ```
+/// use annals::{EventStore, ExpectedVersion, MemoryStore, NewEvent, Position, StreamId};
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let store = MemoryStore::new();
+/// let mut head = store.watch_head();
+/// let writer = store.clone();
+/// tokio::spawn(async move {
+///     let stream = StreamId::new("s-1")?;
+///     writer.append(&stream, ExpectedVersion::Any, vec![NewEvent::raw("Ping", "{}")]).await
+/// });
+/// assert_eq!(head.wait_past(Position::ZERO).await?, Position::new(1));
+/// # Ok::<(), annals::Error>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct HeadWatch(watch::Receiver<Position>);
+
+impl HeadWatch {
+    /// Wraps the receiving side of a store's head channel.
+    pub fn new(receiver: watch::Receiver<Position>) -> Self {
+        HeadWatch(receiver)
+    }
+
+    /// The head now.
+    pub fn current(&self) -> Position {
+        *self.0.borrow()
+    }
+
+    /// Waits, without polling, until the head is past `position`, and returns the head then.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the store was closed first.
+    pub async fn wait_past(&mut self, position: Position) -> Result<Position> {
+        match self.0.wait_for(|head| *head > position).await {
+            Ok(head) => Ok(*head),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// Waits until the head moves, and returns the new head.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the store was closed first.
+    pub async fn changed(&mut self) -> Result<Position> {
+        self.0.changed().await.map_err(|_| Error::Closed)?;
+        Ok(*self.0.borrow_and_update())
+    }
+}
+
+struct StreamPager<'a, S: ?Sized> {
+    store: &'a S,
+    stream: &'a StreamId,
+    options: ReadStream,
+    next: Option<Version>,
+    buffer: VecDeque<RecordedEvent>,
+    remaining: usize,
+}
+
+/// The lazy stream behind [`EventStore::read_stream`].
+pub(crate) fn stream_pages<'a, S>(store: &'a S, stream: &'a StreamId, options: ReadStream) -> EventStream<'a>
+where
+    S: EventStore + ?Sized,
+{
+    let mut from = options.from;
+    if options.direction == Direction::Backward {
+        if let Some(until) = options.until_version {
+            from = from.min(until);
+        }
+    }
+    let remaining = options.limit.unwrap_or(usize::MAX);
+    let pager = StreamPager { store, stream, options, next: Some(from), buffer: VecDeque::new(), remaining };
+    Box::pin(futures_util::stream::try_unfold(pager, |mut pager| async move {
+        loop {
+            if pager.remaining == 0 {
+                return Ok(None);
+            }
+            if let Some(event) = pager.buffer.pop_front() {
+                let forward = pager.options.direction == Direction::Forward;
+                let past_version = pager.options.until_version.is_some_and(|v| event.version > v);
+                if forward && (past_version || pager.options.until.is_past(&event)) {
+                    return Ok(None);
+                }
+                if past_version || !pager.options.until.admits(&event) {
+                    continue;
+                }
+                pager.remaining -= 1;
+                return Ok(Some((event, pager)));
+            }
+            let Some(from) = pager.next else { return Ok(None) };
+            let page = pager.store.read_stream_chunk(pager.stream, from, pager.options.direction, PAGE).await?;
+            pager.next = match (page.last(), pager.options.direction) {
+                (None, _) => None,
+                (Some(last), Direction::Forward) => Some(last.version.next()),
+                (Some(last), Direction::Backward) => {
+                    last.version.get().checked_sub(1).filter(|v| *v > 0).map(Version::new)
+                }
+            };
+            pager.buffer.extend(page);
+        }
+    }))
+}
+
+struct LogPager<'a, S: ?Sized> {
+    store: &'a S,
+    options: ReadLog,
+    next: Option<Position>,
+    buffer: VecDeque<RecordedEvent>,
+    remaining: usize,
+}
+
+/// The lazy stream behind [`EventStore::read_log`].
+pub(crate) fn log_pages<S>(store: &S, options: ReadLog) -> EventStream<'_>
+where
+    S: EventStore + ?Sized,
+{
+    let remaining = options.limit.unwrap_or(usize::MAX);
+    let next = Some(options.from.max(Position::FIRST));
+    let pager = LogPager { store, options, next, buffer: VecDeque::new(), remaining };
+    Box::pin(futures_util::stream::try_unfold(pager, |mut pager| async move {
+        loop {
+            if pager.remaining == 0 {
+                return Ok(None);
+            }
+            if let Some(event) = pager.buffer.pop_front() {
+                if pager.options.until.is_past(&event) {
+                    return Ok(None);
+                }
+                if !pager.options.until.admits(&event) {
+                    continue;
+                }
+                pager.remaining -= 1;
+                return Ok(Some((event, pager)));
+            }
+            let Some(from) = pager.next else { return Ok(None) };
+            if pager.options.until.position.is_some_and(|p| from > p) {
+                return Ok(None);
+            }
+            let chunk = pager.store.read_log_chunk(from, PAGE, &pager.options.filter).await?;
+            pager.next = (!chunk.end).then_some(chunk.next);
+            pager.buffer.extend(chunk.events);
+        }
+    }))
+}

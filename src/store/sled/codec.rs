@@ -1,0 +1,438 @@
+//! The bytes of the sled store: keys, log records, stream index entries. `docs/storage-format.md`
+//! describes the same layout for humans; the two must agree.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+use crate::error::{Error, Result};
+use crate::position::{Position, Version};
+use crate::stream_id::StreamId;
+
+/// The storage format this version writes and reads.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// Key of the format version (value: u32 big-endian).
+pub(crate) const FORMAT_KEY: &[u8] = b"M\x00format";
+/// Prefix of log records: `L` + first position (u64 big-endian).
+pub(crate) const LOG: u8 = b'L';
+/// Prefix of stream index entries: `S` + stream name + `0x00` + first version (u64 big-endian).
+pub(crate) const STREAM: u8 = b'S';
+
+/// A record is closed once it holds this many bytes, so that sled leaves (up to 17 keys) stay well
+/// under sled's 128 KiB blob threshold.
+pub(crate) const RECORD_TARGET: usize = 4 * 1024;
+
+const RECORD_MAGIC: u8 = 0xA1;
+/// magic, count, recorded_at, header crc.
+const RECORD_HEADER: usize = 1 + 4 + 8 + 4;
+/// crc, version.
+const ENTRY_HEADER: usize = 4 + 8;
+
+const HAS_OCCURRED: u8 = 1;
+const HAS_CORRELATION: u8 = 2;
+const HAS_CAUSATION: u8 = 4;
+
+pub(crate) fn log_key(position: u64) -> [u8; 9] {
+    let mut key = [LOG; 9];
+    key[1..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+pub(crate) fn stream_prefix(stream: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 10);
+    key.push(STREAM);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key
+}
+
+pub(crate) fn stream_key(stream: &str, first_version: u64) -> Vec<u8> {
+    let mut key = stream_prefix(stream);
+    key.extend_from_slice(&first_version.to_be_bytes());
+    key
+}
+
+/// A stream index entry: `count` events of one stream, from `first_version` at `first_position`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub(crate) first_version: u64,
+    pub(crate) first_position: u64,
+    pub(crate) count: u32,
+}
+
+impl IndexEntry {
+    pub(crate) fn encode(&self) -> [u8; 12] {
+        let mut value = [0; 12];
+        value[..8].copy_from_slice(&self.first_position.to_be_bytes());
+        value[8..].copy_from_slice(&self.count.to_be_bytes());
+        value
+    }
+
+    pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Self> {
+        let corrupt = |reason| Error::Corrupt { what: "stream index entry", position: Position::ZERO, reason };
+        let version = key.len().checked_sub(8).and_then(|at| key.get(at..)).ok_or(corrupt("key too short"))?;
+        let (position, count) = (value.get(..8), value.get(8..12));
+        match (be_u64(version), position.and_then(be_u64), count.and_then(be_u32), value.len()) {
+            (Some(first_version), Some(first_position), Some(count), 12) if count > 0 && first_version > 0 => {
+                Ok(IndexEntry { first_version, first_position, count })
+            }
+            _ => Err(corrupt("value is not 12 bytes of position and count")),
+        }
+    }
+
+    pub(crate) fn last_version(&self) -> u64 {
+        self.first_version + u64::from(self.count) - 1
+    }
+}
+
+pub(crate) fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn be_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// Encodes what the caller knows of an event (everything but version, position and recorded time),
+/// so that the writer thread only copies bytes.
+pub(crate) fn encode_body(stream: &StreamId, event: &NewEvent) -> Vec<u8> {
+    let meta = &event.metadata;
+    let mut out = Vec::with_capacity(64 + stream.as_str().len() + event.size());
+    out.extend_from_slice(event.id.as_bytes());
+    put_str16(&mut out, stream.as_str());
+    put_str16(&mut out, &event.event_type);
+    out.extend_from_slice(&event.schema_version.to_le_bytes());
+    let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+    let flags = flag(event.occurred_at.is_some(), HAS_OCCURRED)
+        | flag(meta.correlation_id.is_some(), HAS_CORRELATION)
+        | flag(meta.causation_id.is_some(), HAS_CAUSATION);
+    out.push(flags);
+    if let Some(occurred) = event.occurred_at {
+        out.extend_from_slice(&occurred.timestamp_micros().to_le_bytes());
+    }
+    for text in [&meta.correlation_id, &meta.causation_id].into_iter().flatten() {
+        put_str32(&mut out, text);
+    }
+    put_len32(&mut out, meta.headers.len());
+    for (key, value) in &meta.headers {
+        put_str32(&mut out, key);
+        put_str32(&mut out, value);
+    }
+    put_str32(&mut out, &event.payload);
+    out
+}
+
+// Names are at most 256 bytes and event sizes are capped far below 4 GiB by the store's checks, so the
+// length prefixes below always fit; saturating keeps this panic-free regardless.
+fn put_str16(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&u16::try_from(text.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn put_len32(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_str32(out: &mut Vec<u8>, text: &str) {
+    put_len32(out, text.len());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Builds the log records of one commit group.
+pub(crate) struct RecordBuilder {
+    recorded_at: i64,
+    first: u64,
+    offsets: Vec<u32>,
+    entries: Vec<u8>,
+    done: Vec<(u64, Vec<u8>)>,
+}
+
+impl RecordBuilder {
+    pub(crate) fn new(first: u64, recorded_at: DateTime<Utc>) -> Self {
+        RecordBuilder {
+            recorded_at: recorded_at.timestamp_micros(),
+            first,
+            offsets: Vec::new(),
+            entries: Vec::with_capacity(RECORD_TARGET),
+            done: Vec::new(),
+        }
+    }
+
+    /// Adds the event at the next position.
+    pub(crate) fn push(&mut self, version: u64, body: &[u8]) {
+        if !self.offsets.is_empty() && self.entries.len() + ENTRY_HEADER + body.len() > RECORD_TARGET {
+            self.close();
+        }
+        self.offsets.push(u32::try_from(self.entries.len()).unwrap_or(u32::MAX));
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&version.to_le_bytes());
+        crc.update(body);
+        self.entries.extend_from_slice(&crc.finalize().to_le_bytes());
+        self.entries.extend_from_slice(&version.to_le_bytes());
+        self.entries.extend_from_slice(body);
+    }
+
+    fn close(&mut self) {
+        if self.offsets.is_empty() {
+            return;
+        }
+        let count = self.offsets.len();
+        let mut record = Vec::with_capacity(RECORD_HEADER + 4 * count + self.entries.len());
+        record.push(RECORD_MAGIC);
+        record.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
+        record.extend_from_slice(&self.recorded_at.to_le_bytes());
+        record.extend_from_slice(&[0; 4]);
+        for offset in &self.offsets {
+            record.extend_from_slice(&offset.to_le_bytes());
+        }
+        let crc = header_crc(&record);
+        record[13..17].copy_from_slice(&crc.to_le_bytes());
+        record.extend_from_slice(&self.entries);
+        self.done.push((self.first, record));
+        self.first += count as u64;
+        self.offsets.clear();
+        self.entries.clear();
+    }
+
+    /// The finished records, keyed by their first position.
+    pub(crate) fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
+        self.close();
+        self.done
+    }
+}
+
+/// The header crc covers the magic byte, count, time and offsets table, with the crc field as zeros.
+fn header_crc(header: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(header.get(..13).unwrap_or_default());
+    crc.update(&[0; 4]);
+    crc.update(header.get(RECORD_HEADER..).unwrap_or_default());
+    crc.finalize()
+}
+
+/// A log record read back: a view over its bytes that decodes events one at a time.
+pub(crate) struct Record<B> {
+    pub(crate) first: u64,
+    pub(crate) count: u32,
+    pub(crate) recorded_at: DateTime<Utc>,
+    bytes: B,
+}
+
+impl<B: AsRef<[u8]>> Record<B> {
+    /// Checks the header of the record stored under `first`.
+    pub(crate) fn parse(first: u64, bytes: B) -> Result<Self> {
+        let corrupt = |reason| Error::Corrupt { what: "log record", position: Position::new(first), reason };
+        let data = bytes.as_ref();
+        if data.len() < RECORD_HEADER || data.first() != Some(&RECORD_MAGIC) {
+            return Err(corrupt("bad record header"));
+        }
+        let count = le_u32(data, 1).ok_or(corrupt("bad record header"))?;
+        let table_end = RECORD_HEADER + 4 * count as usize;
+        let stored_crc = le_u32(data, 13).ok_or(corrupt("bad record header"))?;
+        let header = data.get(..table_end).ok_or(corrupt("offset table is cut short"))?;
+        if count == 0 || header_crc(header) != stored_crc {
+            return Err(corrupt("record header checksum mismatch"));
+        }
+        let micros = le_i64(data, 5).ok_or(corrupt("bad record header"))?;
+        let recorded_at = DateTime::from_timestamp_micros(micros).ok_or(corrupt("recorded time out of range"))?;
+        Ok(Record { first, count, recorded_at, bytes })
+    }
+
+    pub(crate) fn last(&self) -> u64 {
+        self.first + u64::from(self.count) - 1
+    }
+
+    pub(crate) fn contains(&self, position: u64) -> bool {
+        (self.first..=self.last()).contains(&position)
+    }
+
+    fn corrupt(&self, position: u64, reason: &'static str) -> Error {
+        Error::Corrupt { what: "log record", position: Position::new(position), reason }
+    }
+
+    /// The checked bytes (version + body) of the event at `position`.
+    fn entry(&self, position: u64) -> Result<&[u8]> {
+        let data = self.bytes.as_ref();
+        let index =
+            usize::try_from(position - self.first).map_err(|_| self.corrupt(position, "position out of range"))?;
+        let entries_start = RECORD_HEADER + 4 * self.count as usize;
+        let offset = |i: usize| le_u32(data, RECORD_HEADER + 4 * i).map(|o| entries_start + o as usize);
+        let start = offset(index).ok_or(self.corrupt(position, "offset table is cut short"))?;
+        let end = if index + 1 < self.count as usize {
+            offset(index + 1).ok_or(self.corrupt(position, "offset table is cut short"))?
+        } else {
+            data.len()
+        };
+        let entry = data.get(start..end).ok_or(self.corrupt(position, "event offset out of range"))?;
+        let (crc, rest) = entry.split_at_checked(4).ok_or(self.corrupt(position, "event is cut short"))?;
+        if rest.len() < 8 || le_u32(crc, 0) != Some(crc32fast::hash(rest)) {
+            return Err(self.corrupt(position, "event checksum mismatch"));
+        }
+        Ok(rest)
+    }
+
+    /// The id of the event at `position`, without decoding the rest.
+    pub(crate) fn id(&self, position: u64) -> Result<Uuid> {
+        let entry = self.entry(position)?;
+        entry.get(8..24).and_then(|b| Uuid::from_slice(b).ok()).ok_or(self.corrupt(position, "event is cut short"))
+    }
+
+    /// The stream and type of the event at `position`, without decoding the rest: enough to filter.
+    pub(crate) fn peek(&self, position: u64) -> Result<(&str, &str)> {
+        let mut reader = Reader { data: self.entry(position)?, at: 8 + 16 };
+        let stream = reader.str16().ok_or(self.corrupt(position, "bad stream name"))?;
+        let event_type = reader.str16().ok_or(self.corrupt(position, "bad event type"))?;
+        Ok((stream, event_type))
+    }
+
+    /// Decodes the event at `position`.
+    pub(crate) fn event(&self, position: u64) -> Result<RecordedEvent> {
+        let entry = self.entry(position)?;
+        decode_entry(entry, Position::new(position), self.recorded_at)
+            .ok_or(self.corrupt(position, "event does not decode"))
+    }
+}
+
+fn decode_entry(entry: &[u8], position: Position, recorded_at: DateTime<Utc>) -> Option<RecordedEvent> {
+    let mut r = Reader { data: entry, at: 0 };
+    let version = Version::new(u64::from_le_bytes(r.take(8)?.try_into().ok()?));
+    let id = Uuid::from_slice(r.take(16)?).ok()?;
+    let stream = StreamId::new(r.str16()?).ok()?;
+    let event_type = r.str16()?.to_owned();
+    let schema_version = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    let flags = r.take(1)?.first().copied()?;
+    let occurred_at = if flags & HAS_OCCURRED != 0 {
+        DateTime::from_timestamp_micros(i64::from_le_bytes(r.take(8)?.try_into().ok()?))?
+    } else {
+        recorded_at
+    };
+    let correlation_id = if flags & HAS_CORRELATION != 0 { Some(r.str32()?.to_owned()) } else { None };
+    let causation_id = if flags & HAS_CAUSATION != 0 { Some(r.str32()?.to_owned()) } else { None };
+    let header_count = r.u32()?;
+    let mut headers = BTreeMap::new();
+    for _ in 0..header_count {
+        let key = r.str32()?.to_owned();
+        headers.insert(key, r.str32()?.to_owned());
+    }
+    let payload = r.str32()?.to_owned();
+    if r.at != entry.len() {
+        return None;
+    }
+    Some(RecordedEvent {
+        id,
+        stream,
+        version,
+        position,
+        event_type,
+        schema_version,
+        recorded_at,
+        occurred_at,
+        metadata: Metadata { correlation_id, causation_id, headers },
+        payload,
+    })
+}
+
+fn le_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le_i64(data: &[u8], at: usize) -> Option<i64> {
+    Some(i64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A bounds-checked cursor: every read returns `None` instead of running past the end.
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let bytes = self.data.get(self.at..self.at.checked_add(len)?)?;
+        self.at += len;
+        Some(bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn str16(&mut self) -> Option<&'a str> {
+        let len = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
+        std::str::from_utf8(self.take(usize::from(len))?).ok()
+    }
+
+    fn str32(&mut self) -> Option<&'a str> {
+        let len = self.u32()?;
+        std::str::from_utf8(self.take(usize::try_from(len).ok()?)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(i: u64) -> Result<(StreamId, NewEvent)> {
+        let stream = StreamId::new(format!("order-{i}"))?;
+        let mut event = NewEvent::raw("OrderPlaced", format!("{{\"n\":{i}}}")).with_header("k", "v");
+        if i % 2 == 0 {
+            event = event.with_occurred_at(DateTime::from_timestamp_micros(1_000_000 * i as i64).unwrap_or_default());
+            event = event.with_correlation_id("corr").with_causation_id("cause");
+        }
+        Ok((stream, event))
+    }
+
+    #[test]
+    fn records_round_trip_and_split_at_the_target_size() -> Result<()> {
+        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap_or_default();
+        let mut builder = RecordBuilder::new(10, at);
+        let mut expected = Vec::new();
+        for i in 0..100 {
+            let (stream, event) = sample(i)?;
+            builder.push(i + 1, &encode_body(&stream, &event));
+            expected.push((stream, event));
+        }
+        let records = builder.finish();
+        assert!(records.len() > 1, "100 events should not fit one {RECORD_TARGET}-byte record");
+        let mut position = 10;
+        for (first, bytes) in records {
+            assert!(bytes.len() <= RECORD_TARGET + 200, "record of {} bytes", bytes.len());
+            let record = Record::parse(first, bytes)?;
+            assert_eq!(record.first, position);
+            for p in record.first..=record.last() {
+                let event = record.event(p)?;
+                let (stream, new) = &expected[(p - 10) as usize];
+                assert_eq!((&event.stream, event.version.get(), event.position.get()), (stream, p - 9, p));
+                assert_eq!((event.id, &event.payload, &event.metadata), (new.id, &new.payload, &new.metadata));
+                assert_eq!(event.occurred_at, new.occurred_at.unwrap_or(at));
+                assert_eq!(event.recorded_at, at);
+                assert_eq!(record.peek(p)?, (stream.as_str(), "OrderPlaced"));
+            }
+            position = record.last() + 1;
+        }
+        assert_eq!(position, 110);
+        Ok(())
+    }
+
+    #[test]
+    fn every_flipped_byte_is_reported_as_corruption() -> Result<()> {
+        let (stream, event) = sample(2)?;
+        let mut builder = RecordBuilder::new(1, Utc::now());
+        builder.push(1, &encode_body(&stream, &event));
+        let (_, bytes) = builder.finish().pop().ok_or(Error::Closed)?;
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x5a;
+            let outcome = Record::parse(1, damaged).and_then(|r| r.event(1));
+            assert!(matches!(outcome, Err(Error::Corrupt { .. })), "byte {i}: {outcome:?}");
+        }
+        for len in 0..bytes.len() {
+            let outcome = Record::parse(1, &bytes[..len]).and_then(|r| r.event(1));
+            assert!(matches!(outcome, Err(Error::Corrupt { .. })), "cut at {len}: {outcome:?}");
+        }
+        Ok(())
+    }
+}

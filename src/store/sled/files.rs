@@ -1,0 +1,252 @@
+//! The sled database of a store: opening and checking it, making writes durable, and reading records
+//! and index entries back.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sled::IVec;
+use uuid::Uuid;
+
+use super::codec::{be_u64, log_key, stream_key, stream_prefix, IndexEntry, Record, FORMAT_KEY, FORMAT_VERSION, LOG};
+use super::SledConfig;
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::position::Position;
+use crate::store::{Direction, StoredId};
+
+/// The name of the sled tree that holds everything.
+const TREE: &str = "annals";
+
+#[derive(Debug)]
+pub(super) struct Files {
+    pub(super) path: PathBuf,
+    pub(super) db: sled::Db,
+    pub(super) tree: sled::Tree,
+    /// sled's data file, kept open to `fdatasync` it after each flush.
+    data: File,
+    /// Blob files already synced (sled writes values of large pages as separate, unsynced files).
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+impl Files {
+    pub(super) fn open(config: &SledConfig) -> Result<Self> {
+        let path = config.path.clone();
+        if !config.create_if_missing && !path.join("db").is_file() {
+            return Err(Error::NotFound { path });
+        }
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_capacity)
+            .flush_every_ms(Some(config.flush_every_ms.max(1)))
+            .open()
+            .map_err(|e| open_error(&path, e))?;
+        let tree = db.open_tree(TREE).map_err(|e| open_error(&path, e))?;
+        check_format(&path, &db, &tree)?;
+        let data = File::options().read(true).write(true).open(path.join("db")).map_err(Error::storage)?;
+        Ok(Files { path, db, tree, data, synced_blobs: Mutex::new(HashSet::new()) })
+    }
+
+    /// Makes everything sled has flushed so far durable. sled's flush ends in `sync_file_range`,
+    /// which neither flushes the device cache nor covers blob files; `fdatasync` on the data file and
+    /// on any new blob file does.
+    pub(super) fn sync_to_disk(&self) -> Result<()> {
+        self.data.sync_data().map_err(Error::storage)?;
+        self.sync_blobs()
+    }
+
+    fn sync_blobs(&self) -> Result<()> {
+        let dir = self.path.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::storage(e)),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut present = HashSet::new();
+        let mut new = false;
+        for entry in entries {
+            let name = entry.map_err(Error::storage)?.file_name();
+            if !synced.contains(&name) {
+                match File::open(dir.join(&name)) {
+                    Ok(file) => file.sync_all().map_err(Error::storage)?,
+                    // sled removed it (garbage collection) since the listing: nothing to sync.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::storage(e)),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(Error::storage)?;
+        }
+        *synced = present;
+        Ok(())
+    }
+
+    /// The last log record, if any.
+    pub(super) fn last_record(&self) -> Result<Option<Record<IVec>>> {
+        match self.tree.scan_prefix([LOG]).next_back() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, value) = item.map_err(Error::storage)?;
+                Ok(Some(parse_record(&key, value)?))
+            }
+        }
+    }
+
+    /// The record holding `position`, if the log reaches that far.
+    pub(super) fn record_at(&self, position: u64) -> Result<Option<Record<IVec>>> {
+        let Some(item) = self.tree.range(log_key(0)..=log_key(position)).next_back() else { return Ok(None) };
+        let (key, value) = item.map_err(Error::storage)?;
+        let record = parse_record(&key, value)?;
+        Ok(record.contains(position).then_some(record))
+    }
+
+    /// The records from the one holding `position` on.
+    pub(super) fn records_from(&self, position: u64) -> impl Iterator<Item = Result<Record<IVec>>> + '_ {
+        let start = match self.tree.range(log_key(0)..=log_key(position)).next_back() {
+            Some(Ok((key, value))) => match parse_record(&key, value) {
+                Ok(record) if record.contains(position) => record.first,
+                Ok(_) => position,
+                Err(e) => return Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = _>>,
+            },
+            Some(Err(e)) => return Box::new(std::iter::once(Err(Error::storage(e)))),
+            None => position,
+        };
+        Box::new(self.tree.range(log_key(start)..=log_key(u64::MAX)).map(|item| {
+            let (key, value) = item.map_err(Error::storage)?;
+            parse_record(&key, value)
+        }))
+    }
+
+    /// The decoded event at `position`, reusing the record in `cache` when it holds it.
+    pub(super) fn event_at(&self, position: u64, cache: &mut Option<Record<IVec>>) -> Result<RecordedEvent> {
+        if !cache.as_ref().is_some_and(|r| r.contains(position)) {
+            *cache = Some(self.record_at(position)?.ok_or(Error::Corrupt {
+                what: "stream index entry",
+                position: Position::new(position),
+                reason: "points at an event missing from the log",
+            })?);
+        }
+        match cache {
+            Some(record) => record.event(position),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// The index entries of a stream, starting with the one holding version `from`, in `direction`.
+    pub(super) fn stream_entries<'a>(
+        &'a self,
+        stream: &str,
+        from: u64,
+        direction: Direction,
+    ) -> Box<dyn Iterator<Item = Result<IndexEntry>> + 'a> {
+        let prefix = stream_prefix(stream);
+        let until = stream_key(stream, from);
+        let decode = |item: sled::Result<(IVec, IVec)>| {
+            let (key, value) = item.map_err(Error::storage)?;
+            IndexEntry::decode(&key, &value)
+        };
+        match direction {
+            Direction::Backward => Box::new(self.tree.range(prefix..=until).rev().map(decode)),
+            Direction::Forward => {
+                // The entry holding `from` may start before it.
+                let start = match self.tree.range(prefix.clone()..=until.clone()).next_back() {
+                    Some(Ok((key, _))) => key.to_vec(),
+                    _ => until,
+                };
+                let end = stream_key(stream, u64::MAX);
+                Box::new(
+                    self.tree
+                        .range(start..=end)
+                        .map(decode)
+                        .filter(move |e| !matches!(e, Ok(entry) if entry.last_version() < from)),
+                )
+            }
+        }
+    }
+
+    /// The current version of a stream, counting only events at or before `head`.
+    pub(super) fn stream_version(&self, stream: &str, head: u64) -> Result<Option<u64>> {
+        for entry in self.stream_entries(stream, u64::MAX, Direction::Backward) {
+            let entry = entry?;
+            if entry.first_position <= head {
+                return Ok(Some(entry.last_version()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where the event at `position` is, for retry detection.
+    pub(super) fn stored_at(&self, position: u64) -> Result<StoredId> {
+        let event = self.event_at(position, &mut None)?;
+        Ok(StoredId { position: event.position, stream: event.stream, version: event.version })
+    }
+
+    /// Every event id in the log, with its position: the writer's id index, rebuilt at open. An entry
+    /// that does not read is left out here; reading it reports the damage.
+    pub(super) fn event_ids(&self) -> Result<HashMap<Uuid, u64>> {
+        let mut ids = HashMap::new();
+        for record in self.records_from(1) {
+            let record = record?;
+            for position in record.first..=record.last() {
+                if let Ok(id) = record.id(position) {
+                    ids.insert(id, position);
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
+fn parse_record(key: &[u8], value: IVec) -> Result<Record<IVec>> {
+    let first = key.get(1..).and_then(be_u64).ok_or(Error::Corrupt {
+        what: "log record",
+        position: Position::ZERO,
+        reason: "key is not a position",
+    })?;
+    Record::parse(first, value)
+}
+
+fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+    let unsupported = |found| Error::UnsupportedFormat { path: path.to_owned(), found, supported: FORMAT_VERSION };
+    match tree.get(FORMAT_KEY).map_err(Error::storage)? {
+        Some(value) => {
+            let found = value.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| unsupported(0))?;
+            if found != FORMAT_VERSION {
+                return Err(unsupported(found));
+            }
+        }
+        None => {
+            let foreign = tree.first().map_err(Error::storage)?.is_some()
+                || db
+                    .tree_names()
+                    .iter()
+                    .any(|name| name.as_ref() != b"__sled__default" && name.as_ref() != TREE.as_bytes())
+                || db.first().map_err(Error::storage)?.is_some();
+            if foreign {
+                return Err(unsupported(0));
+            }
+            tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()).map_err(Error::storage)?;
+            db.flush().map_err(Error::storage)?;
+        }
+    }
+    Ok(())
+}
+
+fn open_error(path: &Path, error: sled::Error) -> Error {
+    match error {
+        // sled reports a held lock as a plain I/O error with this message (sled 0.34.7, config.rs).
+        sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+            Error::Locked { path: path.to_owned() }
+        }
+        sled::Error::Corruption { .. } => {
+            Error::Corrupt { what: "sled database", position: Position::ZERO, reason: "sled reports corruption" }
+        }
+        other => Error::storage(other),
+    }
+}

@@ -1,0 +1,147 @@
+//! Stream names.
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, InvalidName};
+
+/// The name of a stream: the events of one aggregate instance, e.g. `order-42`.
+///
+/// A valid name is 1 to [`StreamId::MAX_LEN`] bytes of UTF-8 without control characters (U+0000 to
+/// U+001F and U+007F). The part before the first `-` is the stream's *category* (`order` for
+/// `order-42`), which log reads and subscriptions can filter on.
+///
+/// ```
+/// use annals::StreamId;
+///
+/// let id = StreamId::new("order-42")?;
+/// assert_eq!(id.category(), "order");
+/// assert!(StreamId::new("").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// The longest stream name, in bytes.
+    pub const MAX_LEN: usize = 256;
+
+    /// Checks `name` and wraps it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidStreamId`] when the name is empty, longer than [`StreamId::MAX_LEN`] bytes or
+    /// holds a control character.
+    pub fn new(name: impl Into<String>) -> Result<Self, Error> {
+        let name = name.into();
+        match check_name(&name, Self::MAX_LEN) {
+            Ok(()) => Ok(StreamId(name)),
+            Err(reason) => Err(Error::InvalidStreamId { name, reason }),
+        }
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part of the name before the first `-`, or the whole name when it has none.
+    pub fn category(&self) -> &str {
+        self.0.split_once('-').map_or(&self.0, |(category, _)| category)
+    }
+}
+
+/// Checks a stream or event type name: non-empty, at most `max` bytes, no control characters.
+pub(crate) fn check_name(name: &str, max: usize) -> Result<(), InvalidName> {
+    if name.is_empty() {
+        return Err(InvalidName::Empty);
+    }
+    if name.len() > max {
+        return Err(InvalidName::TooLong { len: name.len(), max });
+    }
+    if let Some(at) = name.bytes().position(|b| b < 0x20 || b == 0x7f) {
+        return Err(InvalidName::ControlCharacter { at });
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        StreamId::new(name).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<&str> for StreamId {
+    type Error = Error;
+
+    fn try_from(name: &str) -> Result<Self, Error> {
+        StreamId::new(name)
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = Error;
+
+    fn try_from(name: String) -> Result<Self, Error> {
+        StreamId::new(name)
+    }
+}
+
+impl AsRef<str> for StreamId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(StreamId::new("order-1").is_ok());
+        assert!(StreamId::new("é-ü").is_ok());
+        assert!(StreamId::new("a".repeat(StreamId::MAX_LEN)).is_ok());
+        let cases = [
+            (String::new(), InvalidName::Empty),
+            ("a".repeat(StreamId::MAX_LEN + 1), InvalidName::TooLong { len: 257, max: 256 }),
+            ("a\0b".to_owned(), InvalidName::ControlCharacter { at: 1 }),
+            ("ab\n".to_owned(), InvalidName::ControlCharacter { at: 2 }),
+        ];
+        for (name, expected) in cases {
+            match StreamId::new(name.clone()) {
+                Err(Error::InvalidStreamId { reason, .. }) => assert_eq!(reason, expected, "{name:?}"),
+                other => unreachable!("{name:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn category_is_the_part_before_the_first_dash() {
+        let cases = [("order-1", "order"), ("order", "order"), ("a-b-c", "a"), ("-x", "")];
+        for (name, category) in cases {
+            assert_eq!(StreamId::new(name).map(|s| s.category().to_owned()).ok(), Some(category.to_owned()));
+        }
+    }
+}
