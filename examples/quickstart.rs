@@ -4,10 +4,14 @@
 //! Run it with `cargo run --release --example quickstart [DIR]`. Without `DIR` it uses a fresh
 //! temporary directory; with one, running it twice shows the retry of the same events being recognised.
 
+#![allow(clippy::print_stdout)] // printing is what the example is for
+
 use std::error::Error;
 use std::path::PathBuf;
 
-use annals::{EventStore, ExpectedVersion, LogFilter, NewEvent, ReadLog, ReadStream, SledStore, StreamAppend, StreamId};
+use annals::{
+    EventStore, ExpectedVersion, LogFilter, NewEvent, ReadLog, ReadStream, SledStore, StreamAppend, StreamId,
+};
 use futures_util::TryStreamExt;
 use serde_json::json;
 use uuid::Uuid;
@@ -38,7 +42,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let placed_at = store.read_log(ReadLog::from(first.last_position).limit(1)).try_next().await?;
 
         // Paying is two streams in one atomic append: the order and its payment.
-        let paid = NewEvent::json("OrderPaid", &json!({ "amount": 3000 }))?.with_id(id(2)).with_causation_id(id(1).to_string());
+        let paid = NewEvent::json("OrderPaid", &json!({ "amount": 3000 }))?
+            .with_id(id(2))
+            .with_causation_id(id(1).to_string());
         let charged = NewEvent::json("PaymentCaptured", &json!({ "order": "order-1", "amount": 3000 }))?.with_id(id(3));
         let results = store
             .append_multi(vec![

@@ -89,9 +89,10 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// An event id is already stored, but not as the same append: the append is not a retry of an
-    /// earlier one, yet reuses one of its ids. Nothing was written. Use fresh ids for new events.
-    #[error("event id {id} is already stored at position {position}, in a different append")]
+    /// An event id is already stored, but the append is not a retry: some of its ids are new, or the
+    /// stored ones are in another stream or another order. Nothing was written. Use fresh ids for new
+    /// events.
+    #[error("event id {id} is already stored at position {position}, and this append is not a retry")]
     DuplicateEventId {
         /// The reused id.
         id: Uuid,

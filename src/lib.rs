@@ -97,8 +97,8 @@ pub use crate::position::{ExpectedVersion, Position, Version};
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::sled::{Durability, SledConfig, SledStore, MAX_EVENT_SIZE_LIMIT};
 pub use crate::store::{
-    AppendResult, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, StreamAppend,
-    Until, DEFAULT_MAX_EVENT_SIZE,
+    AppendResult, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream,
+    StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE,
 };
 pub use crate::stream_id::StreamId;
 

@@ -39,8 +39,8 @@ pub struct AppendResult {
     pub first_position: Position,
     /// The position of the last event appended; wait for this one to read your own write.
     pub last_position: Position,
-    /// `true` when every event id was already stored by an earlier append (a retry): nothing was
-    /// written, and the fields above describe that earlier append.
+    /// `true` when every event was already stored, with the same ids in the same stream and order (a
+    /// retry): nothing was written, and the fields above describe the stored events.
     pub already_appended: bool,
 }
 
@@ -88,8 +88,9 @@ pub(crate) fn retry_keys(appends: &[StreamAppend]) -> Vec<RetryKey<'_>> {
 /// Decides whether a request is new, a retry of a stored append, or reuses ids it must not.
 ///
 /// `lookup` tells where an id is stored, if it is. Returns `Ok(None)` when no id is stored (a new
-/// append), `Ok(Some(results))` with the original results when the request is exactly an earlier
-/// append again, and [`Error::DuplicateEventId`] otherwise.
+/// append), `Ok(Some(results))` with the stored positions when every event of every stream part is
+/// stored in that stream, in the same order at consecutive versions (an earlier append, or part of
+/// one, sent again), and [`Error::DuplicateEventId`] otherwise.
 pub(crate) fn plan_retry(
     appends: &[RetryKey<'_>],
     mut lookup: impl FnMut(Uuid) -> Result<Option<StoredId>>,

@@ -28,7 +28,8 @@ pub const DEFAULT_MAX_EVENT_SIZE: usize = 64 * 1024;
 /// - an append is atomic: all its events (over one or several streams) are stored, or none;
 /// - positions are gap-free from 1, in commit order; versions in a stream are gap-free from 1;
 /// - `recorded_at` never decreases along the log;
-/// - a retry of an append whose event ids are all stored answers with the original result
+/// - a retry, an append whose events are all stored already (same ids, same streams, same order,
+///   consecutive versions), answers with their stored versions and positions
 ///   ([`AppendResult::already_appended`]) and stores nothing twice;
 /// - reads, [`head`](EventStore::head) and [`HeadWatch`] show only acknowledged events.
 ///

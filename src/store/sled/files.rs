@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sled::IVec;
 use uuid::Uuid;
@@ -19,6 +20,11 @@ use crate::store::{Direction, StoredId};
 
 /// The name of the sled tree that holds everything.
 const TREE: &str = "annals";
+
+/// How long an open retries a locked database before it reports [`Error::Locked`]: long enough for
+/// sled to release the lock of a store whose last handle was just dropped (a few ms, up to ~150 ms
+/// seen on a loaded machine).
+const LOCK_PATIENCE: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub(super) struct Files {
@@ -37,12 +43,21 @@ impl Files {
         if !config.create_if_missing && !path.join("db").is_file() {
             return Err(Error::NotFound { path });
         }
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(&path)
             .cache_capacity(config.cache_capacity)
-            .flush_every_ms(Some(config.flush_every_ms.max(1)))
-            .open()
-            .map_err(|e| open_error(&path, e))?;
+            .flush_every_ms(Some(config.flush_every_ms.max(1)));
+        let started = Instant::now();
+        let db = loop {
+            match sled_config.open() {
+                // sled lets go of its file lock a little after its last `Db` is dropped (its background
+                // jobs still hold the file), so a store closed a moment ago may still look locked.
+                Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                opened => break opened.map_err(|e| open_error(&path, e))?,
+            }
+        };
         let tree = db.open_tree(TREE).map_err(|e| open_error(&path, e))?;
         check_format(&path, &db, &tree)?;
         let data = File::options().read(true).write(true).open(path.join("db")).map_err(Error::storage)?;
@@ -187,12 +202,13 @@ impl Files {
         Ok(StoredId { position: event.position, stream: event.stream, version: event.version })
     }
 
-    /// Every event id in the log, with its position: the writer's id index, rebuilt at open. An entry
-    /// that does not read is left out here; reading it reports the damage.
+    /// Every event id in the log, with its position: the writer's id index, rebuilt at open. A record
+    /// or an entry that does not read is left out here; reading it reports the damage.
     pub(super) fn event_ids(&self) -> Result<HashMap<Uuid, u64>> {
         let mut ids = HashMap::new();
-        for record in self.records_from(1) {
-            let record = record?;
+        for item in self.tree.scan_prefix([LOG]) {
+            let (key, value) = item.map_err(Error::storage)?;
+            let Ok(record) = parse_record(&key, value) else { continue };
             for position in record.first..=record.last() {
                 if let Ok(id) = record.id(position) {
                     ids.insert(id, position);
@@ -238,12 +254,15 @@ fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
     Ok(())
 }
 
+/// Whether sled failed to open because another handle holds the database's lock. sled reports it as
+/// a plain I/O error with this message (sled 0.34.7, config.rs).
+fn is_lock_error(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 fn open_error(path: &Path, error: sled::Error) -> Error {
     match error {
-        // sled reports a held lock as a plain I/O error with this message (sled 0.34.7, config.rs).
-        sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-            Error::Locked { path: path.to_owned() }
-        }
+        ref locked if is_lock_error(locked) => Error::Locked { path: path.to_owned() },
         sled::Error::Corruption { .. } => {
             Error::Corrupt { what: "sled database", position: Position::ZERO, reason: "sled reports corruption" }
         }

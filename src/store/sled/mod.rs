@@ -120,10 +120,12 @@ impl SledConfig {
         self
     }
 
-    /// Opens (or creates) the store.
+    /// Opens (or creates) the store: recovers the last durable state and rebuilds the in-memory id
+    /// index from the log. Blocks the calling thread while it does (and for up to 500 ms while a
+    /// just-closed store's lock is released).
     ///
     /// # Errors
-    /// [`Error::Locked`] when another process has it open, [`Error::NotFound`] when it is missing and
+    /// [`Error::Locked`] when another process (or handle) has it open, [`Error::NotFound`] when it is missing and
     /// may not be created, [`Error::UnsupportedFormat`] when it was written by an incompatible version,
     /// [`Error::Corrupt`] when its last record is damaged, [`Error::Config`] for out-of-range settings,
     /// and [`Error::Storage`] for I/O errors.
@@ -134,8 +136,10 @@ impl SledConfig {
 
 /// The embedded event store: one directory on disk, crash-safe, with group commit.
 ///
-/// Cloning gives another handle to the same store; the writer thread stops and the directory is
-/// unlocked when the last handle is dropped.
+/// Cloning gives another handle to the same store. Dropping the last handle stops the writer after
+/// the appends already queued and closes the database; sled releases its file lock a few
+/// milliseconds later, which is why [`SledConfig::open`] waits up to 500 ms for a lock to go before it
+/// reports [`Error::Locked`].
 ///
 /// ```
 /// use annals::{EventStore, ExpectedVersion, NewEvent, SledStore, StreamId};
@@ -172,7 +176,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue stops the writer after the groups already queued; joining it makes sure
-        // the directory is unlocked when the last handle is gone.
+        // sled can release its lock, which it does shortly after the last database handle is gone.
         drop(self.queue.take());
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -316,7 +320,12 @@ impl EventStore for SledStore {
                     return Ok(events);
                 }
                 let position = entry.first_position + (version - entry.first_version);
-                events.push(files.event_at(position, &mut cache)?);
+                match files.event_at(position, &mut cache) {
+                    Ok(event) => events.push(event),
+                    // Give back the events before a damaged one; the next page starts at it and fails.
+                    Err(_) if !events.is_empty() => return Ok(events),
+                    Err(error) => return Err(error),
+                }
             }
         }
         Ok(events)
@@ -327,8 +336,19 @@ impl EventStore for SledStore {
         let start = from.get().max(1);
         let mut events = Vec::new();
         let mut next = start;
+        // Give back the events before a damaged one; the next page starts at it and fails.
+        let partial = |events: Vec<RecordedEvent>, next: u64, error: Error| {
+            if events.is_empty() {
+                Err(error)
+            } else {
+                Ok(LogChunk { events, next: Position::new(next), end: false })
+            }
+        };
         for record in self.inner.files.records_from(start) {
-            let record = record?;
+            let record = match record {
+                Ok(record) => record,
+                Err(error) => return partial(events, next, error),
+            };
             if record.first > head {
                 break;
             }
@@ -336,12 +356,16 @@ impl EventStore for SledStore {
                 if events.len() >= max || position - start >= SCAN_BUDGET {
                     return Ok(LogChunk { events, next: Position::new(next), end: next > head });
                 }
-                let wanted = filter.is_all() || {
-                    let (stream, event_type) = record.peek(position)?;
-                    filter.admits(stream, event_type)
-                };
+                let wanted = filter.is_all()
+                    || match record.peek(position) {
+                        Ok((stream, event_type)) => filter.admits(stream, event_type),
+                        Err(error) => return partial(events, next, error),
+                    };
                 if wanted {
-                    events.push(record.event(position)?);
+                    match record.event(position) {
+                        Ok(event) => events.push(event),
+                        Err(error) => return partial(events, next, error),
+                    }
                 }
                 next = position + 1;
             }

@@ -1,0 +1,63 @@
+//! The live signal: a head watch wakes when another task's append is acknowledged.
+
+use std::time::Duration;
+
+use annals::{ExpectedVersion, Position, ReadLog};
+use tokio::time::timeout;
+
+use super::{events, read_log, stream, TestResult, TestStore};
+
+/// Long enough for any append on a loaded machine, short enough to fail a hung test quickly.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+pub(crate) async fn a_head_watch_wakes_on_an_append_from_another_task<S: TestStore>(store: &S) -> TestResult {
+    let order = stream("order-1")?;
+    store.append(&order, ExpectedVersion::NoStream, events(1, 2)).await?;
+    let mut watch = store.watch_head();
+    assert_eq!(watch.current(), Position::new(2));
+    // Nothing new: waiting past the head does not resolve on its own.
+    let early = timeout(Duration::from_millis(50), watch.wait_past(Position::new(2))).await;
+    assert!(early.is_err(), "wait_past resolved with nothing appended: {early:?}");
+
+    let writer = store.clone();
+    let appender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let order = annals::StreamId::new("order-1")?;
+        writer.append(&order, ExpectedVersion::Exact(annals::Version::new(2)), events(3, 3)).await
+    });
+    let head = timeout(PATIENCE, watch.wait_past(Position::new(2))).await??;
+    let result = timeout(PATIENCE, appender).await???;
+    // The three events are one append: the head moves past all of them at once, never partway.
+    assert_eq!(head, Position::new(5));
+    assert_eq!(result.last_position, head);
+    // Woken means acknowledged: the events can be read at once.
+    let read = read_log(store, ReadLog::from(Position::new(3))).await?;
+    assert_eq!(read.iter().map(|e| e.position.get()).collect::<Vec<_>>(), [3, 4, 5]);
+
+    // `changed` wakes on the next append as well.
+    let writer = store.clone();
+    let appender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        writer.append(&annals::StreamId::new("order-2")?, ExpectedVersion::Any, events(6, 1)).await
+    });
+    let moved = timeout(PATIENCE, watch.changed()).await??;
+    timeout(PATIENCE, appender).await???;
+    assert_eq!(moved, Position::new(6));
+    assert_eq!(watch.current(), Position::new(6));
+    Ok(())
+}
+
+pub(crate) async fn many_watchers_are_all_woken_by_one_append<S: TestStore>(store: &S) -> TestResult {
+    let waiters: Vec<_> = (0..8)
+        .map(|_| {
+            let mut watch = store.watch_head();
+            tokio::spawn(async move { timeout(PATIENCE, watch.wait_past(Position::ZERO)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let result = store.append(&stream("order-1")?, ExpectedVersion::Any, events(1, 4)).await?;
+    for waiter in waiters {
+        assert_eq!(waiter.await???, result.last_position);
+    }
+    Ok(())
+}

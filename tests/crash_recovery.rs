@@ -1,0 +1,481 @@
+//! Crash recovery: what an acknowledged append survives when the process is killed with `kill -9`.
+//!
+//! A child process (this test binary re-run with `ANNALS_CRASH_DIR` set, see [`crash_child`]) appends
+//! in a loop to a [`SledStore`] and prints one `ACK` line per acknowledged append. The parent kills it
+//! with SIGKILL at random moments, several rounds in a row on the same directory, and after each kill
+//! reopens the store and checks:
+//!
+//! - with [`Durability::Fsync`], every acknowledged event is present with the id, stream, version,
+//!   position and payload it was acknowledged with, in this round and every later one;
+//! - positions are gap-free from 1 to the head, and every stream's versions from 1 to its version;
+//! - no append is partly visible: every event carries its append's id and size in headers, and each
+//!   append (1 to 5 events, some over two streams with `append_multi`) is there whole or not at all;
+//! - what one reopen showed is still there, in the same place, at every later reopen;
+//! - a retry of the last append found in the log, sent by the next child, is answered
+//!   `already_appended` with the original positions (ids are recognised after recovery).
+//!
+//! With [`Durability::Buffered`] the same checks run, except that recently acknowledged appends may be
+//! lost (an acknowledged event that is present must still be where it was acknowledged).
+//!
+//! Both tests together take about 5 s in a debug build on 2 cores. The seed of the random schedule is
+//! printed; `ANNALS_CRASH_SEED=<seed>` replays it (the moments of the kills still vary with timing).
+//! `cargo test --test crash_recovery -- --nocapture` shows every round.
+// The helpers below check and fail like the tests they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use annals::{
+    AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, ReadStream, RecordedEvent,
+    SledConfig, SledStore, StreamAppend, StreamId,
+};
+use futures_util::TryStreamExt;
+use uuid::Uuid;
+
+const DIR_VAR: &str = "ANNALS_CRASH_DIR";
+const ROUND_VAR: &str = "ANNALS_CRASH_ROUND";
+const DURABILITY_VAR: &str = "ANNALS_CRASH_DURABILITY";
+const SEED_VAR: &str = "ANNALS_CRASH_SEED";
+
+const STREAMS: [&str; 4] = ["crash-0", "crash-1", "crash-2", "crash-3"];
+const EVENT_TYPE: &str = "CrashTested";
+const BATCH_HEADER: &str = "batch";
+const SIZE_HEADER: &str = "batch_size";
+
+/// How long a child may take to open the store before the test gives up on it.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+fn fsync_acknowledged_appends_survive_kill_9() {
+    // Six kills while appending, and one shortly after start, possibly while sled recovers.
+    let kills = [
+        Kill::AfterReady,
+        Kill::AfterReady,
+        Kill::AfterReady,
+        Kill::AfterSpawn,
+        Kill::AfterReady,
+        Kill::AfterReady,
+        Kill::AfterReady,
+    ];
+    let appends = crash_rounds(Durability::Fsync, &kills);
+    assert!(appends >= 6, "only {appends} appends were acknowledged: the test proved little");
+}
+
+#[test]
+fn buffered_store_recovers_consistently_after_kill_9() {
+    let kills = [Kill::AfterReady, Kill::AfterReady, Kill::AfterSpawn, Kill::AfterReady];
+    crash_rounds(Durability::Buffered, &kills);
+}
+
+/// The child: appends until it is killed. Runs only when the parent sets `ANNALS_CRASH_DIR`.
+#[test]
+#[ignore = "the child process of the crash tests; does nothing unless ANNALS_CRASH_DIR is set"]
+fn crash_child() {
+    let Some(dir) = std::env::var_os(DIR_VAR) else { return };
+    let round: u64 = env_number(ROUND_VAR).unwrap_or(0);
+    let seed = env_number(SEED_VAR).unwrap_or(1);
+    let durability = match std::env::var(DURABILITY_VAR).as_deref() {
+        Ok("buffered") => Durability::Buffered,
+        _ => Durability::Fsync,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(append_until_killed(PathBuf::from(dir), round, durability, Rng::new(seed ^ round)));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The child's side.
+
+async fn append_until_killed(dir: PathBuf, round: u64, durability: Durability, mut rng: Rng) {
+    // A leading newline: libtest may have printed "test crash_child ... " without one.
+    say("\nSTART\n");
+    let store = SledConfig::new(&dir).durability(durability).open().expect("the child opens the store");
+    retry_last_append(&store).await;
+    let streams: Vec<StreamId> = STREAMS.iter().map(|s| StreamId::new(*s).unwrap()).collect();
+    let mut versions = Vec::with_capacity(streams.len());
+    for stream in &streams {
+        versions.push(store.stream_version(stream).await.unwrap().map_or(0, |v| v.get()));
+    }
+    say("READY\n");
+    for n in 0u64.. {
+        let batch = format!("r{round}-b{n}");
+        let parts = pick_parts(&mut rng);
+        let size: usize = parts.iter().map(|(_, count)| count).sum();
+        let mut appends = Vec::with_capacity(parts.len());
+        let mut index = 0;
+        for &(s, count) in &parts {
+            let events: Vec<NewEvent> = (0..count)
+                .map(|_| {
+                    index += 1;
+                    new_event(&batch, size, index - 1, STREAMS[s])
+                })
+                .collect();
+            let expected = pick_expected(&mut rng, versions[s]);
+            appends.push(StreamAppend::new(streams[s].clone(), expected, events));
+        }
+        let ids: Vec<Vec<Uuid>> = appends.iter().map(|a| a.events.iter().map(NewEvent::id).collect()).collect();
+        let results = if appends.len() == 1 {
+            let append = appends.pop().unwrap();
+            vec![store.append(&append.stream, append.expected, append.events).await.unwrap()]
+        } else {
+            store.append_multi(appends).await.unwrap()
+        };
+        let mut text = String::new();
+        for ((&(s, count), ids), result) in parts.iter().zip(&ids).zip(&results) {
+            assert!(!result.already_appended, "fresh ids answered as a retry: {result:?}");
+            assert_eq!(result.version.get(), versions[s] + count as u64, "versions of {} skipped", STREAMS[s]);
+            assert_eq!(result.last_position.get() - result.first_position.get() + 1, count as u64);
+            versions[s] = result.version.get();
+            text.push_str(&ack_line(&batch, STREAMS[s], result, ids));
+        }
+        // One write per append, so that a kill never splits its lines.
+        say(&text);
+    }
+}
+
+/// Sends the last append found in the log again, with the same ids; it must be recognised as a retry.
+async fn retry_last_append(store: &SledStore) {
+    let head = store.head().await.unwrap().get();
+    let from = Position::new(head.saturating_sub(12).max(1));
+    let tail: Vec<RecordedEvent> = store.read_log(ReadLog::from(from)).try_collect().await.unwrap();
+    let Some(batch) = tail.last().and_then(|e| e.metadata.headers.get(BATCH_HEADER)) else { return };
+    let events: Vec<&RecordedEvent> =
+        tail.iter().filter(|e| e.metadata.headers.get(BATCH_HEADER) == Some(batch)).collect();
+    let mut appends: Vec<StreamAppend> = Vec::new();
+    for event in &events {
+        let again = NewEvent::raw(event.event_type.clone(), event.payload.clone())
+            .with_id(event.id)
+            .with_metadata(event.metadata.clone());
+        match appends.iter_mut().find(|a| a.stream == event.stream) {
+            Some(append) => append.events.push(again),
+            None => appends.push(StreamAppend::new(event.stream.clone(), ExpectedVersion::Any, vec![again])),
+        }
+    }
+    let results = store.append_multi(appends).await.expect("a retry after recovery is answered");
+    assert_eq!(results.len(), events.chunk_by(|a, b| a.stream == b.stream).count());
+    for result in &results {
+        assert!(result.already_appended, "retry of {batch} after recovery was not recognised: {result:?}");
+    }
+    let by_stream = results.iter().zip(events.chunk_by(|a, b| a.stream == b.stream));
+    for (result, stored) in by_stream {
+        let (first, last) = (stored[0], stored[stored.len() - 1]);
+        assert_eq!(
+            (result.first_position, result.last_position, result.version),
+            (first.position, last.position, last.version),
+            "retry of {batch} answered with other positions"
+        );
+    }
+    say(&format!("RETRIED {batch}\n"));
+}
+
+fn pick_parts(rng: &mut Rng) -> Vec<(usize, usize)> {
+    let first = rng.below(STREAMS.len() as u64) as usize;
+    if rng.below(4) == 0 {
+        let second = (first + 1 + rng.below(STREAMS.len() as u64 - 1) as usize) % STREAMS.len();
+        let size = 2 + rng.below(4) as usize;
+        let split = 1 + rng.below(size as u64 - 1) as usize;
+        vec![(first, split), (second, size - split)]
+    } else {
+        vec![(first, 1 + rng.below(5) as usize)]
+    }
+}
+
+fn pick_expected(rng: &mut Rng, current: u64) -> ExpectedVersion {
+    match (rng.below(4), current) {
+        (0, _) => ExpectedVersion::Any,
+        (1, 0) => ExpectedVersion::NoStream,
+        (1, _) => ExpectedVersion::StreamExists,
+        _ => ExpectedVersion::Exact(current.into()),
+    }
+}
+
+fn new_event(batch: &str, size: usize, index: usize, stream: &str) -> NewEvent {
+    NewEvent::json(EVENT_TYPE, &payload(batch, stream, index))
+        .unwrap()
+        .with_header(BATCH_HEADER, batch)
+        .with_header(SIZE_HEADER, size.to_string())
+}
+
+/// The payload of the `index`-th event of an append, padded so that some appends span several log
+/// records (a record closes at 4 KiB).
+fn payload(batch: &str, stream: &str, index: usize) -> serde_json::Value {
+    let hash = batch
+        .bytes()
+        .chain([index as u8])
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let pad = "x".repeat((hash % 1500) as usize);
+    serde_json::json!({ "batch": batch, "stream": stream, "index": index, "pad": pad })
+}
+
+fn ack_line(batch: &str, stream: &str, result: &AppendResult, ids: &[Uuid]) -> String {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    format!(
+        "ACK {batch} {stream} {} {} {} {}\n",
+        result.first_position,
+        result.last_position,
+        result.version,
+        ids.join(" ")
+    )
+}
+
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).unwrap();
+    out.flush().unwrap();
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The parent's side.
+
+/// When a round kills its child.
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// 50 to 400 ms after the child opened the store and started appending.
+    AfterReady,
+    /// 0 to 60 ms after the child was started: before or while it opens (and recovers) the store.
+    AfterSpawn,
+}
+
+/// One acknowledged append to one stream, as the child reported it.
+#[derive(Clone, Debug)]
+struct Ack {
+    batch: String,
+    stream: String,
+    first: u64,
+    last: u64,
+    version: u64,
+    ids: Vec<Uuid>,
+}
+
+/// Runs one child per round on one directory, kills it, and checks the store after each kill. Returns
+/// how many appends were acknowledged in all rounds.
+fn crash_rounds(durability: Durability, kills: &[Kill]) -> usize {
+    let seed = env_number(SEED_VAR)
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64) | 1);
+    eprintln!("{durability:?} crash test: {SEED_VAR}={seed}");
+    let dir = tempfile::Builder::new().prefix("annals-crash-").tempdir().unwrap();
+    let mut rng = Rng::new(seed);
+    let mut acks: Vec<Ack> = Vec::new();
+    let (mut retries, mut retries_due) = (0, 0);
+    let mut seen: Vec<Uuid> = Vec::new();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (round, kill) in kills.iter().enumerate() {
+        let started = Instant::now();
+        let delay = match kill {
+            Kill::AfterReady => Duration::from_millis(50 + rng.below(351)),
+            Kill::AfterSpawn => Duration::from_millis(rng.below(61)),
+        };
+        // A child that gets to READY has retried the last append of a non-empty log.
+        retries_due += usize::from(matches!(kill, Kill::AfterReady) && !seen.is_empty());
+        let lines = run_child(dir.path(), durability, round as u64, seed, *kill, delay);
+        retries += lines.iter().filter(|line| line.starts_with("RETRIED ")).count();
+        let new: Vec<Ack> = lines.iter().filter_map(|line| parse_ack(line)).collect();
+        let count = new.len();
+        acks.extend(new);
+        let context = format!("round {round} ({kill:?} + {delay:?}), seed {seed}");
+        seen = runtime.block_on(check_store(dir.path(), durability, &acks, &seen, &context));
+        eprintln!(
+            "{durability:?} round {round}: killed {kill:?} + {delay:?}, {count} acks, log at {} events, {:?}",
+            seen.len(),
+            started.elapsed()
+        );
+    }
+    assert!(retries >= retries_due, "{retries} retries after recovery were checked, {retries_due} expected");
+    acks.iter().map(|a| a.batch.as_str()).collect::<std::collections::HashSet<_>>().len()
+}
+
+/// Starts a child, kills it as `kill` says, and returns the complete lines it printed.
+fn run_child(dir: &Path, durability: Durability, round: u64, seed: u64, kill: Kill, delay: Duration) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(DIR_VAR, dir)
+        .env(ROUND_VAR, round.to_string())
+        .env(SEED_VAR, seed.to_string())
+        .env(DURABILITY_VAR, if durability == Durability::Buffered { "buffered" } else { "fsync" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, stdout) = read_lines(&mut child);
+    let stderr = {
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let mut early = Vec::new();
+    if let Kill::AfterReady = kill {
+        let waiting = Instant::now();
+        loop {
+            match lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line == "READY" => break,
+                Ok(line) => early.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) if waiting.elapsed() < READY_TIMEOUT => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("child of round {round} never became ready:\n{}", stderr.join().unwrap_or_default());
+                }
+            }
+        }
+    }
+    std::thread::sleep(delay);
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("child of round {round} stopped by itself ({status}):\n{}", stderr.join().unwrap_or_default());
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "a killed child cannot succeed");
+    stdout.join().unwrap();
+    early.extend(lines.try_iter());
+    early
+}
+
+/// Reads the child's complete stdout lines in a thread; a line cut short by the kill is dropped.
+fn read_lines(child: &mut Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
+    let pipe = child.stdout.take().unwrap();
+    let (send, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut pipe = BufReader::new(pipe);
+        let mut line = String::new();
+        while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if let Some(complete) = line.strip_suffix('\n') {
+                let _ = send.send(complete.to_owned());
+            }
+            line.clear();
+        }
+    });
+    (lines, reader)
+}
+
+fn parse_ack(line: &str) -> Option<Ack> {
+    let mut words = line.strip_prefix("ACK ")?.split(' ');
+    let batch = words.next()?.to_owned();
+    let stream = words.next()?.to_owned();
+    let first = words.next()?.parse().ok()?;
+    let last = words.next()?.parse().ok()?;
+    let version = words.next()?.parse().ok()?;
+    let ids = words.map(|w| w.parse().expect("an event id")).collect();
+    Some(Ack { batch, stream, first, last, version, ids })
+}
+
+/// Reopens the store after a kill and checks every property; returns the ids of the log, in order.
+async fn check_store(dir: &Path, durability: Durability, acks: &[Ack], seen: &[Uuid], context: &str) -> Vec<Uuid> {
+    let store = SledConfig::new(dir).durability(durability).open().expect("the store reopens after kill -9");
+    let head = store.head().await.unwrap();
+    let log: Vec<RecordedEvent> = store.read_log(ReadLog::from_start()).try_collect().await.unwrap();
+
+    assert_eq!(log.len() as u64, head.get(), "{context}: the log does not reach the head");
+    for (index, event) in log.iter().enumerate() {
+        assert_eq!(event.position.get(), index as u64 + 1, "{context}: gap in positions");
+    }
+    assert!(log.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at), "{context}: recorded_at goes back");
+    assert!(seen.len() <= log.len(), "{context}: the log shrank from {} to {} events", seen.len(), log.len());
+    for (event, id) in log.iter().zip(seen) {
+        assert_eq!(event.id, *id, "{context}: event at {} changed since the last reopen", event.position);
+    }
+
+    check_streams(&store, &log, context).await;
+    check_batches(&log, context);
+    check_acks(&log, acks, durability, context);
+    log.iter().map(|e| e.id).collect()
+}
+
+/// Every stream's versions are gap-free, and the stream reads agree with the log.
+async fn check_streams(store: &SledStore, log: &[RecordedEvent], context: &str) {
+    let mut streams: BTreeMap<&StreamId, Vec<&RecordedEvent>> = BTreeMap::new();
+    for event in log {
+        streams.entry(&event.stream).or_default().push(event);
+    }
+    for (stream, events) in streams {
+        for (index, event) in events.iter().enumerate() {
+            assert_eq!(event.version.get(), index as u64 + 1, "{context}: gap in the versions of {stream:?}");
+        }
+        let version = store.stream_version(stream).await.unwrap().map(|v| v.get());
+        assert_eq!(version, Some(events.len() as u64), "{context}: version of {stream:?}");
+        let read: Vec<RecordedEvent> = store.read_stream(stream, ReadStream::forward()).try_collect().await.unwrap();
+        assert!(read.iter().eq(events.iter().copied()), "{context}: reading {stream:?} disagrees with the log");
+    }
+}
+
+/// Every append is whole: as many events as its size header says, in order, with the right payloads.
+fn check_batches(log: &[RecordedEvent], context: &str) {
+    let mut batches: HashMap<&str, Vec<&RecordedEvent>> = HashMap::new();
+    for event in log {
+        let batch = event.metadata.headers.get(BATCH_HEADER).expect("every event names its append");
+        batches.entry(batch.as_str()).or_default().push(event);
+    }
+    for (batch, events) in batches {
+        let size: usize = events[0].metadata.headers[SIZE_HEADER].parse().unwrap();
+        let positions: Vec<u64> = events.iter().map(|e| e.position.get()).collect();
+        assert_eq!(events.len(), size, "{context}: append {batch} is partly visible, at positions {positions:?}");
+        for (index, event) in events.iter().enumerate() {
+            let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+            assert_eq!(payload, self::payload(batch, event.stream.as_str(), index), "{context}: payload");
+            assert_eq!(event.event_type, EVENT_TYPE);
+        }
+    }
+}
+
+/// Acknowledged events are where they were acknowledged; with `Fsync`, they are all there.
+fn check_acks(log: &[RecordedEvent], acks: &[Ack], durability: Durability, context: &str) {
+    let by_id: HashMap<Uuid, &RecordedEvent> = log.iter().map(|e| (e.id, e)).collect();
+    for ack in acks {
+        assert_eq!(ack.last - ack.first + 1, ack.ids.len() as u64, "{context}: ack {ack:?} is inconsistent");
+        for (offset, id) in (0..).zip(&ack.ids) {
+            let Some(event) = by_id.get(id) else {
+                assert!(
+                    durability != Durability::Fsync,
+                    "{context}: acknowledged event {id} of append {} (position {}) is lost; head {}",
+                    ack.batch,
+                    ack.first + offset,
+                    log.len()
+                );
+                continue;
+            };
+            assert_eq!(event.position.get(), ack.first + offset, "{context}: acknowledged event {id} moved");
+            assert_eq!(event.stream.as_str(), ack.stream, "{context}: acknowledged event {id} changed stream");
+            let version = ack.version + 1 + offset - ack.ids.len() as u64;
+            assert_eq!(event.version.get(), version, "{context}: acknowledged event {id} changed version");
+            assert_eq!(event.metadata.headers.get(BATCH_HEADER), Some(&ack.batch), "{context}: {id} changed append");
+        }
+    }
+}
+
+/// A small xorshift64* generator: enough randomness for kill times and append shapes, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        // splitmix64 of the seed, so that nearby seeds give unrelated sequences; never zero.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

@@ -1,0 +1,86 @@
+//! The store conformance suite: every property in `docs/guarantees.md` marked *conformance*, checked
+//! against every [`EventStore`](annals::EventStore) implementation with the very same code.
+//!
+//! Each check in `tests/conformance/` is written once, generic over the store; the `conformance_suite!`
+//! macro below makes one test per check and backend, named `<backend>::<property>`. Run one backend
+//! with `cargo test --test store_conformance sled_store::`. To add a backend, implement
+//! `conformance::Backend` for it in `tests/conformance/backends.rs` and add one
+//! `conformance_suite!` line at the bottom of this file.
+#![allow(missing_docs)]
+
+mod conformance;
+
+/// One test per check, for the backend `$backend`, in a module named `$module`.
+///
+/// `store:` checks get a fresh, empty store with the default config; `backend:` checks open their own
+/// stores (to configure them differently).
+macro_rules! conformance_suite {
+    ($module:ident, $backend:ty) => {
+        mod $module {
+            conformance_suite!(@tests $backend;
+                store: append::a_new_stream_accepts_no_stream_exact_zero_and_any,
+                store: append::versions_start_at_1_per_stream_and_positions_are_gap_free_across_streams,
+                store: append::each_append_continues_at_the_version_the_previous_one_returned,
+                store: optimistic_concurrency::a_wrong_exact_version_is_rejected_with_the_actual_version,
+                store: optimistic_concurrency::no_stream_is_rejected_when_the_stream_exists,
+                store: optimistic_concurrency::stream_exists_is_rejected_when_the_stream_is_missing,
+                store: optimistic_concurrency::a_stream_prefix_of_another_does_not_share_its_version,
+                store: multi_stream::a_multi_stream_append_with_one_failing_expectation_writes_nothing,
+                store: multi_stream::a_multi_stream_append_answers_per_stream_in_order_with_contiguous_positions,
+                store: bad_input::an_append_without_events_is_rejected,
+                store: bad_input::a_multi_stream_append_without_streams_is_rejected,
+                store: bad_input::a_stream_named_twice_in_one_multi_stream_append_is_rejected,
+                store: bad_input::invalid_stream_names_are_rejected_and_the_longest_valid_one_is_stored,
+                store: bad_input::invalid_event_types_are_rejected,
+                backend: bad_input::events_over_the_maximum_size_are_rejected,
+                store: bad_input::payloads_that_are_not_json_are_rejected,
+                store: bad_input::an_event_id_repeated_within_one_append_is_rejected,
+                store: idempotency::a_retried_append_returns_the_original_result_and_stores_nothing,
+                store: idempotency::a_retry_is_recognised_even_when_its_expected_version_no_longer_holds,
+                store: idempotency::a_retried_multi_stream_append_returns_the_original_results,
+                store: idempotency::an_append_reusing_a_stored_id_among_new_ids_is_rejected,
+                store: idempotency::an_append_reusing_stored_ids_in_another_stream_is_rejected,
+                store: stream_reads::reading_a_missing_stream_yields_nothing,
+                store: stream_reads::a_stream_reads_forward_and_backward_from_a_version_with_a_limit,
+                store: stream_reads::until_version_and_until_position_bound_a_stream_read_in_both_directions,
+                store: stream_reads::until_recorded_bounds_a_stream_read_to_what_was_recorded_by_then,
+                store: stream_reads::until_occurred_filters_by_business_time_and_reads_past_later_events,
+                store: stream_reads::stream_reads_page_past_512_events,
+                store: log_reads::log_reads_start_at_a_position_and_stop_at_a_limit_or_position,
+                store: log_reads::log_filters_select_by_event_type_stream_prefix_or_both,
+                store: log_reads::log_reads_respect_until_recorded_and_until_occurred,
+                store: log_reads::log_reads_page_past_512_events,
+                store: log_reads::a_filtered_log_read_crosses_more_non_matching_events_than_one_scan_looks_at,
+                store: envelope::every_envelope_field_round_trips_exactly,
+                store: envelope::recorded_at_never_decreases_along_the_log,
+                store: head_and_time::an_empty_store_has_head_zero_and_nothing_to_read,
+                store: head_and_time::head_and_stream_version_follow_every_append,
+                store: head_and_time::seek_recorded_finds_the_first_event_recorded_at_or_after_a_time,
+                store: live::a_head_watch_wakes_on_an_append_from_another_task,
+                store: live::many_watchers_are_all_woken_by_one_append,
+                store: races::racers_expecting_the_same_version_have_exactly_one_winner,
+                store: races::racers_retrying_exact_appends_fill_one_stream_without_gaps_or_duplicates,
+                store: races::many_appenders_over_many_streams_keep_log_and_streams_gap_free,
+            );
+        }
+    };
+    (@tests $backend:ty; $($kind:ident : $group:ident :: $check:ident),* $(,)?) => {
+        $(conformance_suite!(@test $kind $backend; $group::$check);)*
+    };
+    (@test store $backend:ty; $group:ident :: $check:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $check() -> crate::conformance::TestResult {
+            let fixture = <$backend as crate::conformance::Backend>::open(None).await?;
+            crate::conformance::$group::$check(&fixture.store).await
+        }
+    };
+    (@test backend $backend:ty; $group:ident :: $check:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $check() -> crate::conformance::TestResult {
+            crate::conformance::$group::$check::<$backend>().await
+        }
+    };
+}
+
+conformance_suite!(memory_store, crate::conformance::backends::Memory);
+conformance_suite!(sled_store, crate::conformance::backends::Sled);
