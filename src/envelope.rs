@@ -92,6 +92,11 @@ impl NewEvent {
         }
     }
 
+    /// An event whose payload came out of `serde_json`, so it needs no check when appended.
+    pub(crate) fn trusted_json(event_type: impl Into<String>, json: String) -> Self {
+        NewEvent { payload_is_json: true, ..NewEvent::raw(event_type, json) }
+    }
+
     /// Sets the event id. Appending an event whose id is already stored is recognised as a retry
     /// (see [`AppendResult::already_appended`](crate::AppendResult::already_appended)).
     pub fn with_id(mut self, id: Uuid) -> Self {

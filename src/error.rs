@@ -125,6 +125,62 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A stored event's type name is not one of the event type's, and no upcaster maps it: data of a
+    /// newer program, or a missing upcaster. The stored data is untouched.
+    #[error("event at version {version} of stream {stream:?} has unknown type {event_type:?}")]
+    UnknownEventType {
+        /// The stream.
+        stream: StreamId,
+        /// The event's version.
+        version: Version,
+        /// The unknown type name.
+        event_type: String,
+    },
+
+    /// A stored event has another schema version than the current one of its type, after upcasting:
+    /// written by a newer program, or an upcaster is missing. The stored data is untouched.
+    #[error("event {event_type:?} at version {version} of stream {stream:?} has schema version {found}, expected {expected}")]
+    SchemaVersion {
+        /// The stream.
+        stream: StreamId,
+        /// The event's version.
+        version: Version,
+        /// The event type.
+        event_type: String,
+        /// The stored schema version.
+        found: u32,
+        /// The current schema version of the type.
+        expected: u32,
+    },
+
+    /// An upcaster failed on a stored event (its payload does not have the shape the upcaster
+    /// expects). The stored data is untouched; fix the upcaster.
+    #[error("upcasting {event_type:?} v{schema_version} at version {version} of stream {stream:?} failed: {reason}")]
+    Upcast {
+        /// The stream.
+        stream: StreamId,
+        /// The event's version.
+        version: Version,
+        /// The stored event type.
+        event_type: String,
+        /// The stored schema version.
+        schema_version: u32,
+        /// What the upcaster said.
+        reason: String,
+    },
+
+    /// The registered upcasters do not form complete chains to the current event types. Found at
+    /// start-up by `Upcasters::check`; fix the registration.
+    #[error("upcaster chain: {event_type:?} v{schema_version} {problem}")]
+    UpcasterChain {
+        /// The event type where the chain breaks.
+        event_type: String,
+        /// Its schema version.
+        schema_version: u32,
+        /// What is wrong.
+        problem: &'static str,
+    },
+
     /// Another process (or another handle in this one) has the database open. Close it, or wait.
     #[error("the database at {path:?} is locked by another process")]
     Locked {

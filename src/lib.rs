@@ -3,21 +3,80 @@
 //!
 //! # Overview
 //!
-//! In event sourcing, the state of the system is the sequence of things that happened to it. Annals
-//! stores those events in an append-only log organised in *streams* (one stream per aggregate
-//! instance, such as `order-42`) and gives them back in order: one stream, the whole log, a filtered
-//! part of it, or everything up to a point in time.
+//! In event sourcing, the state of the system is the sequence of things that happened to it. Your
+//! domain types are *aggregates*: they handle *commands* by deciding which *events* happen, and their
+//! state is the fold of those events. Annals stores the events in an append-only log organised in
+//! *streams* (one per aggregate instance, such as `account-42`), loads aggregates back from them, and
+//! gives the events back in order: one stream, the whole log, a filtered part of it, or everything up
+//! to a point in time.
+//!
+//! ```
+//! use annals::{Aggregate, CommandContext, Event, Repository, SledStore};
+//!
+//! #[derive(Event, Debug, PartialEq)]
+//! enum AccountEvent {
+//!     Opened { owner: String },
+//!     Deposited { amount_cents: u64 },
+//! }
+//!
+//! #[derive(Clone, Debug)]
+//! enum AccountCommand {
+//!     Open { owner: String },
+//!     Deposit { amount_cents: u64 },
+//! }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! enum AccountError {
+//!     #[error("the account is not open")]
+//!     NotOpen,
+//! }
+//!
+//! #[derive(Aggregate, Default)]
+//! #[aggregate(command = AccountCommand, event = AccountEvent, error = AccountError)]
+//! struct Account {
+//!     open: bool,
+//!     balance_cents: u64,
+//! }
+//!
+//! impl Account {
+//!     fn handle(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
+//!         match command {
+//!             AccountCommand::Open { owner } => Ok(vec![AccountEvent::Opened { owner }]),
+//!             AccountCommand::Deposit { .. } if !self.open => Err(AccountError::NotOpen),
+//!             AccountCommand::Deposit { amount_cents } => Ok(vec![AccountEvent::Deposited { amount_cents }]),
+//!         }
+//!     }
+//!
+//!     fn apply(&mut self, event: &AccountEvent) {
+//!         match event {
+//!             AccountEvent::Opened { .. } => self.open = true,
+//!             AccountEvent::Deposited { amount_cents } => self.balance_cents += amount_cents,
+//!         }
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let accounts = Repository::<Account, _>::new(SledStore::open(dir.path())?);
+//! let context = CommandContext::new().correlation_id("request-1");
+//!
+//! accounts.execute("42", AccountCommand::Open { owner: "Ada".into() }, &context).await?;
+//! let committed = accounts.execute("42", AccountCommand::Deposit { amount_cents: 250 }, &context).await?;
+//! assert_eq!(committed.stream.as_str(), "account-42");
+//! assert_eq!(committed.version.get(), 2);
+//!
+//! let account = accounts.load("42").await?;
+//! assert_eq!(account.state.balance_cents, 250);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Below the aggregates, the [`EventStore`] can be used directly:
 //!
 //! ```
 //! use annals::{EventStore, ExpectedVersion, NewEvent, ReadLog, ReadStream, SledStore, StreamId};
 //! use futures_util::TryStreamExt;
-//! use serde::{Deserialize, Serialize};
-//!
-//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
-//! struct OrderPlaced {
-//!     item: String,
-//!     quantity: u32,
-//! }
 //!
 //! # tokio::runtime::Runtime::new()?.block_on(async {
 //! let dir = tempfile::tempdir()?;
@@ -25,20 +84,17 @@
 //! let order = StreamId::new("order-42")?;
 //!
 //! // Append with optimistic concurrency: the stream must not exist yet.
-//! let placed = NewEvent::json("OrderPlaced", &OrderPlaced { item: "book".into(), quantity: 2 })?;
+//! let placed = NewEvent::json("OrderPlaced", &serde_json::json!({ "item": "book", "quantity": 2 }))?;
 //! let result = store.append(&order, ExpectedVersion::NoStream, vec![placed]).await?;
 //! assert_eq!(result.version.get(), 1);
 //!
-//! // The same expectation fails now: someone (we) already created the stream.
-//! let again = NewEvent::json("OrderPlaced", &OrderPlaced { item: "pen".into(), quantity: 1 })?;
+//! // The same expectation fails now: the stream exists.
+//! let again = NewEvent::json("OrderPlaced", &serde_json::json!({ "item": "pen" }))?;
 //! assert!(store.append(&order, ExpectedVersion::NoStream, vec![again]).await.is_err());
 //!
-//! // Read the stream back and decode the payload.
+//! // Read the stream, or the whole log from any position.
 //! let events: Vec<_> = store.read_stream(&order, ReadStream::forward()).try_collect().await?;
-//! let first: OrderPlaced = events[0].payload_as()?;
-//! assert_eq!(first, OrderPlaced { item: "book".into(), quantity: 2 });
-//!
-//! // Or the whole log, from any position.
+//! assert_eq!(events[0].event_type, "OrderPlaced");
 //! let log: Vec<_> = store.read_log(ReadLog::from_start()).try_collect().await?;
 //! assert_eq!(log.len(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -64,6 +120,18 @@
 //!   a position, a recorded time or an occurred time ([`Until`]).
 //! - **Stores.** [`EventStore`] is the trait; [`SledStore`] is the embedded default (one directory,
 //!   no server) and [`MemoryStore`] the in-memory one for tests. Both pass one conformance suite.
+//! - **Aggregates.** An [`Aggregate`] decides (`handle`: command in, events or a business error out)
+//!   and evolves (`apply`: pure, synchronous, infallible). Its events implement [`Event`]: a stable
+//!   type name and schema version per variant. `#[derive(Event)]` and `#[derive(Aggregate)]` write
+//!   the glue.
+//! - **Repository.** A [`Repository`] loads an aggregate (from the newest usable [`Snapshot`] and the
+//!   events after it, or from its cache), runs a command, appends the events with the version it
+//!   loaded, and retries on conflicts. [`CommandContext`] metadata lands on every event;
+//!   [`Repository::execute_atomic`] commits several aggregates in one append.
+//! - **Upcasting.** [`Upcasters`] turn events stored in an old shape into the current one;
+//!   [`Upcasting`] applies them to every read, and [`Upcasters::check`] finds broken chains at
+//!   start-up.
+//! - **Testing.** [`testing::given`] runs given / when / then tests on an aggregate, without a store.
 //!
 //! # Guarantees
 //!
@@ -85,22 +153,45 @@
 //! - `derive` (default): the derive macros of the `annals-derive` crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod aggregate;
 mod envelope;
 mod error;
+mod event;
 mod position;
+mod repository;
+mod snapshot;
 mod store;
 mod stream_id;
+pub mod testing;
+mod upcast;
 
+#[doc(hidden)]
+pub mod __private;
+
+pub use crate::aggregate::Aggregate;
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use crate::error::{Error, InvalidName, Result};
+pub use crate::event::{DecodeError, Event};
 pub use crate::position::{ExpectedVersion, Position, Version};
+pub use crate::repository::{
+    CommandContext, CommandError, Committed, CommittedEvent, Loaded, Repository, DEFAULT_MAX_RETRIES,
+};
+pub use crate::snapshot::SnapshotPolicy;
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::sled::{Durability, SledConfig, SledStore, MAX_EVENT_SIZE_LIMIT};
 pub use crate::store::{
-    AppendResult, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream,
+    AppendResult, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Snapshot,
     StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE,
 };
 pub use crate::stream_id::StreamId;
+pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
+
+/// `#[derive(Aggregate)]`: see [`Aggregate`](trait@Aggregate).
+#[cfg(feature = "derive")]
+pub use annals_derive::Aggregate;
+/// `#[derive(Event)]`: see [`Event`](trait@Event).
+#[cfg(feature = "derive")]
+pub use annals_derive::Event;
 
 /// The README's code, compiled as a doctest so that it cannot drift from the API.
 #[cfg(doctest)]

@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: the event store in memory, for tests and short-lived programs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::{
     plan_retry, retry_keys, validate_appends, AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter,
-    StoredId, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
+    Snapshot, StoredId, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
@@ -41,6 +41,7 @@ struct State {
     /// The positions of each stream's events, by version - 1.
     streams: HashMap<StreamId, Vec<Position>>,
     ids: HashMap<Uuid, Position>,
+    snapshots: HashMap<StreamId, BTreeMap<Version, Snapshot>>,
     last_recorded: Option<DateTime<Utc>>,
 }
 
@@ -204,6 +205,17 @@ impl EventStore for MemoryStore {
         let state = self.state();
         let index = state.log.partition_point(|e| e.recorded_at < at);
         Ok(state.log.get(index).map(|e| e.position))
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        let mut state = self.state();
+        state.snapshots.entry(snapshot.stream.clone()).or_default().insert(snapshot.version, snapshot);
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>> {
+        let state = self.state();
+        Ok(state.snapshots.get(stream).and_then(|s| s.range(..=at).next_back()).map(|(_, s)| s.clone()))
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -4,10 +4,12 @@ mod append;
 pub(crate) mod memory;
 mod read;
 pub(crate) mod sled;
+mod snapshot;
 
 pub(crate) use append::{plan_retry, retry_keys, validate_appends, StoredId};
 pub use append::{AppendResult, StreamAppend};
 pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
+pub use snapshot::Snapshot;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -90,6 +92,13 @@ pub trait EventStore: Send + Sync {
     /// The first position whose `recorded_at` is at or after `at`, or `None` when every event was
     /// recorded before `at`. O(log n): the log is ordered by `recorded_at`.
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>>;
+
+    /// Stores a snapshot, replacing one of the same stream and version. Snapshots live beside the
+    /// events (a sled tree, a map in memory) and are not synced with appends.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
+
+    /// The newest snapshot of `stream` at or before version `at` (`Version::MAX` for the newest).
+    async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>>;
 
     /// A watch on the head: it moves only once events are acknowledged (durable, for a store that
     /// syncs to disk), so a waiter can read them at once.

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
+use crate::store::Snapshot;
 use crate::stream_id::StreamId;
 
 /// The storage format this version writes and reads.
@@ -53,6 +54,40 @@ pub(crate) fn stream_key(stream: &str, first_version: u64) -> Vec<u8> {
     let mut key = stream_prefix(stream);
     key.extend_from_slice(&first_version.to_be_bytes());
     key
+}
+
+/// Key of a snapshot in the snapshot tree: stream name + `0x00` + version (u64 big-endian).
+pub(crate) fn snapshot_key(stream: &str, version: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 9);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// A snapshot value: schema version (u32 LE) | taken at (i64 LE, µs) | crc32 of the state (u32 LE) |
+/// the state's JSON text.
+pub(crate) fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    let mut value = Vec::with_capacity(16 + snapshot.state.len());
+    value.extend_from_slice(&snapshot.schema_version.to_le_bytes());
+    value.extend_from_slice(&snapshot.taken_at.timestamp_micros().to_le_bytes());
+    value.extend_from_slice(&crc32fast::hash(snapshot.state.as_bytes()).to_le_bytes());
+    value.extend_from_slice(snapshot.state.as_bytes());
+    value
+}
+
+/// Decodes a snapshot value; `None` when it is damaged (a damaged snapshot is skipped, never fatal).
+pub(crate) fn decode_snapshot(stream: &StreamId, version: u64, value: &[u8]) -> Option<Snapshot> {
+    let schema_version = le_u32(value, 0)?;
+    let taken_at = DateTime::from_timestamp_micros(le_i64(value, 4)?)?;
+    let state = value.get(16..)?;
+    if le_u32(value, 12)? != crc32fast::hash(state) {
+        return None;
+    }
+    let state = std::str::from_utf8(state).ok()?.to_owned();
+    let mut snapshot = Snapshot::new(stream.clone(), Version::new(version), schema_version, state);
+    snapshot.taken_at = taken_at;
+    Some(snapshot)
 }
 
 /// A stream index entry: `count` events of one stream, from `first_version` at `first_position`.

@@ -11,15 +11,21 @@ use std::time::{Duration, Instant};
 use sled::IVec;
 use uuid::Uuid;
 
-use super::codec::{be_u64, log_key, stream_key, stream_prefix, IndexEntry, Record, FORMAT_KEY, FORMAT_VERSION, LOG};
+use super::codec::{
+    be_u64, decode_snapshot, encode_snapshot, log_key, snapshot_key, stream_key, stream_prefix, IndexEntry, Record,
+    FORMAT_KEY, FORMAT_VERSION, LOG,
+};
 use super::SledConfig;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;
-use crate::store::{Direction, StoredId};
+use crate::store::{Direction, Snapshot, StoredId};
+use crate::stream_id::StreamId;
 
-/// The name of the sled tree that holds everything.
+/// The name of the sled tree that holds the log and its indexes.
 const TREE: &str = "annals";
+/// The name of the sled tree that holds snapshots.
+const SNAPSHOTS: &str = "annals-snapshots";
 
 /// How long an open retries a locked database before it reports [`Error::Locked`]: long enough for
 /// sled to release the lock of a store whose last handle was just dropped (a few ms, up to ~150 ms
@@ -31,6 +37,7 @@ pub(super) struct Files {
     pub(super) path: PathBuf,
     pub(super) db: sled::Db,
     pub(super) tree: sled::Tree,
+    pub(super) snapshots: sled::Tree,
     /// sled's data file, kept open to `fdatasync` it after each flush.
     data: File,
     /// Blob files already synced (sled writes values of large pages as separate, unsynced files).
@@ -60,8 +67,9 @@ impl Files {
         };
         let tree = db.open_tree(TREE).map_err(|e| open_error(&path, e))?;
         check_format(&path, &db, &tree)?;
+        let snapshots = db.open_tree(SNAPSHOTS).map_err(Error::storage)?;
         let data = File::options().read(true).write(true).open(path.join("db")).map_err(Error::storage)?;
-        Ok(Files { path, db, tree, data, synced_blobs: Mutex::new(HashSet::new()) })
+        Ok(Files { path, db, tree, snapshots, data, synced_blobs: Mutex::new(HashSet::new()) })
     }
 
     /// Makes everything sled has flushed so far durable. sled's flush ends in `sync_file_range`,
@@ -191,6 +199,27 @@ impl Files {
             let entry = entry?;
             if entry.first_position <= head {
                 return Ok(Some(entry.last_version()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a snapshot (not synced: snapshots are a cache).
+    pub(super) fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        let key = snapshot_key(snapshot.stream.as_str(), snapshot.version.get());
+        self.snapshots.insert(key, encode_snapshot(snapshot)).map_err(Error::storage)?;
+        Ok(())
+    }
+
+    /// The newest snapshot of `stream` at or before `at` that is not damaged.
+    pub(super) fn load_snapshot(&self, stream: &StreamId, at: u64) -> Result<Option<Snapshot>> {
+        let prefix = snapshot_key(stream.as_str(), 0);
+        let until = snapshot_key(stream.as_str(), at);
+        for item in self.snapshots.range(prefix..=until).rev() {
+            let (key, value) = item.map_err(Error::storage)?;
+            let version = key.len().checked_sub(8).and_then(|at| key.get(at..)).and_then(be_u64);
+            if let Some(snapshot) = version.and_then(|v| decode_snapshot(stream, v, &value)) {
+                return Ok(Some(snapshot));
             }
         }
         Ok(None)

@@ -25,7 +25,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::{
-    validate_appends, AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter, StreamAppend,
+    validate_appends, AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend,
     DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
@@ -400,6 +400,14 @@ impl EventStore for SledStore {
             }
         }
         Ok((low <= head).then(|| Position::new(low)))
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        self.inner.files.save_snapshot(&snapshot)
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>> {
+        self.inner.files.load_snapshot(stream, at.get())
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -1,0 +1,127 @@
+//! Checks on the input that do not belong to one attribute: the kind of item, generics, names.
+//! Each check records its errors and lets the others run, so that one run reports every mistake.
+
+use proc_macro2::Span;
+use syn::{Attribute, Fields, Generics};
+
+use crate::errors::Errors;
+
+/// The longest event type name, in bytes (`annals::MAX_EVENT_TYPE_LEN`).
+const MAX_EVENT_TYPE_LEN: usize = 256;
+
+/// The longest stream name, in bytes (`annals::StreamId::MAX_LEN`).
+const MAX_STREAM_LEN: usize = 256;
+
+/// Rejects generic parameters: the generated impls are for one concrete type.
+pub(crate) fn no_generics(generics: &Generics, derive: &str, errors: &mut Errors) {
+    if !generics.params.is_empty() {
+        errors.spanned(
+            generics,
+            format!(
+                "#[derive({derive})] does not support generic types: remove the generic parameters, \
+                 or implement `annals::{derive}` by hand"
+            ),
+        );
+    }
+}
+
+/// Rejects `#[attr]` on the fields of a struct or variant: it is read on the type and variants.
+pub(crate) fn not_on_fields(fields: &Fields, attr: &str, goes_on: &str, errors: &mut Errors) {
+    for field in fields {
+        not_here(&field.attrs, attr, &format!("#[{attr}(...)] goes on {goes_on}, not on a field"), errors);
+    }
+}
+
+/// Rejects every `#[attr]` in `attrs` with `message`.
+pub(crate) fn not_here(attrs: &[Attribute], attr: &str, message: &str, errors: &mut Errors) {
+    for found in attrs.iter().filter(|found| found.path().is_ident(attr)) {
+        errors.spanned(found, message);
+    }
+}
+
+/// Checks an event type name: non-empty, at most 256 bytes, no control characters (the rules the
+/// store applies when it appends).
+pub(crate) fn event_name(name: &str, span: Span, errors: &mut Errors) {
+    if name.is_empty() {
+        errors.at(span, "an event type name cannot be empty: write a name such as `name = \"Opened\"`");
+    } else if name.len() > MAX_EVENT_TYPE_LEN {
+        errors.at(
+            span,
+            format!("the event type name is {} bytes long; at most {MAX_EVENT_TYPE_LEN} are allowed", name.len()),
+        );
+    }
+    control_characters(name, "an event type name", span, errors);
+}
+
+/// Checks an aggregate type name, the category of its streams: non-empty, no `-` (it separates the
+/// category from the id), no control characters, and room left for an id in a stream name.
+pub(crate) fn aggregate_name(name: &str, span: Span, errors: &mut Errors) {
+    let max = MAX_STREAM_LEN - 2;
+    if name.is_empty() {
+        errors.at(span, "an aggregate name cannot be empty: write a name such as `name = \"account\"`");
+    } else if name.len() > max {
+        errors.at(
+            span,
+            format!(
+                "the aggregate name is {} bytes long; at most {max} are allowed, so that `<name>-<id>` fits \
+                 in a stream name of {MAX_STREAM_LEN} bytes",
+                name.len()
+            ),
+        );
+    }
+    if name.contains('-') {
+        errors.at(
+            span,
+            format!(
+                "an aggregate name cannot contain `-`: it separates the name from the id in stream names \
+                 (`{name}-42`); use `_` instead, as in \"{}\"",
+                name.replace('-', "_")
+            ),
+        );
+    }
+    control_characters(name, "an aggregate name", span, errors);
+}
+
+fn control_characters(name: &str, what: &str, span: Span, errors: &mut Errors) {
+    if let Some(found) = name.chars().find(|c| matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}')) {
+        errors.at(span, format!("{what} cannot contain control characters, found {found:?}: use printable characters"));
+    }
+}
+
+/// `BankAccount` -> `bank_account`, `HTTPServer` -> `http_server`.
+pub(crate) fn snake_case(ident: &str) -> String {
+    let chars: Vec<char> = ident.chars().collect();
+    let mut out = String::with_capacity(ident.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_uppercase() {
+            let previous = i.checked_sub(1).and_then(|p| chars.get(p)).copied();
+            let next = chars.get(i + 1).copied();
+            let boundary = match previous {
+                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
+                Some(p) if p.is_uppercase() => next.is_some_and(char::is_lowercase),
+                _ => false,
+            };
+            if boundary {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn snake_case_splits_words_and_acronyms() {
+        assert_eq!(snake_case("Account"), "account");
+        assert_eq!(snake_case("BankAccount"), "bank_account");
+        assert_eq!(snake_case("HTTPServer"), "http_server");
+        assert_eq!(snake_case("Order2Fulfilment"), "order2_fulfilment");
+        assert_eq!(snake_case("already_snake"), "already_snake");
+    }
+}

@@ -1,0 +1,121 @@
+//! The [`Event`] trait: how a user's event type maps to stored events.
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::error::{Error, Result};
+
+/// A domain event type, usually an enum with one variant per event type.
+///
+/// Each variant has a stable type name (stored with the event and used to decode it) and a schema
+/// version (used by upcasters to bring old payloads up to date). The payload is the variant's data as
+/// JSON, without the type name.
+///
+/// Derive it with `#[derive(Event)]` (default `derive` feature): variant names become type names,
+/// `#[event(name = "...")]` renames one, `#[event(version = N)]` sets the schema version of a variant
+/// or of the whole type. Structs, and enums with unit, tuple and struct variants, work.
+///
+/// ```
+/// use annals::Event;
+///
+/// #[derive(Event, Debug, PartialEq)]
+/// enum AccountEvent {
+///     Opened { owner: String },
+///     #[event(name = "MoneyDeposited", version = 2)]
+///     Deposited { amount: u64, currency: String },
+///     Closed,
+/// }
+///
+/// assert_eq!(AccountEvent::event_types(), ["Opened", "MoneyDeposited", "Closed"]);
+/// let event = AccountEvent::Deposited { amount: 5, currency: "EUR".into() };
+/// assert_eq!(event.event_type(), "MoneyDeposited");
+/// assert_eq!(event.schema_version(), 2);
+/// assert_eq!(event.to_payload()?, r#"{"amount":5,"currency":"EUR"}"#);
+/// assert_eq!(AccountEvent::from_payload("MoneyDeposited", r#"{"amount":5,"currency":"EUR"}"#)?, event);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Event: Sized + Send + Sync + 'static {
+    /// Every type name this type can take, in declaration order (for filters and start-up checks).
+    fn event_types() -> &'static [&'static str];
+
+    /// The current schema version of the event type `event_type`, or `None` when this type does not
+    /// have it.
+    fn current_version(event_type: &str) -> Option<u32>;
+
+    /// The type name of this event.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this event is written with.
+    fn schema_version(&self) -> u32;
+
+    /// The payload: this event's data as JSON text, without its type name.
+    ///
+    /// # Errors
+    /// When a field's `Serialize` implementation fails.
+    fn to_payload(&self) -> Result<String, serde_json::Error>;
+
+    /// Decodes the payload of an event of type `event_type` (at its current schema version).
+    ///
+    /// # Errors
+    /// [`DecodeError::UnknownType`] when this type has no event type of that name,
+    /// [`DecodeError::Json`] when the payload does not fit it.
+    fn from_payload(event_type: &str, payload: &str) -> Result<Self, DecodeError>;
+
+    /// This event as a [`NewEvent`] ready to append, with a fresh id.
+    ///
+    /// # Errors
+    /// [`Error::Serialize`] when the payload does not serialize.
+    fn to_new_event(&self) -> Result<NewEvent> {
+        let payload = self
+            .to_payload()
+            .map_err(|source| Error::Serialize { event_type: self.event_type().to_owned(), source })?;
+        Ok(NewEvent::trusted_json(self.event_type(), payload).with_schema_version(self.schema_version()))
+    }
+
+    /// Decodes a recorded event (already upcast to the current schema).
+    ///
+    /// # Errors
+    /// [`Error::UnknownEventType`] when the type name is not one of this type's,
+    /// [`Error::SchemaVersion`] when the stored schema version is not the current one (an upcaster
+    /// is missing, or the event was written by a newer program), and [`Error::Deserialize`] when the
+    /// payload does not fit; all name the stream, version and type. The stored data is untouched.
+    fn from_recorded(event: &RecordedEvent) -> Result<Self> {
+        let current = Self::current_version(&event.event_type).ok_or_else(|| Error::UnknownEventType {
+            stream: event.stream.clone(),
+            version: event.version,
+            event_type: event.event_type.clone(),
+        })?;
+        if event.schema_version != current {
+            return Err(Error::SchemaVersion {
+                stream: event.stream.clone(),
+                version: event.version,
+                event_type: event.event_type.clone(),
+                found: event.schema_version,
+                expected: current,
+            });
+        }
+        Self::from_payload(&event.event_type, &event.payload).map_err(|e| match e {
+            DecodeError::UnknownType(_) => Error::UnknownEventType {
+                stream: event.stream.clone(),
+                version: event.version,
+                event_type: event.event_type.clone(),
+            },
+            DecodeError::Json(source) => Error::Deserialize {
+                stream: event.stream.clone(),
+                version: event.version,
+                event_type: event.event_type.clone(),
+                source,
+            },
+        })
+    }
+}
+
+/// Why [`Event::from_payload`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The type has no event type of this name.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// The payload does not deserialize into the event type's data.
+    #[error("payload does not deserialize")]
+    Json(#[source] serde_json::Error),
+}

@@ -1,0 +1,411 @@
+//! The [`Repository`]: load aggregates from their streams and run commands against them.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures_util::TryStreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::aggregate::Aggregate;
+use crate::envelope::{Metadata, NewEvent};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::position::{ExpectedVersion, Position, Version};
+use crate::snapshot::SnapshotPolicy;
+use crate::store::{EventStore, ReadStream, Snapshot, StreamAppend};
+use crate::stream_id::StreamId;
+
+/// How many times a command is retried after a concurrency conflict, by default.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+
+/// Context passed to a command and onto every event it produces: correlation and causation ids and
+/// headers (who, which tenant, which trace).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandContext {
+    metadata: Metadata,
+}
+
+impl CommandContext {
+    /// An empty context.
+    pub fn new() -> Self {
+        CommandContext::default()
+    }
+
+    /// Sets the correlation id of the produced events.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id of the produced events (usually the command's id).
+    pub fn causation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.causation_id = Some(id.into());
+        self
+    }
+
+    /// Adds a header to the produced events.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// The metadata every produced event gets.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
+
+/// Why a command failed: the aggregate refused it, or the store did.
+///
+/// Business refusals and store faults are kept apart, so callers can answer "insufficient funds" to
+/// the user and alert on a full disk.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    /// The aggregate refused the command (its business error). Nothing was written.
+    #[error("command rejected")]
+    Rejected(#[source] E),
+    /// The store failed, or the stream kept changing under the command for every retry
+    /// ([`Error::WrongExpectedVersion`] after the configured retries). Nothing was written.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl<E> CommandError<E> {
+    /// The business error, if the aggregate refused the command.
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            CommandError::Rejected(e) => Some(e),
+            CommandError::Store(_) => None,
+        }
+    }
+}
+
+/// An aggregate loaded from its stream: its state and the version it is at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The version of the last event applied (`Version::ZERO` for a new aggregate).
+    pub version: Version,
+}
+
+/// One event a command committed, with where it was stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommittedEvent<E> {
+    /// The event.
+    pub event: E,
+    /// Its version in the aggregate's stream.
+    pub version: Version,
+    /// Its position in the log.
+    pub position: Position,
+}
+
+/// What a command committed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed<E> {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The events, in order (empty when the command produced none, and nothing was appended).
+    pub events: Vec<CommittedEvent<E>>,
+    /// The stream's version after the command.
+    pub version: Version,
+}
+
+impl<E> Committed<E> {
+    /// The position of the last event written, to wait on for read-your-writes (`None` when the
+    /// command wrote nothing).
+    pub fn last_position(&self) -> Option<Position> {
+        self.events.last().map(|e| e.position)
+    }
+}
+
+type Encode<A> = fn(&A) -> Result<String, serde_json::Error>;
+type Decode<A> = fn(&str) -> Result<A, serde_json::Error>;
+
+/// Loads aggregates of type `A` from a store and runs commands against them.
+///
+/// A command loads the aggregate (from the newest usable snapshot and the events after it, or from
+/// the cache), lets it `handle` the command, and appends the events with
+/// `ExpectedVersion::Exact(version)`. If another writer moved the stream meanwhile, it reloads and
+/// tries again, up to [`with_max_retries`](Repository::with_max_retries) times.
+pub struct Repository<A: Aggregate, S> {
+    store: S,
+    max_retries: u32,
+    snapshots: Option<(SnapshotPolicy, Encode<A>, Decode<A>)>,
+    cache: Option<Arc<Mutex<Cache<A>>>>,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate, S> fmt::Debug for Repository<A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &A::TYPE)
+            .field("max_retries", &self.max_retries)
+            .field("snapshots", &self.snapshots.as_ref().map(|s| &s.0))
+            .field("cache", &self.cache.is_some())
+            .finish()
+    }
+}
+
+impl<A: Aggregate, S: EventStore> Repository<A, S> {
+    /// A repository over `store`, without snapshots or cache, retrying conflicts
+    /// [`DEFAULT_MAX_RETRIES`] times.
+    pub fn new(store: S) -> Self {
+        Repository { store, max_retries: DEFAULT_MAX_RETRIES, snapshots: None, cache: None, _aggregate: PhantomData }
+    }
+
+    /// How many times a command is retried after a concurrency conflict (0: never).
+    pub fn with_max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Stores snapshots of the state as `policy` says, and starts loads from the newest usable one.
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        self.snapshots = Some((policy, |state| serde_json::to_string(state), |text| serde_json::from_str(text)));
+        self
+    }
+
+    /// Keeps up to `capacity` loaded aggregates in memory (evicting the oldest), so that a command on
+    /// an aggregate whose stream has not moved since skips the load. The cache is checked against
+    /// the stream's current version on every use, so it is never stale.
+    pub fn with_cache(mut self, capacity: usize) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = (capacity > 0).then(|| Arc::new(Mutex::new(Cache::new(capacity, |a: &A| a.clone()))));
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Loads the aggregate `id`: its state and version (a new aggregate is `A::default()` at
+    /// `Version::ZERO`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownEventType`], [`Error::SchemaVersion`] or [`Error::Deserialize`] when a stored
+    /// event does not decode (naming stream, version and type; the data is untouched), and store
+    /// errors.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
+        let stream = A::stream_id(id)?;
+        self.load_stream(&stream).await
+    }
+
+    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>> {
+        if let Some(cache) = &self.cache {
+            let current = self.store.stream_version(stream).await?.unwrap_or(Version::ZERO);
+            if let Some(hit) = lock(cache).get(stream, current) {
+                return Ok(hit);
+            }
+        }
+        let (mut state, mut version) = match self.usable_snapshot(stream, Version::MAX).await? {
+            Some((state, version)) => (state, version),
+            None => (A::default(), Version::ZERO),
+        };
+        let mut events = self.store.read_stream(stream, ReadStream::forward().from(version.next()));
+        while let Some(recorded) = events.try_next().await? {
+            state.apply(&A::Event::from_recorded(&recorded)?);
+            version = recorded.version;
+        }
+        Ok(Loaded { state, version })
+    }
+
+    /// The newest snapshot at or before `at` that decodes and has the current schema version.
+    async fn usable_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<(A, Version)>> {
+        let Some((_, _, decode)) = &self.snapshots else { return Ok(None) };
+        let mut bound = at;
+        // Older snapshots may still be usable when the newest is not; look at a few.
+        for _ in 0..3 {
+            let Some(snapshot) = self.store.load_snapshot(stream, bound).await? else { return Ok(None) };
+            if snapshot.schema_version == A::SNAPSHOT_VERSION {
+                if let Ok(state) = decode(&snapshot.state) {
+                    return Ok(Some((state, snapshot.version)));
+                }
+            }
+            match snapshot.version.get().checked_sub(1) {
+                Some(previous) if previous > 0 => bound = Version::new(previous),
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs `command` against the aggregate `id` and appends what it decides, retrying on conflicts.
+    /// Every event gets the context's metadata. A command that produces no events appends nothing.
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] when the aggregate refuses; [`CommandError::Store`] for store
+    /// errors, including [`Error::WrongExpectedVersion`] when the stream kept changing through every
+    /// retry.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let stream = A::stream_id(id)?;
+        let mut attempt = 0;
+        loop {
+            let loaded = self.load_stream(&stream).await?;
+            let events = loaded.state.handle(command.clone()).map_err(CommandError::Rejected)?;
+            match self.commit(&stream, loaded, events, context).await {
+                Err(Error::WrongExpectedVersion { .. }) if attempt < self.max_retries => attempt += 1,
+                other => return other.map_err(CommandError::Store),
+            }
+        }
+    }
+
+    /// Runs one command against each of several aggregates of this type and appends all their
+    /// events in one atomic multi-stream append (e.g. a transfer between two accounts): either every
+    /// aggregate's events are stored, or none. Retries on conflicts like
+    /// [`execute`](Repository::execute).
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] when any aggregate refuses (nothing is written); store errors.
+    /// Naming the same aggregate twice is [`Error::DuplicateStreamInAppend`].
+    pub async fn execute_atomic(
+        &self,
+        commands: Vec<(String, A::Command)>,
+        context: &CommandContext,
+    ) -> Result<Vec<Committed<A::Event>>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        let streams = commands.iter().map(|(id, _)| A::stream_id(id)).collect::<Result<Vec<_>>>()?;
+        let mut attempt = 0;
+        loop {
+            let mut planned = Vec::with_capacity(commands.len());
+            for (stream, (_, command)) in streams.iter().zip(&commands) {
+                let loaded = self.load_stream(stream).await?;
+                let events = loaded.state.handle(command.clone()).map_err(CommandError::Rejected)?;
+                planned.push((stream.clone(), loaded, events));
+            }
+            match self.commit_all(planned, context).await {
+                Err(Error::WrongExpectedVersion { .. }) if attempt < self.max_retries => attempt += 1,
+                other => return other.map_err(CommandError::Store),
+            }
+        }
+    }
+
+    async fn commit(
+        &self,
+        stream: &StreamId,
+        loaded: Loaded<A>,
+        events: Vec<A::Event>,
+        context: &CommandContext,
+    ) -> Result<Committed<A::Event>> {
+        let mut all = self.commit_all(vec![(stream.clone(), loaded, events)], context).await?;
+        all.pop().ok_or(Error::EmptyAppend { stream: stream.to_string() })
+    }
+
+    async fn commit_all(
+        &self,
+        planned: Vec<(StreamId, Loaded<A>, Vec<A::Event>)>,
+        context: &CommandContext,
+    ) -> Result<Vec<Committed<A::Event>>> {
+        let mut appends = Vec::new();
+        for (stream, loaded, events) in &planned {
+            if !events.is_empty() {
+                let new = events.iter().map(|e| to_new_event(e, context)).collect::<Result<Vec<_>>>()?;
+                appends.push(StreamAppend::new(stream.clone(), ExpectedVersion::Exact(loaded.version), new));
+            }
+        }
+        let mut results =
+            if appends.is_empty() { Vec::new() } else { self.store.append_multi(appends).await? }.into_iter();
+        let mut committed = Vec::with_capacity(planned.len());
+        for (stream, mut loaded, events) in planned {
+            if events.is_empty() {
+                committed.push(Committed { stream, events: Vec::new(), version: loaded.version });
+                continue;
+            }
+            let result = results.next().ok_or(Error::EmptyAppend { stream: stream.to_string() })?;
+            let before = loaded.version;
+            for event in &events {
+                loaded.state.apply(event);
+            }
+            loaded.version = result.version;
+            self.after_commit(&stream, &loaded, before).await?;
+            let first_version = result.version.get() + 1 - events.len() as u64;
+            let events = (0..)
+                .zip(events)
+                .map(|(i, event)| CommittedEvent {
+                    event,
+                    version: Version::new(first_version + i),
+                    position: Position::new(result.first_position.get() + i),
+                })
+                .collect();
+            committed.push(Committed { stream, events, version: result.version });
+        }
+        Ok(committed)
+    }
+
+    /// Caches the new state and stores a snapshot when the policy says so.
+    async fn after_commit(&self, stream: &StreamId, loaded: &Loaded<A>, before: Version) -> Result<()> {
+        if let Some((policy, encode, _)) = &self.snapshots {
+            if policy.should_snapshot(before, loaded.version) {
+                let state = encode(&loaded.state)
+                    .map_err(|source| Error::Serialize { event_type: format!("snapshot of {}", A::TYPE), source })?;
+                let snapshot = Snapshot::new(stream.clone(), loaded.version, A::SNAPSHOT_VERSION, state);
+                self.store.save_snapshot(snapshot).await?;
+            }
+        }
+        if let Some(cache) = &self.cache {
+            lock(cache).put(stream.clone(), loaded);
+        }
+        Ok(())
+    }
+}
+
+fn to_new_event<E: Event>(event: &E, context: &CommandContext) -> Result<NewEvent> {
+    Ok(event.to_new_event()?.with_metadata(context.metadata.clone()))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The cache is only a shortcut, and every use checks it against the stream's version, so state
+    // left by a panicking holder is harmless.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Loaded aggregates by stream, evicting the oldest insertion when full.
+struct Cache<A> {
+    capacity: usize,
+    entries: HashMap<StreamId, Loaded<A>>,
+    order: VecDeque<StreamId>,
+    clone: fn(&A) -> A,
+}
+
+impl<A> Cache<A> {
+    fn new(capacity: usize, clone: fn(&A) -> A) -> Self {
+        Cache { capacity, entries: HashMap::new(), order: VecDeque::new(), clone }
+    }
+
+    fn get(&self, stream: &StreamId, version: Version) -> Option<Loaded<A>> {
+        let hit = self.entries.get(stream).filter(|l| l.version == version)?;
+        Some(Loaded { state: (self.clone)(&hit.state), version: hit.version })
+    }
+
+    fn put(&mut self, stream: StreamId, loaded: &Loaded<A>) {
+        let entry = Loaded { state: (self.clone)(&loaded.state), version: loaded.version };
+        if self.entries.insert(stream.clone(), entry).is_none() {
+            self.order.push_back(stream);
+            while self.entries.len() > self.capacity {
+                match self.order.pop_front() {
+                    Some(oldest) => self.entries.remove(&oldest),
+                    None => break,
+                };
+            }
+        }
+    }
+}

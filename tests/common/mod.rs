@@ -1,0 +1,5 @@
+//! Shared test domain and helpers.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod bank;
+pub mod counting;

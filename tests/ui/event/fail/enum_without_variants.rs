@@ -1,0 +1,6 @@
+use annals::Event;
+
+#[derive(Event)]
+enum Nothing {}
+
+fn main() {}

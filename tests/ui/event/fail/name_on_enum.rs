@@ -1,0 +1,9 @@
+use annals::Event;
+
+#[derive(Event)]
+#[event(name = "AccountEvent")]
+enum AccountEvent {
+    Opened,
+}
+
+fn main() {}

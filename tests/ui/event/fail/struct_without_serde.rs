@@ -1,0 +1,8 @@
+use annals::Event;
+
+#[derive(Event)]
+struct OrderPlaced {
+    item: String,
+}
+
+fn main() {}
