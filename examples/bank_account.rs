@@ -2,7 +2,8 @@
 //! accounts, on the embedded sled store, with snapshots every 5 events and an upcaster that reads
 //! deposits an older version stored in euros.
 //!
-//! Run it with `cargo run --release --example bank_account`.
+//! Run it with `cargo run --release --example bank_account`; its given / when / then tests run with
+//! `cargo test --example bank_account` (and with `cargo test --workspace`).
 
 #![allow(clippy::print_stdout)] // printing is what the example is for
 
@@ -168,4 +169,49 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let legacy = accounts.load("legacy").await?;
     assert_eq!(legacy.state.balance_cents, 4200, "the v1 deposit of 42 euros reads as 4200 cents");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use annals::testing::given;
+
+    use super::*;
+
+    fn opened() -> AccountEvent {
+        AccountEvent::Opened { owner: "Alice".into() }
+    }
+
+    #[test]
+    fn an_account_opens_once() {
+        given::<Account>([]).when(AccountCommand::Open { owner: "Alice".into() }).then([opened()]);
+        given::<Account>([opened()])
+            .when(AccountCommand::Open { owner: "Eve".into() })
+            .then_error(AccountError::AlreadyOpen);
+    }
+
+    #[test]
+    fn deposits_and_withdrawals_move_the_balance() {
+        let account = given::<Account>([opened(), AccountEvent::Deposited { amount_cents: 500 }])
+            .when(AccountCommand::Withdraw { amount_cents: 200 })
+            .then([AccountEvent::Withdrawn { amount_cents: 200 }]);
+        assert_eq!(account.balance_cents, 300);
+    }
+
+    #[test]
+    fn a_withdrawal_beyond_the_balance_is_refused() {
+        given::<Account>([opened(), AccountEvent::Deposited { amount_cents: 100 }])
+            .when(AccountCommand::Withdraw { amount_cents: 101 })
+            .then_error(AccountError::InsufficientFunds { balance_cents: 100, asked_cents: 101 });
+    }
+
+    #[test]
+    fn a_closed_account_refuses_money() {
+        given::<Account>([]).when(AccountCommand::Deposit { amount_cents: 1 }).then_error(AccountError::NotOpen);
+    }
+
+    #[test]
+    fn the_upcaster_turns_euros_into_cents() {
+        assert_eq!(euros_to_cents(json!({ "amount": 42 })), Ok(json!({ "amount_cents": 4200 })));
+        assert!(euros_to_cents(json!({ "amount": "many" })).is_err());
+    }
 }
