@@ -19,7 +19,7 @@
 //! cargo bench --bench store
 //! cargo bench --bench store -- read_stream   # one group only (a criterion filter)
 //! ```
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::print_stderr, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
