@@ -21,7 +21,7 @@
 //! printed; `ANNALS_CRASH_SEED=<seed>` replays it (the moments of the kills still vary with timing).
 //! `cargo test --test crash_recovery -- --nocapture` shows every round.
 // The helpers below check and fail like the tests they serve.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)] // the seed and the child's output are reported on stderr
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
