@@ -157,6 +157,7 @@ mod aggregate;
 mod envelope;
 mod error;
 mod event;
+mod follow;
 mod position;
 mod repository;
 mod snapshot;
@@ -172,6 +173,7 @@ pub use crate::aggregate::Aggregate;
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use crate::error::{Error, InvalidName, Result};
 pub use crate::event::{DecodeError, Event};
+pub use crate::follow::{follow, Delivery, DeliveryStream, Phase};
 pub use crate::position::{ExpectedVersion, Position, Version};
 pub use crate::repository::{
     CommandContext, CommandError, Committed, CommittedEvent, Loaded, Repository, DEFAULT_MAX_RETRIES,
