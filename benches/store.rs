@@ -18,6 +18,7 @@
 //! ```text
 //! cargo bench --bench store
 //! cargo bench --bench store -- read_stream   # one group only (a criterion filter)
+//! ANNALS_BENCH_CACHE_MB=1024 cargo bench --bench store -- scan_log_1m   # with a 1 GiB sled cache
 //! ```
 #![allow(clippy::print_stderr, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,8 +52,11 @@ const APPENDERS: u64 = 64;
 const STREAMS: u64 = 1000;
 /// Events per append in the batched benchmark.
 const BATCH: u64 = 100;
-/// sled's page cache, for the store and every baseline alike (the store's default).
-const CACHE: u64 = 64 * 1024 * 1024;
+/// sled's page cache in bytes, for the store and every baseline alike: the store's default of 64 MiB,
+/// or `ANNALS_BENCH_CACHE_MB` (e.g. 1024 to see reads of the 1M-event log from a cache that holds it).
+fn cache() -> u64 {
+    std::env::var("ANNALS_BENCH_CACHE_MB").ok().and_then(|mb| mb.parse::<u64>().ok()).unwrap_or(64) << 20
+}
 
 /// A 200-byte JSON object, the payload of every event.
 fn payload() -> String {
@@ -91,7 +95,7 @@ fn current_thread_runtime() -> Runtime {
 }
 
 fn open_store(path: &Path, durability: Durability) -> SledStore {
-    SledConfig::new(path).durability(durability).cache_capacity(CACHE).open().unwrap()
+    SledConfig::new(path).durability(durability).cache_capacity(cache()).open().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -137,7 +141,7 @@ struct RawSled {
 
 impl RawSled {
     fn open(path: &Path) -> Self {
-        let db = sled::Config::new().path(path).cache_capacity(CACHE).open().unwrap();
+        let db = sled::Config::new().path(path).cache_capacity(cache()).open().unwrap();
         let log = db.open_tree("log").unwrap();
         let index = db.open_tree("index").unwrap();
         let data = File::options().read(true).write(true).open(path.join("db")).unwrap();
@@ -398,7 +402,7 @@ impl Fixture {
         // recorded_at (microseconds, big-endian) so a binary search can seek it; per-event index keys
         // for the two streams that are read back.
         let started = Instant::now();
-        let raw_db = sled::Config::new().path(dir.path().join("raw")).cache_capacity(CACHE).open().unwrap();
+        let raw_db = sled::Config::new().path(dir.path().join("raw")).cache_capacity(cache()).open().unwrap();
         let raw = raw_db.open_tree("raw").unwrap();
         let mut middle = None;
         runtime.block_on(async {
