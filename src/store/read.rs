@@ -1,7 +1,10 @@
 //! Read options, and the lazy paging of reads over a store's chunk primitives.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
 use futures_core::Stream;
@@ -364,12 +367,17 @@ where
     }))
 }
 
-struct LogPager<'a, S: ?Sized> {
+/// The lazy stream behind [`EventStore::read_log`]: it hands out buffered events synchronously and
+/// creates a future only to fetch the next page, so replays pay per page, not per event.
+struct LogPages<'a, S: ?Sized> {
     store: &'a S,
-    options: ReadLog,
+    filter: Arc<LogFilter>,
+    until: Until,
+    /// Where the next page starts; `None` once the end (or an error) was reached.
     next: Option<Position>,
-    buffer: VecDeque<RecordedEvent>,
+    buffer: std::vec::IntoIter<RecordedEvent>,
     remaining: usize,
+    fetching: Option<Pin<Box<dyn Future<Output = Result<LogChunk>> + Send + 'a>>>,
 }
 
 /// The lazy stream behind [`EventStore::read_log`].
@@ -377,31 +385,64 @@ pub(crate) fn log_pages<S>(store: &S, options: ReadLog) -> EventStream<'_>
 where
     S: EventStore + ?Sized,
 {
-    let remaining = options.limit.unwrap_or(usize::MAX);
-    let next = Some(options.from.max(Position::FIRST));
-    let pager = LogPager { store, options, next, buffer: VecDeque::new(), remaining };
-    Box::pin(futures_util::stream::try_unfold(pager, |mut pager| async move {
+    Box::pin(LogPages {
+        store,
+        filter: Arc::new(options.filter),
+        until: options.until,
+        next: Some(options.from.max(Position::FIRST)),
+        buffer: Vec::new().into_iter(),
+        remaining: options.limit.unwrap_or(usize::MAX),
+        fetching: None,
+    })
+}
+
+impl<S: EventStore + ?Sized> Stream for LogPages<'_, S> {
+    type Item = Result<RecordedEvent>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if pager.remaining == 0 {
-                return Ok(None);
+            if this.remaining == 0 {
+                return Poll::Ready(None);
             }
-            if let Some(event) = pager.buffer.pop_front() {
-                if pager.options.until.is_past(&event) {
-                    return Ok(None);
+            if let Some(event) = this.buffer.next() {
+                if this.until.is_past(&event) {
+                    this.remaining = 0;
+                    return Poll::Ready(None);
                 }
-                if !pager.options.until.admits(&event) {
-                    continue;
+                if this.until.admits(&event) {
+                    this.remaining -= 1;
+                    return Poll::Ready(Some(Ok(event)));
                 }
-                pager.remaining -= 1;
-                return Ok(Some((event, pager)));
+                continue;
             }
-            let Some(from) = pager.next else { return Ok(None) };
-            if pager.options.until.position.is_some_and(|p| from > p) {
-                return Ok(None);
+            let fetching = match &mut this.fetching {
+                Some(fetching) => fetching,
+                None => {
+                    let Some(from) = this.next else { return Poll::Ready(None) };
+                    if this.until.position.is_some_and(|p| from > p) {
+                        return Poll::Ready(None);
+                    }
+                    let (store, filter) = (this.store, Arc::clone(&this.filter));
+                    this.fetching.insert(Box::pin(async move { store.read_log_chunk(from, PAGE, &filter).await }))
+                }
+            };
+            let chunk = match fetching.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(chunk) => chunk,
+            };
+            this.fetching = None;
+            match chunk {
+                Ok(chunk) => {
+                    this.next = (!chunk.end).then_some(chunk.next);
+                    this.buffer = chunk.events.into_iter();
+                }
+                Err(error) => {
+                    // An error ends the stream, as with any `TryStream` built by `try_unfold`.
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Err(error)));
+                }
             }
-            let chunk = pager.store.read_log_chunk(from, PAGE, &pager.options.filter).await?;
-            pager.next = (!chunk.end).then_some(chunk.next);
-            pager.buffer.extend(chunk.events);
         }
-    }))
+    }
 }
