@@ -10,7 +10,7 @@ mod files;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -167,6 +167,8 @@ pub struct SledStore {
 struct Inner {
     files: Arc<Files>,
     queue: Option<mpsc::Sender<Request>>,
+    /// The writer's second stage, here for its count of queued requests.
+    pipeline: Arc<Syncer>,
     writer: Option<JoinHandle<()>>,
     head: watch::Receiver<Position>,
     max_event_size: usize,
@@ -204,22 +206,26 @@ impl SledStore {
         let (head_tx, head_rx) = watch::channel(head_now);
         let poisoned = Arc::new(AtomicBool::new(false));
         let (synced, applied) = mpsc::channel();
-        let syncer = Syncer {
+        let syncer = Arc::new(Syncer {
             files: Arc::clone(&files),
             durability: config.durability,
             head: head_tx,
             poisoned: Arc::clone(&poisoned),
-        };
+            in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+        });
         let writer = Writer {
             files: Arc::clone(&files),
             durability: config.durability,
             synced,
+            syncer: Arc::clone(&syncer),
             next_position,
             last_recorded: last.map_or(DateTime::<Utc>::MIN_UTC, |r| r.recorded_at),
             heads: Default::default(),
             ids: files.event_ids()?,
             poisoned,
         };
+        let pipeline = Arc::clone(&syncer);
         let (queue, requests) = mpsc::channel();
         let syncer = std::thread::Builder::new()
             .name("annals-syncer".into())
@@ -237,6 +243,7 @@ impl SledStore {
             inner: Arc::new(Inner {
                 files,
                 queue: Some(queue),
+                pipeline,
                 writer: Some(writer),
                 head: head_rx,
                 max_event_size: config.max_event_size,
@@ -286,7 +293,11 @@ impl EventStore for SledStore {
             .collect();
         let (reply, answer) = oneshot::channel();
         let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
-        queue.send(Request { appends, reply }).map_err(|_| Error::Closed)?;
+        self.inner.pipeline.queued.fetch_add(1, Ordering::AcqRel);
+        if queue.send(Request { appends, reply }).is_err() {
+            self.inner.pipeline.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Closed);
+        }
         answer.await.map_err(|_| Error::Closed)?
     }
 

