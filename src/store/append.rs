@@ -78,12 +78,7 @@ pub(crate) fn validate_appends(appends: &[StreamAppend], max_event_size: usize) 
 }
 
 /// One stream's part of a request, as retry detection sees it: the stream and its event ids.
-pub(crate) type RetryKey<'a> = (&'a StreamId, Vec<Uuid>);
-
-/// The retry keys of a request.
-pub(crate) fn retry_keys(appends: &[StreamAppend]) -> Vec<RetryKey<'_>> {
-    appends.iter().map(|a| (&a.stream, a.events.iter().map(|e| e.id).collect())).collect()
-}
+pub(crate) type RetryKey<'a> = (&'a StreamId, &'a [Uuid]);
 
 /// Decides whether a request is new, a retry of a stored append, or reuses ids it must not.
 ///
@@ -97,7 +92,7 @@ pub(crate) fn plan_retry(
 ) -> Result<Option<Vec<AppendResult>>> {
     let mut found: HashMap<Uuid, StoredId> = HashMap::new();
     let mut missing = false;
-    for id in appends.iter().flat_map(|(_, ids)| ids) {
+    for id in appends.iter().flat_map(|(_, ids)| ids.iter()) {
         match lookup(*id)? {
             Some(stored) => {
                 found.insert(*id, stored);
@@ -112,14 +107,14 @@ pub(crate) fn plan_retry(
         |id: Uuid| Error::DuplicateEventId { id, position: found.get(&id).map_or(Position::ZERO, |s| s.position) };
     if missing {
         // Some ids are stored, others not: not a retry of one earlier append.
-        let id = appends.iter().flat_map(|(_, ids)| ids).find(|id| found.contains_key(id));
+        let id = appends.iter().flat_map(|(_, ids)| ids.iter()).find(|id| found.contains_key(id));
         return Err(reused(id.copied().unwrap_or_default()));
     }
     let mut results = Vec::with_capacity(appends.len());
     for (stream, ids) in appends {
         let mut first: Option<&StoredId> = None;
         let mut previous: Option<&StoredId> = None;
-        for id in ids {
+        for id in ids.iter() {
             let stored = found.get(id).ok_or_else(|| reused(*id))?;
             let in_order = previous.is_none_or(|p| {
                 stored.position.get() == p.position.get() + 1 && stored.version.get() == p.version.get() + 1

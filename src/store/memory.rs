@@ -12,8 +12,8 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::{
-    plan_retry, retry_keys, validate_appends, AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter,
-    Snapshot, StoredId, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
+    plan_retry, validate_appends, AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot,
+    StoredId, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
@@ -85,7 +85,9 @@ impl State {
     }
 
     fn append(&mut self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        let retry = plan_retry(&retry_keys(&appends), |id| {
+        let ids: Vec<Vec<Uuid>> = appends.iter().map(|a| a.events.iter().map(|e| e.id).collect()).collect();
+        let keys: Vec<_> = appends.iter().zip(&ids).map(|(a, ids)| (&a.stream, ids.as_slice())).collect();
+        let retry = plan_retry(&keys, |id| {
             Ok(self.ids.get(&id).and_then(|p| self.event(*p)).map(|e| StoredId {
                 position: e.position,
                 stream: e.stream.clone(),

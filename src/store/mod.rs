@@ -6,7 +6,7 @@ mod read;
 pub(crate) mod sled;
 mod snapshot;
 
-pub(crate) use append::{plan_retry, retry_keys, validate_appends, StoredId};
+pub(crate) use append::{plan_retry, validate_appends, StoredId};
 pub use append::{AppendResult, StreamAppend};
 pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
 pub use snapshot::Snapshot;

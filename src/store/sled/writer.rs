@@ -120,11 +120,9 @@ impl Syncer {
             });
         }
         for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
-            let _ = reply.send(match (&failure, result) {
-                (Some(error), Ok(results)) if !results.iter().all(|r| r.already_appended) => {
-                    Err(Error::storage(SharedError(Arc::clone(error))))
-                }
-                (_, result) => result,
+            let _ = reply.send(match &failure {
+                Some(error) => failed(result, error),
+                None => result,
             });
         }
     }
@@ -199,15 +197,7 @@ impl Writer {
             Err(error) => {
                 self.poisoned.store(true, Ordering::Release);
                 let shared = Arc::new(error);
-                replies
-                    .into_iter()
-                    .map(|(reply, result)| match result {
-                        Ok(results) if !results.iter().all(|r| r.already_appended) => {
-                            (reply, Err(Error::storage(SharedError(Arc::clone(&shared)))))
-                        }
-                        other => (reply, other),
-                    })
-                    .collect()
+                replies.into_iter().map(|(reply, result)| (reply, failed(result, &shared))).collect()
             }
         };
         // Answers wait for the sync even when nothing was written, so that a retry answered
@@ -247,7 +237,7 @@ impl Writer {
 
     /// Checks one request against the state so far and, if it passes, adds it to the group.
     fn plan(&mut self, request: &Request, group: &mut Group) -> Result<Vec<AppendResult>> {
-        let keys: Vec<_> = request.appends.iter().map(|a| (&a.stream, a.ids.clone())).collect();
+        let keys: Vec<_> = request.appends.iter().map(|a| (&a.stream, a.ids.as_slice())).collect();
         let retry = plan_retry(&keys, |id| match group.ids.get(&id) {
             Some(stored) => Ok(Some(stored.clone())),
             None => self.ids.get(&id).map(|p| self.files.stored_at(*p)).transpose(),
@@ -313,6 +303,17 @@ impl Writer {
             self.heads.insert(stream.clone(), version);
         }
         Ok(version)
+    }
+}
+
+/// What an append of a group whose write failed is answered: the storage error, unless it wrote
+/// nothing (a retry answered "already appended", or its own rejection).
+fn failed(result: Result<Vec<AppendResult>>, error: &Arc<Error>) -> Result<Vec<AppendResult>> {
+    match result {
+        Ok(results) if !results.iter().all(|r| r.already_appended) => {
+            Err(Error::storage(SharedError(Arc::clone(error))))
+        }
+        other => other,
     }
 }
 
