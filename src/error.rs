@@ -181,6 +181,55 @@ pub enum Error {
         problem: &'static str,
     },
 
+    /// A checkpoint (consumer) name is empty, too long or holds a control character. A caller bug.
+    #[error("invalid checkpoint name {name:?}: {reason}")]
+    InvalidCheckpointName {
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: InvalidName,
+    },
+
+    /// A projection or subscription handler failed on an event, after every retry its policy allows.
+    /// The consumer stopped before the event; its checkpoint is before it, so a restart handles it
+    /// again. Fix the cause (or park the event) and restart.
+    #[error("consumer {consumer:?} failed on the event at position {position} after {attempts} attempt(s)")]
+    Handler {
+        /// The projection or subscription.
+        consumer: String,
+        /// The event it failed on.
+        position: Position,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The handler's last error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// A wait for a consumer to reach a position ran out of time. Nothing is wrong with the store;
+    /// wait again, or report the consumer as lagging.
+    #[error("consumer {consumer:?} reached position {reached}, not {wanted}, within {waited:?}")]
+    Timeout {
+        /// The projection or subscription waited on.
+        consumer: String,
+        /// The position waited for.
+        wanted: Position,
+        /// The position it had processed when the time ran out.
+        reached: Position,
+        /// How long the wait lasted.
+        waited: std::time::Duration,
+    },
+
+    /// A consumer's saved state or configuration does not match the code that reads it (a different
+    /// partition count, an undecodable saved state). A deployment error: the message says what differs.
+    #[error("consumer {consumer:?}: {problem}")]
+    Consumer {
+        /// The projection or subscription.
+        consumer: String,
+        /// What does not match.
+        problem: String,
+    },
+
     /// Another process (or another handle in this one) has the database open. Close it, or wait.
     #[error("the database at {path:?} is locked by another process")]
     Locked {

@@ -182,8 +182,8 @@ pub use crate::snapshot::SnapshotPolicy;
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::sled::{Durability, SledConfig, SledStore, MAX_EVENT_SIZE_LIMIT};
 pub use crate::store::{
-    AppendResult, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Snapshot,
-    StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE,
+    AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter,
+    ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE, MAX_CHECKPOINT_NAME_LEN,
 };
 pub use crate::stream_id::StreamId;
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};

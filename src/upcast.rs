@@ -12,7 +12,10 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::position::{Position, Version};
-use crate::store::{AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend};
+use crate::store::{
+    AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot,
+    StreamAppend,
+};
 use crate::stream_id::StreamId;
 
 /// An event's type, schema version and payload, as an upcaster sees and produces it.
@@ -347,6 +350,18 @@ impl<S: EventStore> EventStore for Upcasting<S> {
 
     async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>> {
         self.inner.load_snapshot(stream, at).await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
+        self.inner.save_checkpoints(writes).await
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
+        self.inner.list_checkpoints(prefix).await
     }
 
     fn watch_head(&self) -> HeadWatch {

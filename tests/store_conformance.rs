@@ -61,6 +61,9 @@ macro_rules! conformance_suite {
                 store: races::racers_expecting_the_same_version_have_exactly_one_winner,
                 store: races::racers_retrying_exact_appends_fill_one_stream_without_gaps_or_duplicates,
                 store: races::many_appenders_over_many_streams_keep_log_and_streams_gap_free,
+                store: checkpoints::a_saved_checkpoint_loads_back_exactly_and_a_missing_one_is_none,
+                store: checkpoints::one_save_applies_saves_and_deletes_together_and_lists_by_prefix_in_name_order,
+                store: checkpoints::a_bad_checkpoint_name_is_rejected_and_its_batch_writes_nothing,
             );
         }
     };

@@ -12,8 +12,9 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::{
-    plan_retry, validate_appends, AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot,
-    StoredId, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
+    plan_retry, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
+    CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StoredId, StreamAppend,
+    DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
@@ -42,6 +43,7 @@ struct State {
     streams: HashMap<StreamId, Vec<Position>>,
     ids: HashMap<Uuid, Position>,
     snapshots: HashMap<StreamId, BTreeMap<Version, Snapshot>>,
+    checkpoints: BTreeMap<String, Checkpoint>,
     last_recorded: Option<DateTime<Utc>>,
 }
 
@@ -218,6 +220,33 @@ impl EventStore for MemoryStore {
     async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>> {
         let state = self.state();
         Ok(state.snapshots.get(stream).and_then(|s| s.range(..=at).next_back()).map(|(_, s)| s.clone()))
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        validate_checkpoint_name(name)?;
+        Ok(self.state().checkpoints.get(name).cloned())
+    }
+
+    async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
+        validate_checkpoint_writes(&writes)?;
+        let mut state = self.state();
+        for write in writes {
+            match write {
+                CheckpointWrite::Save(checkpoint) => {
+                    state.checkpoints.insert(checkpoint.name.clone(), checkpoint);
+                }
+                CheckpointWrite::Delete(name) => {
+                    state.checkpoints.remove(&name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
+        let state = self.state();
+        let from = state.checkpoints.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded));
+        Ok(from.take_while(|(name, _)| name.starts_with(prefix)).map(|(_, c)| c.clone()).collect())
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -1,6 +1,7 @@
 //! The [`EventStore`] trait every backend implements, with the types of its requests and answers.
 
 mod append;
+mod checkpoint;
 pub(crate) mod memory;
 mod read;
 pub(crate) mod sled;
@@ -8,6 +9,8 @@ mod snapshot;
 
 pub(crate) use append::{plan_retry, validate_appends, StoredId};
 pub use append::{AppendResult, StreamAppend};
+pub(crate) use checkpoint::{validate_checkpoint_name, validate_checkpoint_writes};
+pub use checkpoint::{Checkpoint, CheckpointWrite, MAX_CHECKPOINT_NAME_LEN};
 pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
 pub use snapshot::Snapshot;
 
@@ -100,6 +103,28 @@ pub trait EventStore: Send + Sync {
     /// The newest snapshot of `stream` at or before version `at` (`Version::MAX` for the newest).
     async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>>;
 
+    /// The checkpoint named `name`, if one is saved.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCheckpointName`](crate::Error::InvalidCheckpointName) for a bad name,
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when the saved bytes do not decode, storage errors.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>>;
+
+    /// Applies `writes` in one atomic write: after a crash, either all of them are visible or none.
+    /// Returns once they are durable (for a store that syncs to disk). Checkpoints live beside the
+    /// events (a sled tree, a table) but are written independently of appends.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCheckpointName`](crate::Error::InvalidCheckpointName) for a bad name (nothing
+    /// is written), storage errors.
+    async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()>;
+
+    /// Every checkpoint whose name starts with `prefix` (`""`: all of them), ordered by name.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when one does not decode, storage errors.
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>>;
+
     /// A watch on the head: it moves only once events are acknowledged (durable, for a store that
     /// syncs to disk), so a waiter can read them at once.
     fn watch_head(&self) -> HeadWatch;
@@ -134,5 +159,63 @@ pub trait EventStore: Send + Sync {
     /// subscriptions.
     fn read_log(&self, options: ReadLog) -> EventStream<'_> {
         read::log_pages(self, options)
+    }
+}
+
+/// A shared store is a store: `Arc<SledStore>`, `Arc<dyn EventStore>`.
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
+    async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        (**self).append_multi(appends).await
+    }
+
+    async fn read_stream_chunk(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        (**self).read_stream_chunk(stream, from, direction, max).await
+    }
+
+    async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
+        (**self).read_log_chunk(from, max, filter).await
+    }
+
+    async fn head(&self) -> Result<Position> {
+        (**self).head().await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
+        (**self).stream_version(stream).await
+    }
+
+    async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>> {
+        (**self).seek_recorded(at).await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        (**self).save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>> {
+        (**self).load_snapshot(stream, at).await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        (**self).load_checkpoint(name).await
+    }
+
+    async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
+        (**self).save_checkpoints(writes).await
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
+        (**self).list_checkpoints(prefix).await
+    }
+
+    fn watch_head(&self) -> HeadWatch {
+        (**self).watch_head()
     }
 }

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use annals::{
-    AppendResult, Direction, EventStore, ExpectedVersion, HeadWatch, LogChunk, LogFilter, NewEvent, Position,
-    RecordedEvent, Result, Snapshot, StreamAppend, StreamId, Version,
+    AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, ExpectedVersion, HeadWatch, LogChunk, LogFilter,
+    NewEvent, Position, RecordedEvent, Result, Snapshot, StreamAppend, StreamId, Version,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -74,6 +74,18 @@ impl<S: EventStore> EventStore for Counting<S> {
 
     async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>> {
         self.inner.load_snapshot(stream, at).await
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
+        self.inner.save_checkpoints(writes).await
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
+        self.inner.list_checkpoints(prefix).await
     }
 
     fn watch_head(&self) -> HeadWatch {

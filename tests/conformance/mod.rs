@@ -9,6 +9,7 @@
 pub(crate) mod append;
 pub(crate) mod backends;
 pub(crate) mod bad_input;
+pub(crate) mod checkpoints;
 pub(crate) mod envelope;
 pub(crate) mod head_and_time;
 pub(crate) mod idempotency;

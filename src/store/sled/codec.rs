@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
-use crate::store::Snapshot;
+use crate::store::{Checkpoint, Snapshot};
 use crate::stream_id::StreamId;
 
 /// The storage format this version writes and reads.
@@ -88,6 +88,39 @@ pub(crate) fn decode_snapshot(stream: &StreamId, version: u64, value: &[u8]) -> 
     let mut snapshot = Snapshot::new(stream.clone(), Version::new(version), schema_version, state);
     snapshot.taken_at = taken_at;
     Some(snapshot)
+}
+
+/// A checkpoint value: crc32 of the rest (u32 LE) | position (u64 LE) | updated at (i64 LE, µs) |
+/// 1 and the state's JSON text, or 0 when there is no state. The key is the checkpoint's name.
+pub(crate) fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
+    let state = checkpoint.state.as_deref().unwrap_or_default();
+    let mut value = Vec::with_capacity(21 + state.len());
+    value.extend_from_slice(&[0; 4]);
+    value.extend_from_slice(&checkpoint.position.get().to_le_bytes());
+    value.extend_from_slice(&checkpoint.updated_at.timestamp_micros().to_le_bytes());
+    value.push(u8::from(checkpoint.state.is_some()));
+    value.extend_from_slice(state.as_bytes());
+    let crc = crc32fast::hash(&value[4..]);
+    value[..4].copy_from_slice(&crc.to_le_bytes());
+    value
+}
+
+/// Decodes a checkpoint value; `None` when it is damaged.
+pub(crate) fn decode_checkpoint(name: &str, value: &[u8]) -> Option<Checkpoint> {
+    if le_u32(value, 0)? != crc32fast::hash(value.get(4..)?) {
+        return None;
+    }
+    let position = Position::new(u64::from_le_bytes(value.get(4..12)?.try_into().ok()?));
+    let updated_at = DateTime::from_timestamp_micros(le_i64(value, 12)?)?;
+    let state = match value.get(20)? {
+        0 => None,
+        1 => Some(std::str::from_utf8(value.get(21..)?).ok()?.to_owned()),
+        _ => return None,
+    };
+    let mut checkpoint = Checkpoint::new(name, position);
+    checkpoint.state = state;
+    checkpoint.updated_at = updated_at;
+    Some(checkpoint)
 }
 
 /// A stream index entry: `count` events of one stream, from `first_version` at `first_position`.

@@ -12,20 +12,22 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::codec::{
-    be_u64, decode_snapshot, encode_snapshot, log_key, snapshot_key, stream_key, stream_prefix, IndexEntry, Record,
-    FORMAT_KEY, FORMAT_VERSION, LOG,
+    be_u64, decode_checkpoint, decode_snapshot, encode_checkpoint, encode_snapshot, log_key, snapshot_key, stream_key,
+    stream_prefix, IndexEntry, Record, FORMAT_KEY, FORMAT_VERSION, LOG,
 };
 use super::SledConfig;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;
-use crate::store::{Direction, Snapshot, StoredId};
+use crate::store::{Checkpoint, CheckpointWrite, Direction, Snapshot, StoredId};
 use crate::stream_id::StreamId;
 
 /// The name of the sled tree that holds the log and its indexes.
 const TREE: &str = "annals";
 /// The name of the sled tree that holds snapshots.
 const SNAPSHOTS: &str = "annals-snapshots";
+/// The name of the sled tree that holds consumers' checkpoints.
+const CHECKPOINTS: &str = "annals-checkpoints";
 
 /// How long an open retries a locked database before it reports [`Error::Locked`]: long enough for
 /// sled to release the lock of a store whose last handle was just dropped (a few ms, up to ~150 ms
@@ -38,6 +40,7 @@ pub(super) struct Files {
     pub(super) db: sled::Db,
     pub(super) tree: sled::Tree,
     pub(super) snapshots: sled::Tree,
+    checkpoints: sled::Tree,
     /// sled's data file, kept open to `fdatasync` it after each flush.
     data: File,
     /// Blob files already synced (sled writes values of large pages as separate, unsynced files).
@@ -68,8 +71,9 @@ impl Files {
         let tree = db.open_tree(TREE).map_err(|e| open_error(&path, e))?;
         check_format(&path, &db, &tree)?;
         let snapshots = db.open_tree(SNAPSHOTS).map_err(Error::storage)?;
+        let checkpoints = db.open_tree(CHECKPOINTS).map_err(Error::storage)?;
         let data = File::options().read(true).write(true).open(path.join("db")).map_err(Error::storage)?;
-        Ok(Files { path, db, tree, snapshots, data, synced_blobs: Mutex::new(HashSet::new()) })
+        Ok(Files { path, db, tree, snapshots, checkpoints, data, synced_blobs: Mutex::new(HashSet::new()) })
     }
 
     /// Makes everything sled has flushed so far durable. sled's flush ends in `sync_file_range`,
@@ -225,6 +229,45 @@ impl Files {
         Ok(None)
     }
 
+    /// The checkpoint named `name`, if any.
+    pub(super) fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        match self.checkpoints.get(name.as_bytes()).map_err(Error::storage)? {
+            None => Ok(None),
+            Some(value) => decode_checkpoint(name, &value).map(Some).ok_or_else(|| corrupt_checkpoint(name)),
+        }
+    }
+
+    /// Applies checkpoint writes in one sled batch (atomic within the tree); `sync` makes them
+    /// durable before returning.
+    pub(super) fn save_checkpoints(&self, writes: &[CheckpointWrite], sync: bool) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for write in writes {
+            match write {
+                CheckpointWrite::Save(checkpoint) => {
+                    batch.insert(checkpoint.name.as_bytes(), encode_checkpoint(checkpoint));
+                }
+                CheckpointWrite::Delete(name) => batch.remove(name.as_bytes()),
+            }
+        }
+        self.checkpoints.apply_batch(batch).map_err(Error::storage)?;
+        if sync {
+            self.checkpoints.flush().map_err(Error::storage)?;
+            self.sync_to_disk()?;
+        }
+        Ok(())
+    }
+
+    /// Every checkpoint whose name starts with `prefix`, by name.
+    pub(super) fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
+        let mut checkpoints = Vec::new();
+        for item in self.checkpoints.scan_prefix(prefix.as_bytes()) {
+            let (key, value) = item.map_err(Error::storage)?;
+            let name = std::str::from_utf8(&key).map_err(|_| corrupt_checkpoint(prefix))?;
+            checkpoints.push(decode_checkpoint(name, &value).ok_or_else(|| corrupt_checkpoint(name))?);
+        }
+        Ok(checkpoints)
+    }
+
     /// Where the event at `position` is, for retry detection.
     pub(super) fn stored_at(&self, position: u64) -> Result<StoredId> {
         let event = self.event_at(position, &mut None)?;
@@ -246,6 +289,10 @@ impl Files {
         }
         Ok(ids)
     }
+}
+
+fn corrupt_checkpoint(_name: &str) -> Error {
+    Error::Corrupt { what: "checkpoint", position: Position::ZERO, reason: "checksum or layout mismatch" }
 }
 
 fn parse_record(key: &[u8], value: IVec) -> Result<Record<IVec>> {

@@ -25,8 +25,8 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::{
-    validate_appends, AppendResult, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend,
-    DEFAULT_MAX_EVENT_SIZE,
+    validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint, CheckpointWrite,
+    Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
@@ -421,7 +421,32 @@ impl EventStore for SledStore {
         self.inner.files.load_snapshot(stream, at.get())
     }
 
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
+        validate_checkpoint_name(name)?;
+        self.inner.files.load_checkpoint(name)
+    }
+
+    async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
+        validate_checkpoint_writes(&writes)?;
+        let files = Arc::clone(&self.inner.files);
+        let sync = self.inner.durability == Durability::Fsync;
+        blocking(move || files.save_checkpoints(&writes, sync)).await
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
+        self.inner.files.list_checkpoints(prefix)
+    }
+
     fn watch_head(&self) -> HeadWatch {
         HeadWatch::new(self.inner.head.clone())
+    }
+}
+
+/// Runs blocking work (a flush and `fsync`) off the async reactor when there is a tokio runtime, or
+/// in place under another executor.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.spawn_blocking(work).await.map_err(Error::storage)?,
+        Err(_) => work(),
     }
 }
