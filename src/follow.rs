@@ -86,47 +86,77 @@ pub fn follow<S>(store: &S, from: Position, filter: LogFilter) -> DeliveryStream
 where
     S: EventStore + ?Sized,
 {
-    let follower = Follower {
-        store,
-        head: store.watch_head(),
-        next: from.max(Position::FIRST),
-        filter,
-        buffer: VecDeque::new(),
-        phase: Phase::CatchUp,
-    };
-    Box::pin(futures_util::stream::try_unfold(follower, |mut follower| async move {
-        let delivery = follower.next_delivery().await?;
-        Ok(Some((delivery, follower)))
+    let follower = Follower::new(store, from, filter);
+    // The events of the page being delivered, with their phase, then the caught-up marker if that page
+    // ended catch-up.
+    let state = (follower, VecDeque::new(), None);
+    Box::pin(futures_util::stream::try_unfold(state, |(mut follower, mut buffer, mut marker)| async move {
+        loop {
+            if let Some((event, phase)) = buffer.pop_front() {
+                return Ok(Some((Delivery::Event { event, phase }, (follower, buffer, marker))));
+            }
+            if let Some(position) = marker.take() {
+                return Ok(Some((Delivery::CaughtUp { position }, (follower, buffer, marker))));
+            }
+            let batch = follower.next_batch().await?;
+            buffer.extend(batch.events.into_iter().map(|event| (event, batch.phase)));
+            marker = batch.caught_up.then_some(batch.through);
+        }
     }))
 }
 
-struct Follower<'a, S: ?Sized> {
-    store: &'a S,
+/// What one read of a [`Follower`] brought.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    /// The events the filter admits, in log order (possibly none).
+    pub(crate) events: Vec<RecordedEvent>,
+    /// Every position up to this one has been read: the events above, and the ones the filter left out.
+    pub(crate) through: Position,
+    /// Whether `events` were already stored when catch-up began or arrived while waiting live.
+    pub(crate) phase: Phase,
+    /// Set on the one batch that ends catch-up: it reached the head, and later batches are live.
+    pub(crate) caught_up: bool,
+}
+
+/// Reads the log in order from a position, page by page, waiting on the head once it has caught up.
+/// `D` is how the store is held: `&S` for a borrowed stream, `Arc<S>` for a task.
+pub(crate) struct Follower<D> {
+    store: D,
     head: HeadWatch,
     /// The first position not read yet.
     next: Position,
     filter: LogFilter,
-    buffer: VecDeque<RecordedEvent>,
     phase: Phase,
 }
 
-impl<S: EventStore + ?Sized> Follower<'_, S> {
-    async fn next_delivery(&mut self) -> Result<Delivery> {
-        loop {
-            if let Some(event) = self.buffer.pop_front() {
-                return Ok(Delivery::Event { event, phase: self.phase });
-            }
-            if self.phase == Phase::Live {
-                // Sleeps until an append is acknowledged past what we have read.
-                self.head.wait_past(Position::new(self.next.get() - 1)).await?;
-            }
-            let chunk = self.store.read_log_chunk(self.next, PAGE, &self.filter).await?;
-            self.next = chunk.next.max(self.next);
-            self.buffer.extend(chunk.events);
-            if self.phase == Phase::CatchUp && chunk.end && self.buffer.is_empty() {
-                self.phase = Phase::Live;
-                return Ok(Delivery::CaughtUp { position: Position::new(self.next.get() - 1) });
-            }
+impl<D, S> Follower<D>
+where
+    D: std::ops::Deref<Target = S>,
+    S: EventStore + ?Sized,
+{
+    pub(crate) fn new(store: D, from: Position, filter: LogFilter) -> Self {
+        let head = store.watch_head();
+        Follower { store, head, next: from.max(Position::FIRST), filter, phase: Phase::CatchUp }
+    }
+
+    /// Every position before this one has been read.
+    pub(crate) fn through(&self) -> Position {
+        Position::new(self.next.get() - 1)
+    }
+
+    /// Reads the next page; once live, first waits until an append is acknowledged past what was read.
+    /// Cancel-safe: nothing changes until the page is in.
+    pub(crate) async fn next_batch(&mut self) -> Result<Batch> {
+        let phase = self.phase;
+        if phase == Phase::Live {
+            self.head.wait_past(self.through()).await?;
         }
+        let chunk = self.store.read_log_chunk(self.next, PAGE, &self.filter).await?;
+        self.next = chunk.next.max(self.next);
+        let caught_up = phase == Phase::CatchUp && chunk.end;
+        if caught_up {
+            self.phase = Phase::Live;
+        }
+        Ok(Batch { events: chunk.events, through: self.through(), phase, caught_up })
     }
 }

@@ -154,11 +154,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregate;
+mod consumer;
 mod envelope;
 mod error;
 mod event;
 mod follow;
 mod position;
+mod projection;
 mod repository;
 mod snapshot;
 mod store;
@@ -170,11 +172,13 @@ mod upcast;
 pub mod __private;
 
 pub use crate::aggregate::Aggregate;
+pub use crate::consumer::{HandlerError, Start};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use crate::error::{Error, InvalidName, Result};
 pub use crate::event::{DecodeError, Event};
 pub use crate::follow::{follow, Delivery, DeliveryStream, Phase};
 pub use crate::position::{ExpectedVersion, Position, Version};
+pub use crate::projection::{replay, Projection, ProjectionHandle, Projector};
 pub use crate::repository::{
     CommandContext, CommandError, Committed, CommittedEvent, Loaded, Repository, DEFAULT_MAX_RETRIES,
 };
