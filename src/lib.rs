@@ -165,6 +165,7 @@ mod repository;
 mod snapshot;
 mod store;
 mod stream_id;
+mod subscription;
 pub mod testing;
 mod upcast;
 
@@ -190,6 +191,10 @@ pub use crate::store::{
     ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE, MAX_CHECKPOINT_NAME_LEN,
 };
 pub use crate::stream_id::StreamId;
+pub use crate::subscription::{
+    handler_fn, FnHandler, Handler, OnFailure, Parked, ParkedReplay, RetryPolicy, Subscription, SubscriptionConfig,
+    SubscriptionGroup, SubscriptionHandle,
+};
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
 
 /// `#[derive(Aggregate)]`: see [`Aggregate`](trait@Aggregate).

@@ -1,0 +1,272 @@
+//! [`SubscriptionGroup`]: the workers of one subscription, and who holds which partition.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, watch};
+
+use super::worker::{SubscriptionHandle, Worker};
+use super::{partition_key, partition_prefix, Handler, SavedPartition, Setup, SubscriptionConfig};
+use crate::consumer::{Progress, ProgressWatch};
+use crate::error::{Error, Result};
+use crate::position::Position;
+use crate::store::EventStore;
+
+/// The workers of one named subscription, sharing its partitions (competing consumers).
+///
+/// Each stream belongs to one partition, and each partition to one worker at a time, so every
+/// stream's events are handled in order. Partitions are spread over the workers in the order they
+/// joined; when a worker leaves (it is stopped, all its handles are dropped, or its handler makes it
+/// stop), the others take its partitions over from their saved checkpoints. A worker that gives up a
+/// partition first commits its checkpoint, so the handover repeats nothing; a worker that stopped on
+/// an error hands over from its last checkpoint (at-least-once).
+///
+/// ```
+/// use annals::{handler_fn, HandlerError, MemoryStore, Phase, RecordedEvent, SubscriptionConfig, SubscriptionGroup};
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let store = MemoryStore::new();
+/// let group = SubscriptionGroup::new(store, SubscriptionConfig::new("shipping").partitions(8)).await?;
+/// let handler = || handler_fn(|_event: RecordedEvent, _phase: Phase| async { Ok::<(), HandlerError>(()) });
+/// let first = group.join(handler()).await?;
+/// let second = group.join(handler()).await?;
+/// second.stop().await?; // its partitions go back to `first`
+/// # let _ = first;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SubscriptionGroup<S> {
+    setup: Arc<Setup<S>>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl<S> Clone for SubscriptionGroup<S> {
+    fn clone(&self) -> Self {
+        SubscriptionGroup { setup: Arc::clone(&self.setup), coordinator: Arc::clone(&self.coordinator) }
+    }
+}
+
+impl<S: EventStore + 'static> SubscriptionGroup<S> {
+    /// Sets up the subscription described by `config`, checking what was saved under its name.
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when it was saved with another partition count or its checkpoints are not
+    /// a subscription's; [`Error::InvalidCheckpointName`] for a bad name; store errors.
+    pub async fn new(store: S, config: SubscriptionConfig) -> Result<Self> {
+        crate::store::validate_checkpoint_name(&partition_key(&config.name, config.partitions))?;
+        let (from, occurred_from) = config.start.resolve(&store).await?;
+        let mut processed = vec![Position::new(from.get() - 1); config.partitions as usize];
+        for saved in store.list_checkpoints(&partition_prefix(&config.name)).await? {
+            let state = SavedPartition::decode(&config.name, saved.state.as_deref())?;
+            let partition = saved.name.rsplit('/').next().and_then(|p| p.parse::<u32>().ok());
+            match partition {
+                Some(p) if state.partitions == config.partitions && p < config.partitions => {
+                    processed[p as usize] = saved.position;
+                }
+                _ => {
+                    return Err(Error::Consumer {
+                        consumer: config.name.clone(),
+                        problem: format!(
+                            "saved with {} partitions, configured with {}",
+                            state.partitions, config.partitions
+                        ),
+                    })
+                }
+            }
+        }
+        let minimum = processed.iter().copied().min().unwrap_or(Position::ZERO);
+        let progress = Progress { processed: minimum, checkpoint: minimum, caught_up: None };
+        let coordinator = Arc::new(Coordinator {
+            name: config.name.clone(),
+            partitions: config.partitions,
+            membership: Mutex::new(Membership {
+                next_id: 1,
+                members: Vec::new(),
+                owners: vec![None; config.partitions as usize],
+            }),
+            changed: watch::channel(0).0,
+            progress: watch::channel(progress).0,
+            processed: Mutex::new(processed.clone()),
+            committed: Mutex::new(processed),
+            head: store.watch_head(),
+        });
+        let setup = Arc::new(Setup { store: Arc::new(store), config, from, occurred_from });
+        Ok(SubscriptionGroup { setup, coordinator })
+    }
+
+    /// Adds a worker running `handler`, starts it on a tokio task, and returns its handle. The group
+    /// rebalances: the new worker gets its share of the partitions as the others hand them over.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn join<H: Handler>(&self, handler: H) -> Result<SubscriptionHandle> {
+        let id = self.coordinator.join();
+        let (commands, inbox) = mpsc::channel(8);
+        let worker = Worker::new(id, Arc::clone(&self.setup), Arc::clone(&self.coordinator), handler);
+        let task = tokio::spawn(worker.run(inbox));
+        Ok(SubscriptionHandle::new(id, Arc::clone(&self.coordinator), commands, task))
+    }
+
+    /// Which partitions each worker holds right now, by worker id, in joining order.
+    pub fn assignment(&self) -> Vec<(u64, Vec<u32>)> {
+        self.coordinator.assignment()
+    }
+
+    /// How many events the slowest partition is behind the head.
+    pub fn lag(&self) -> u64 {
+        self.coordinator.watch().lag()
+    }
+
+    /// The subscription's name.
+    pub fn name(&self) -> &str {
+        &self.setup.config.name
+    }
+}
+
+/// Who is in the group and who holds what.
+#[derive(Debug)]
+struct Membership {
+    next_id: u64,
+    /// Worker ids in joining order.
+    members: Vec<u64>,
+    /// The worker holding each partition, if any.
+    owners: Vec<Option<u64>>,
+}
+
+impl Membership {
+    /// The worker that should hold `partition`.
+    fn target(&self, partition: usize) -> Option<u64> {
+        match self.members.len() {
+            0 => None,
+            n => self.members.get(partition % n).copied(),
+        }
+    }
+}
+
+/// The state a group's workers share. Its locks are never held across an `.await`.
+#[derive(Debug)]
+pub(crate) struct Coordinator {
+    pub(crate) name: String,
+    pub(crate) partitions: u32,
+    membership: Mutex<Membership>,
+    /// Bumped on every change of membership or ownership: workers then rebalance.
+    pub(crate) changed: watch::Sender<u64>,
+    progress: watch::Sender<Progress>,
+    processed: Mutex<Vec<Position>>,
+    committed: Mutex<Vec<Position>>,
+    head: crate::store::HeadWatch,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data stays consistent even if a holder panicked: every critical section is a few writes.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Coordinator {
+    fn join(&self) -> u64 {
+        let id = {
+            let mut membership = lock(&self.membership);
+            let id = membership.next_id;
+            membership.next_id += 1;
+            membership.members.push(id);
+            id
+        };
+        self.bump();
+        id
+    }
+
+    /// Removes a worker and frees its partitions.
+    pub(crate) fn leave(&self, worker: u64) {
+        {
+            let mut membership = lock(&self.membership);
+            membership.members.retain(|&m| m != worker);
+            for owner in &mut membership.owners {
+                if *owner == Some(worker) {
+                    *owner = None;
+                }
+            }
+        }
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|generation| *generation += 1);
+    }
+
+    /// The partitions `worker` holds but should hand over.
+    pub(crate) fn to_release(&self, worker: u64) -> Vec<u32> {
+        let membership = lock(&self.membership);
+        (0..membership.owners.len())
+            .filter(|&p| membership.owners[p] == Some(worker) && membership.target(p) != Some(worker))
+            .map(|p| p as u32)
+            .collect()
+    }
+
+    /// Frees partitions `worker` handed over (after committing them).
+    pub(crate) fn release(&self, worker: u64, partitions: &[u32]) {
+        {
+            let mut membership = lock(&self.membership);
+            for &p in partitions {
+                if let Some(owner) = membership.owners.get_mut(p as usize) {
+                    if *owner == Some(worker) {
+                        *owner = None;
+                    }
+                }
+            }
+        }
+        self.bump();
+    }
+
+    /// Takes the free partitions meant for `worker`.
+    pub(crate) fn acquire(&self, worker: u64) -> Vec<u32> {
+        let mut membership = lock(&self.membership);
+        let mut taken = Vec::new();
+        for p in 0..membership.owners.len() {
+            if membership.owners[p].is_none() && membership.target(p) == Some(worker) {
+                membership.owners[p] = Some(worker);
+                taken.push(p as u32);
+            }
+        }
+        taken
+    }
+
+    fn assignment(&self) -> Vec<(u64, Vec<u32>)> {
+        let membership = lock(&self.membership);
+        let held = |worker: u64| {
+            (0..membership.owners.len()).filter(|&p| membership.owners[p] == Some(worker)).map(|p| p as u32).collect()
+        };
+        membership.members.iter().map(|&worker| (worker, held(worker))).collect()
+    }
+
+    /// Records how far partitions got (handled, and committed), and whether a worker caught up with
+    /// `caught_up`.
+    pub(crate) fn report(
+        &self,
+        processed: &[(u32, Position)],
+        committed: &[(u32, Position)],
+        caught_up: Option<Position>,
+    ) {
+        let lowest = |mutex: &Mutex<Vec<Position>>, updates: &[(u32, Position)]| {
+            let mut positions = lock(mutex);
+            for &(p, position) in updates {
+                if let Some(slot) = positions.get_mut(p as usize) {
+                    *slot = position;
+                }
+            }
+            positions.iter().copied().min().unwrap_or(Position::ZERO)
+        };
+        let processed = lowest(&self.processed, processed);
+        let checkpoint = lowest(&self.committed, committed);
+        self.progress.send_modify(|progress| {
+            progress.processed = processed;
+            progress.checkpoint = checkpoint;
+            if let Some(head) = caught_up.filter(|&head| processed >= head) {
+                progress.caught_up.get_or_insert(head);
+            }
+        });
+    }
+
+    pub(crate) fn watch(&self) -> ProgressWatch {
+        ProgressWatch { name: self.name.clone(), progress: self.progress.subscribe(), head: self.head.clone() }
+    }
+}

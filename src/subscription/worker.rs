@@ -1,0 +1,432 @@
+//! One worker of a subscription: follows the log for the partitions it holds, hands their events to
+//! its handler with retries, parks what keeps failing, and commits checkpoints in batches.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::group::Coordinator;
+use super::{partition_key, partition_of, Handler, OnFailure, Parked, ParkedReplay, SavedPartition, Setup};
+use crate::consumer::{occurred_before, sleep_until, HandlerError, Pending, ProgressWatch};
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::follow::{Batch, Follower, Phase};
+use crate::position::Position;
+use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter};
+
+pub(crate) enum Command {
+    Parked(oneshot::Sender<Vec<Parked>>),
+    ReplayParked(oneshot::Sender<Result<ParkedReplay>>),
+    SkipParked(Position, oneshot::Sender<Result<bool>>),
+    Stop,
+}
+
+/// A running worker of a subscription. Dropping every clone of the handle stops the worker, as
+/// [`stop`](SubscriptionHandle::stop) does.
+#[derive(Clone)]
+pub struct SubscriptionHandle {
+    worker: u64,
+    coordinator: Arc<Coordinator>,
+    watch: ProgressWatch,
+    commands: mpsc::Sender<Command>,
+    task: Arc<Mutex<Option<JoinHandle<Result<()>>>>>,
+}
+
+impl SubscriptionHandle {
+    pub(crate) fn new(
+        worker: u64,
+        coordinator: Arc<Coordinator>,
+        commands: mpsc::Sender<Command>,
+        task: JoinHandle<Result<()>>,
+    ) -> Self {
+        let watch = coordinator.watch();
+        SubscriptionHandle { worker, coordinator, watch, commands, task: Arc::new(Mutex::new(Some(task))) }
+    }
+
+    /// The subscription's name.
+    pub fn name(&self) -> &str {
+        &self.coordinator.name
+    }
+
+    /// This worker's id in its group.
+    pub fn worker_id(&self) -> u64 {
+        self.worker
+    }
+
+    /// Waits until the subscription (every partition) has caught up with the head once, and returns
+    /// that head: events before it came as catch-up, events after it come live.
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when it stopped first.
+    pub async fn caught_up(&self) -> Result<Position> {
+        self.watch.caught_up().await
+    }
+
+    /// Waits until every partition has handled `position` (read-your-writes: pass the position an
+    /// append returned), for at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when it did not get there in time; [`Error::Consumer`] when it stopped.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<()> {
+        self.watch.wait_for(position, timeout).await
+    }
+
+    /// How many events the subscription (its slowest partition) is behind the head.
+    pub fn lag(&self) -> u64 {
+        self.watch.lag()
+    }
+
+    /// Every event up to this position has been handled (in every partition).
+    pub fn position(&self) -> Position {
+        self.watch.now().processed
+    }
+
+    /// The committed checkpoint (the lowest over the partitions): a restart resumes after it.
+    pub fn checkpoint(&self) -> Position {
+        self.watch.now().checkpoint
+    }
+
+    /// The events this worker's partitions have parked, by position.
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when the worker stopped.
+    pub async fn parked(&self) -> Result<Vec<Parked>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Parked(reply)).await?;
+        answer.await.map_err(|_| self.stopped())
+    }
+
+    /// Hands every event this worker's partitions parked to the handler once more: those it now
+    /// handles leave the list, the others stay with their new error. Commits the result.
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when the worker stopped; store errors.
+    pub async fn replay_parked(&self) -> Result<ParkedReplay> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::ReplayParked(reply)).await?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Drops the parked event at `position` without handling it; `false` when no such event is parked
+    /// in this worker's partitions. Commits the result.
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when the worker stopped; store errors.
+    pub async fn skip_parked(&self, position: Position) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SkipParked(position, reply)).await?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Stops the worker after the event it is on, commits its checkpoints, leaves the group (its
+    /// partitions go to the other workers), and returns how it ended: the error that stopped it
+    /// earlier, if one did.
+    ///
+    /// # Errors
+    /// The worker's error ([`Error::Handler`] under [`OnFailure::Stop`], store errors).
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.commands.send(Command::Stop).await;
+        let task = self.task.lock().ok().and_then(|mut task| task.take());
+        match task {
+            Some(task) => task.await.map_err(Error::storage)?,
+            None => Ok(()),
+        }
+    }
+
+    async fn send(&self, command: Command) -> Result<()> {
+        self.commands.send(command).await.map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> Error {
+        Error::Consumer { consumer: self.coordinator.name.clone(), problem: "the worker has stopped".into() }
+    }
+}
+
+/// A partition a worker holds.
+#[derive(Debug)]
+struct Held {
+    /// The saved checkpoint.
+    committed: Position,
+    /// Every event of the partition up to here was handled.
+    through: Position,
+    parked: Vec<Parked>,
+    /// The parked list changed since the last commit.
+    dirty: bool,
+}
+
+/// Leaves the group when the worker's task ends, however it ends.
+struct Membership {
+    worker: u64,
+    coordinator: Arc<Coordinator>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.coordinator.leave(self.worker);
+    }
+}
+
+pub(crate) struct Worker<S, H> {
+    id: u64,
+    setup: Arc<Setup<S>>,
+    coordinator: Arc<Coordinator>,
+    handler: H,
+    held: BTreeMap<u32, Held>,
+    follower: Option<Follower<Arc<S>>>,
+    pending: Pending,
+}
+
+impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
+    pub(crate) fn new(id: u64, setup: Arc<Setup<S>>, coordinator: Arc<Coordinator>, handler: H) -> Self {
+        Worker {
+            id,
+            setup,
+            coordinator,
+            handler,
+            held: BTreeMap::new(),
+            follower: None,
+            pending: Pending::new(Position::ZERO),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Command>) -> Result<()> {
+        let _membership = Membership { worker: self.id, coordinator: Arc::clone(&self.coordinator) };
+        let mut changed = self.coordinator.changed.subscribe();
+        self.rebalance().await?;
+        loop {
+            let deadline = self.pending.deadline(&self.setup.config.policy);
+            tokio::select! {
+                command = inbox.recv() => match command {
+                    Some(Command::Stop) | None => break,
+                    Some(command) => self.command(command).await,
+                },
+                change = changed.changed() => {
+                    if change.is_err() {
+                        break;
+                    }
+                    self.rebalance().await?;
+                }
+                batch = next_batch(self.follower.as_mut()) => self.apply(batch?).await?,
+                () = sleep_until(deadline) => self.commit().await?,
+            }
+        }
+        self.commit().await
+    }
+
+    /// Hands over the partitions meant for others (committing them first) and takes the free ones
+    /// meant for this worker; then reads from the earliest position one of them needs.
+    async fn rebalance(&mut self) -> Result<()> {
+        let release = self.coordinator.to_release(self.id);
+        if !release.is_empty() {
+            self.commit().await?;
+            for p in &release {
+                self.held.remove(p);
+            }
+            self.coordinator.release(self.id, &release);
+        }
+        let acquired = self.coordinator.acquire(self.id);
+        let store = &self.setup.store;
+        let mut restart = None;
+        for p in acquired {
+            let name = partition_key(&self.setup.config.name, p);
+            let (committed, parked) = match store.load_checkpoint(&name).await? {
+                Some(saved) => {
+                    (saved.position, SavedPartition::decode(&self.setup.config.name, saved.state.as_deref())?.parked)
+                }
+                None => (Position::new(self.setup.from.get() - 1), Vec::new()),
+            };
+            self.held.insert(p, Held { committed, through: committed, parked, dirty: false });
+            let from = Position::new(committed.get() + 1);
+            restart = Some(restart.map_or(from, |r: Position| r.min(from)));
+        }
+        if self.held.is_empty() {
+            self.follower = None;
+        } else if let Some(from) = restart {
+            let reading = self.follower.as_ref().map(|f| Position::new(f.through().get() + 1));
+            if reading.is_none_or(|next| from < next) {
+                let filter = self.setup.config.filter.clone();
+                self.follower = Some(Follower::new(Arc::clone(store), from, filter));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a page's events of the held partitions to the handler, then notes the progress.
+    async fn apply(&mut self, batch: Batch) -> Result<()> {
+        let partitions = self.coordinator.partitions;
+        let mut handled = 0;
+        for event in &batch.events {
+            let partition = partition_of(event.stream.as_str(), partitions);
+            let Some(held) = self.held.get_mut(&partition) else { continue };
+            if event.position <= held.through {
+                continue;
+            }
+            if !occurred_before(event, self.setup.occurred_from) {
+                if let Err((source, attempts)) =
+                    deliver(&mut self.handler, &self.setup.config.retry, event, batch.phase).await
+                {
+                    match self.setup.config.on_failure {
+                        OnFailure::Park => {
+                            held.parked.push(parked(event, &source, attempts));
+                            held.dirty = true;
+                        }
+                        OnFailure::Stop => {
+                            // Save what was handled before it; the event itself comes again on restart.
+                            let _ = self.commit().await;
+                            let consumer = self.setup.config.name.clone();
+                            return Err(Error::Handler { consumer, position: event.position, attempts, source });
+                        }
+                    }
+                }
+                handled += 1;
+            }
+            held.through = event.position;
+        }
+        let mut processed = Vec::with_capacity(self.held.len());
+        for (&p, held) in &mut self.held {
+            held.through = held.through.max(batch.through);
+            processed.push((p, held.through));
+        }
+        if self.held.values().any(|h| h.through > h.committed || h.dirty) {
+            self.pending.events += handled;
+            self.pending.since.get_or_insert_with(tokio::time::Instant::now);
+        }
+        self.coordinator.report(&processed, &[], batch.caught_up.then_some(batch.through));
+        if self.pending.full(&self.setup.config.policy) || batch.caught_up {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Saves the checkpoint of every held partition that moved or whose parked list changed, in one
+    /// atomic write.
+    async fn commit(&mut self) -> Result<()> {
+        let name = &self.setup.config.name;
+        let partitions = self.coordinator.partitions;
+        let mut writes = Vec::new();
+        for (&p, held) in &self.held {
+            if held.through > held.committed || held.dirty {
+                let saved = SavedPartition { partitions, parked: held.parked.clone() };
+                let state = serde_json::to_string(&saved).map_err(Error::storage)?;
+                let checkpoint = Checkpoint::new(partition_key(name, p), held.through).with_state(state);
+                writes.push(CheckpointWrite::Save(checkpoint));
+            }
+        }
+        self.pending = Pending::new(Position::ZERO);
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.setup.store.save_checkpoints(writes).await?;
+        let mut committed = Vec::with_capacity(self.held.len());
+        for (&p, held) in &mut self.held {
+            held.committed = held.through;
+            held.dirty = false;
+            committed.push((p, held.committed));
+        }
+        self.coordinator.report(&[], &committed, None);
+        Ok(())
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Parked(reply) => {
+                let mut parked: Vec<Parked> = self.held.values().flat_map(|h| h.parked.iter().cloned()).collect();
+                parked.sort_by_key(|p| p.position);
+                let _ = reply.send(parked);
+            }
+            Command::ReplayParked(reply) => {
+                let result = self.replay_parked().await;
+                let _ = reply.send(result);
+            }
+            Command::SkipParked(position, reply) => {
+                let mut found = false;
+                for held in self.held.values_mut() {
+                    let before = held.parked.len();
+                    held.parked.retain(|p| p.position != position);
+                    if held.parked.len() != before {
+                        held.dirty = true;
+                        found = true;
+                    }
+                }
+                let result = if found { self.commit().await.map(|()| true) } else { Ok(false) };
+                let _ = reply.send(result);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    async fn replay_parked(&mut self) -> Result<ParkedReplay> {
+        let mut outcome = ParkedReplay::default();
+        let store = Arc::clone(&self.setup.store);
+        for held in self.held.values_mut() {
+            let mut still = Vec::new();
+            for mut entry in std::mem::take(&mut held.parked) {
+                held.dirty = true;
+                let chunk = store.read_log_chunk(entry.position, 1, &LogFilter::all()).await?;
+                let Some(event) = chunk.events.into_iter().find(|e| e.position == entry.position) else {
+                    entry.error = "the event is no longer in the log".into();
+                    outcome.failed.push(entry.position);
+                    still.push(entry);
+                    continue;
+                };
+                match self.handler.handle(&event, Phase::CatchUp).await {
+                    Ok(()) => outcome.handled.push(entry.position),
+                    Err(error) => {
+                        entry.error = error.to_string();
+                        entry.attempts += 1;
+                        entry.parked_at = Utc::now().trunc_subsecs(6);
+                        outcome.failed.push(entry.position);
+                        still.push(entry);
+                    }
+                }
+            }
+            held.parked = still;
+        }
+        self.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// The follower's next page, or never when the worker holds no partition.
+async fn next_batch<S: EventStore>(follower: Option<&mut Follower<Arc<S>>>) -> Result<Batch> {
+    match follower {
+        Some(follower) => follower.next_batch().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands an event to the handler, retrying with backoff; on final failure, the last error and the
+/// number of attempts.
+async fn deliver<H: Handler>(
+    handler: &mut H,
+    retry: &super::RetryPolicy,
+    event: &RecordedEvent,
+    phase: Phase,
+) -> Result<(), (HandlerError, u32)> {
+    let mut attempt = 1;
+    loop {
+        match handler.handle(event, phase).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt >= retry.max_attempts() => return Err((error, attempt)),
+            Err(_) => {
+                tokio::time::sleep(retry.delay(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn parked(event: &RecordedEvent, error: &HandlerError, attempts: u32) -> Parked {
+    Parked {
+        position: event.position,
+        stream: event.stream.to_string(),
+        event_type: event.event_type.clone(),
+        error: error.to_string(),
+        attempts,
+        parked_at: Utc::now().trunc_subsecs(6),
+    }
+}
