@@ -132,6 +132,18 @@
 //!   [`Upcasting`] applies them to every read, and [`Upcasters::check`] finds broken chains at
 //!   start-up.
 //! - **Testing.** [`testing::given`] runs given / when / then tests on an aggregate, without a store.
+//! - **Projections.** A [`Projection`] is a read model: it asks for some events (a [`LogFilter`] by
+//!   type or stream category) and handles them in log order. A [`Projector`] runs it from its
+//!   [`Checkpoint`] and keeps it live; [`Projector::persisted`] saves its state with its position in
+//!   one atomic write (exactly-once), [`Projector::checkpointed`] saves the position only (outside
+//!   effects, at-least-once, each delivery marked [`Phase::CatchUp`] or [`Phase::Live`]). A version
+//!   bump or [`ProjectionHandle::rebuild`] replays into a shadow copy that is swapped in once it has
+//!   caught up. [`replay`] rebuilds a fresh instance between any two points ([`Start`], [`Until`]).
+//! - **Subscriptions.** A [`Subscription`] is a named, durable consumer, like a Kafka consumer group:
+//!   it catches up from its checkpoint, then goes live; it retries failing events as its
+//!   [`RetryPolicy`] says, then parks them ([`Parked`]) or stops ([`OnFailure`]). A
+//!   [`SubscriptionGroup`] shares a subscription's partitions among several workers.
+//!   [`SubscriptionHandle::wait_for`] gives read-your-writes; `lag()` says how far behind it is.
 //!
 //! # Guarantees
 //!
