@@ -487,7 +487,10 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
             }
         };
         let result = match result {
-            Ok(()) => self.commit(&mut live, false).await,
+            Ok(()) => {
+                let through = live.follower.through();
+                self.commit(&mut live, through).await
+            }
             Err(error) => Err(error),
         };
         for reply in waiting_rebuild {
@@ -523,7 +526,8 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
                 Ok(Step::Continue)
             }
             () = sleep_until(deadline) => {
-                self.commit(lane, false).await?;
+                let through = lane.follower.through();
+                self.commit(lane, through).await?;
                 Ok(Step::Continue)
             }
         }
@@ -531,15 +535,28 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
 
     /// Hands a page to the lane's projection, then commits if the policy says so.
     async fn apply(&self, lane: &mut Lane<S, P>, batch: Batch) -> Result<()> {
-        let handled = batch.events.len() as u64;
-        match &mut lane.instance {
-            Target::Live(state) => {
-                let mut guard = state.write().await;
-                handle_all(&mut *guard, &batch, lane.occurred_from).await?;
+        // Slices of at most what the checkpoint policy has room for, so that a checkpoint is committed
+        // after `every` events even within a page.
+        let mut rest = batch.events.as_slice();
+        while !rest.is_empty() {
+            let room = self.runner.policy.every.saturating_sub(lane.pending.events).max(1);
+            let (slice, after) = rest.split_at(rest.len().min(usize::try_from(room).unwrap_or(usize::MAX)));
+            match &mut lane.instance {
+                Target::Live(state) => {
+                    let mut guard = state.write().await;
+                    handle_all(&mut *guard, slice, batch.phase, lane.occurred_from).await?;
+                }
+                Target::Shadow(instance) => handle_all(&mut **instance, slice, batch.phase, lane.occurred_from).await?,
             }
-            Target::Shadow(instance) => handle_all(&mut **instance, &batch, lane.occurred_from).await?,
+            rest = after;
+            if let Some(last) = slice.last() {
+                lane.pending.progress(last.position, slice.len() as u64);
+                if !rest.is_empty() && lane.pending.full(&self.runner.policy) {
+                    self.commit(lane, last.position).await?;
+                }
+            }
         }
-        lane.pending.progress(batch.through, handled);
+        lane.pending.progress(batch.through, 0);
         if batch.caught_up {
             lane.caught_up = true;
         }
@@ -555,15 +572,15 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
             }
         }
         if lane.pending.full(&self.runner.policy) || batch.caught_up {
-            self.commit(lane, false).await?;
+            self.commit(lane, batch.through).await?;
         }
         Ok(())
     }
 
-    /// Saves the lane's checkpoint (and state) if it moved; a shadow saves under its own key.
-    async fn commit(&self, lane: &mut Lane<S, P>, force: bool) -> Result<()> {
-        let through = lane.follower.through();
-        if matches!(self.runner.keep, Keep::Nothing) || (!force && through <= lane.pending.committed) {
+    /// Saves the lane's checkpoint at `through` (and its state) if it moved; a shadow saves under its
+    /// own key. Every event up to `through` must have been handled.
+    async fn commit(&self, lane: &mut Lane<S, P>, through: Position) -> Result<()> {
+        if matches!(self.runner.keep, Keep::Nothing) || through <= lane.pending.committed {
             lane.pending.committed(through.max(lane.pending.committed));
             return Ok(());
         }
@@ -624,14 +641,15 @@ enum Step {
 
 async fn handle_all<P: Projection>(
     projection: &mut P,
-    batch: &Batch,
+    events: &[RecordedEvent],
+    phase: Phase,
     occurred_from: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<()> {
-    for event in &batch.events {
+    for event in events {
         if occurred_before(event, occurred_from) {
             continue;
         }
-        if let Err(source) = projection.handle(event, batch.phase).await {
+        if let Err(source) = projection.handle(event, phase).await {
             return Err(handler_error(projection, event, source));
         }
     }

@@ -256,9 +256,9 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
     }
 
     /// Hands a page's events of the held partitions to the handler, then notes the progress.
+    /// Commits within the page once `checkpoint_every` events were handled.
     async fn apply(&mut self, batch: Batch) -> Result<()> {
         let partitions = self.coordinator.partitions;
-        let mut handled = 0;
         for event in &batch.events {
             let partition = partition_of(event.stream.as_str(), partitions);
             let Some(held) = self.held.get_mut(&partition) else { continue };
@@ -266,9 +266,8 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                 continue;
             }
             if !occurred_before(event, self.setup.occurred_from) {
-                if let Err((source, attempts)) =
-                    deliver(&mut self.handler, &self.setup.config.retry, event, batch.phase).await
-                {
+                let outcome = deliver(&mut self.handler, &self.setup.config.retry, event, batch.phase).await;
+                if let Err((source, attempts)) = outcome {
                     match self.setup.config.on_failure {
                         OnFailure::Park => {
                             held.parked.push(parked(event, &source, attempts));
@@ -276,30 +275,43 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                         }
                         OnFailure::Stop => {
                             // Save what was handled before it; the event itself comes again on restart.
+                            self.advance(Position::new(event.position.get() - 1), 0);
                             let _ = self.commit().await;
                             let consumer = self.setup.config.name.clone();
                             return Err(Error::Handler { consumer, position: event.position, attempts, source });
                         }
                     }
                 }
-                handled += 1;
+                self.advance(event.position, 1);
+                if self.pending.full(&self.setup.config.policy) {
+                    self.commit().await?;
+                }
             }
-            held.through = event.position;
         }
-        let mut processed = Vec::with_capacity(self.held.len());
-        for (&p, held) in &mut self.held {
-            held.through = held.through.max(batch.through);
-            processed.push((p, held.through));
-        }
-        if self.held.values().any(|h| h.through > h.committed || h.dirty) {
-            self.pending.events += handled;
-            self.pending.since.get_or_insert_with(tokio::time::Instant::now);
-        }
-        self.coordinator.report(&processed, &[], batch.caught_up.then_some(batch.through));
+        self.advance(batch.through, 0);
+        self.coordinator.report(&self.processed(), &[], batch.caught_up.then_some(batch.through));
         if self.pending.full(&self.setup.config.policy) || batch.caught_up {
             self.commit().await?;
         }
         Ok(())
+    }
+
+    /// Notes that every event of the held partitions up to `through` was handled (`handled` of them
+    /// just now). Events in between belong to other partitions or were left out by the filter.
+    fn advance(&mut self, through: Position, handled: u64) {
+        let mut moved = false;
+        for held in self.held.values_mut() {
+            held.through = held.through.max(through);
+            moved |= held.through > held.committed || held.dirty;
+        }
+        if moved {
+            self.pending.events += handled;
+            self.pending.since.get_or_insert_with(tokio::time::Instant::now);
+        }
+    }
+
+    fn processed(&self) -> Vec<(u32, Position)> {
+        self.held.iter().map(|(&p, held)| (p, held.through)).collect()
     }
 
     /// Saves the checkpoint of every held partition that moved or whose parked list changed, in one
