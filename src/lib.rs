@@ -179,6 +179,7 @@ mod store;
 mod stream_id;
 mod subscription;
 pub mod testing;
+mod time_travel;
 mod upcast;
 
 #[doc(hidden)]
@@ -207,6 +208,7 @@ pub use crate::subscription::{
     handler_fn, FnHandler, Handler, OnFailure, Parked, ParkedReplay, RetryPolicy, Subscription, SubscriptionConfig,
     SubscriptionGroup, SubscriptionHandle,
 };
+pub use crate::time_travel::AsOf;
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
 
 /// `#[derive(Aggregate)]`: see [`Aggregate`](trait@Aggregate).

@@ -220,7 +220,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// The newest snapshot at or before `at` that decodes and has the current schema version.
-    async fn usable_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<(A, Version)>> {
+    pub(crate) async fn usable_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<(A, Version)>> {
         let Some((_, _, decode)) = &self.snapshots else { return Ok(None) };
         let mut bound = at;
         // Older snapshots may still be usable when the newest is not; look at a few.
