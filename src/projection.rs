@@ -182,6 +182,7 @@ pub struct Projector<S, P> {
     keep: Keep<P>,
     start: Start,
     policy: CheckpointPolicy,
+    history_every: Option<u64>,
 }
 
 impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
@@ -192,6 +193,7 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
             keep,
             start: Start::Beginning,
             policy: CheckpointPolicy::default(),
+            history_every: None,
         }
     }
 
@@ -238,13 +240,54 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
         self
     }
 
+    /// Also keep the state as it was every `events` positions (a persisted projector only): at the
+    /// first checkpoint at or after each multiple of `events`, a copy of the state is saved in the same
+    /// atomic write, under `projection-history/<name>/v<version>/<multiple>`. [`as_of`](Self::as_of)
+    /// then starts from the nearest copy instead of the beginning of the log.
+    pub fn keep_history_every(mut self, events: u64) -> Self {
+        self.history_every = Some(events.max(1));
+        self
+    }
+
+    /// The projection as of `until`, on a fresh instance, without touching a running one: a replay
+    /// from the nearest saved copy of its state at or before the bound (see
+    /// [`keep_history_every`](Self::keep_history_every)), or from its start. A bound on occurred time
+    /// always replays from the start, since a saved state may hold events that occurred later.
+    ///
+    /// # Errors
+    /// As [`replay`].
+    pub async fn as_of(&self, until: Until) -> Result<P> {
+        let fresh = (self.factory)();
+        if let (Some(every), Keep::State { decode, .. }, None) = (self.history_every, &self.keep, until.occurred) {
+            let bound = position_bound(&*self.store, until).await?;
+            let prefix = history_prefix(fresh.name(), fresh.version());
+            // The copy for a multiple may have been saved past the bound: look a few multiples back.
+            for multiple in (0..=bound.get() / every).rev().take(4) {
+                let Some(saved) = self.store.load_checkpoint(&history_key(&prefix, multiple)).await? else { continue };
+                if saved.position > bound {
+                    continue;
+                }
+                let stored = decode_saved(fresh.name(), &saved)?;
+                if let Some(instance) = stored.state.as_deref().and_then(|state| decode(state).ok()) {
+                    let from = Start::Position(Position::new(saved.position.get() + 1));
+                    return replay(&*self.store, instance, from, until).await;
+                }
+            }
+        }
+        replay(&*self.store, fresh, self.start, until).await
+    }
+
     /// Loads the saved checkpoint (or starts fresh), starts the projection on a tokio task, and returns
     /// its handle. Dropping every handle stops it, as [`ProjectionHandle::stop`] does.
     ///
     /// # Errors
-    /// [`Error::Consumer`] when the saved state does not decode into `P` at the same version; store
-    /// errors.
+    /// [`Error::Consumer`] when the saved state does not decode into `P` at the same version;
+    /// [`Error::Config`] for [`keep_history_every`](Self::keep_history_every) on a projector that is
+    /// not persisted; store errors.
     pub async fn run(self) -> Result<ProjectionHandle<P>> {
+        if self.history_every.is_some() && !matches!(self.keep, Keep::State { .. }) {
+            return Err(Error::Config("keep_history_every needs a persisted projector"));
+        }
         let first = (self.factory)();
         let name = first.name().to_owned();
         let restored = self.restore(first).await?;
@@ -348,6 +391,29 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
             _ => Ok(format!(r#"{{"version":{version}}}"#)),
         }
     }
+}
+
+/// The last position `until` admits by position and recorded time (the head when unbounded).
+async fn position_bound<S: EventStore + ?Sized>(store: &S, until: Until) -> Result<Position> {
+    let mut bound = store.head().await?;
+    if let Some(position) = until.position {
+        bound = bound.min(position);
+    }
+    if let Some(recorded) = until.recorded {
+        let after = recorded + chrono::Duration::microseconds(1);
+        if let Some(first_after) = store.seek_recorded(after).await? {
+            bound = bound.min(Position::new(first_after.get() - 1));
+        }
+    }
+    Ok(bound)
+}
+
+fn history_prefix(name: &str, version: u32) -> String {
+    format!("projection-history/{name}/v{version}/")
+}
+
+fn history_key(prefix: &str, multiple: u64) -> String {
+    format!("{prefix}{multiple:020}")
 }
 
 fn live_key(name: &str) -> String {
@@ -588,8 +654,18 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
             Target::Live(state) => (&self.live_key, self.saved(&*state.read().await)?),
             Target::Shadow(instance) => (&self.shadow_key, self.saved(instance)?),
         };
-        let checkpoint = Checkpoint::new(key.clone(), through).with_state(saved);
-        self.runner.store.save_checkpoints(vec![CheckpointWrite::Save(checkpoint)]).await?;
+        let mut writes = Vec::with_capacity(2);
+        if let (Target::Live(state), Some(every)) = (&lane.instance, self.runner.history_every) {
+            // Crossing a multiple of `every` since the last commit: keep a copy of this state too.
+            let multiple = through.get() / every;
+            if multiple > lane.pending.committed.get() / every {
+                let prefix = history_prefix(&self.name, state.read().await.version());
+                let copy = Checkpoint::new(history_key(&prefix, multiple), through).with_state(saved.clone());
+                writes.push(CheckpointWrite::Save(copy));
+            }
+        }
+        writes.push(CheckpointWrite::Save(Checkpoint::new(key.clone(), through).with_state(saved)));
+        self.runner.store.save_checkpoints(writes).await?;
         lane.pending.committed(through);
         if let Target::Live(_) = lane.instance {
             self.progress.send_modify(|p| p.checkpoint = through);
