@@ -230,6 +230,29 @@ pub enum Error {
         problem: String,
     },
 
+    /// Events given to [`EventStore::restore`](crate::EventStore::restore) do not continue the log:
+    /// a position that is not the next one, a version that is not the next in its stream, a
+    /// `recorded_at` before the last event's, or a batch mixing times. Nothing of the batch's request
+    /// was written. Restore into an empty store, in log order, one `recorded_at` per batch.
+    #[error("cannot restore the event at position {position}: {problem}")]
+    Restore {
+        /// The position of the offending event.
+        position: Position,
+        /// What does not fit.
+        problem: &'static str,
+    },
+
+    /// A line of an import does not parse (a CSV row or an export line). With a CSV import that
+    /// aborts on bad rows, nothing was written. Fix the input and run the import again: it is
+    /// idempotent.
+    #[error("line {line}: {reason}")]
+    Import {
+        /// The 1-based line number in the input.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Another process (or another handle in this one) has the database open. Close it, or wait.
     #[error("the database at {path:?} is locked by another process")]
     Locked {

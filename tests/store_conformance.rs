@@ -64,6 +64,8 @@ macro_rules! conformance_suite {
                 store: checkpoints::a_saved_checkpoint_loads_back_exactly_and_a_missing_one_is_none,
                 store: checkpoints::one_save_applies_saves_and_deletes_together_and_lists_by_prefix_in_name_order,
                 store: checkpoints::a_bad_checkpoint_name_is_rejected_and_its_batch_writes_nothing,
+                store: restore::an_export_imports_into_an_empty_store_exactly_and_a_second_import_adds_nothing,
+                store: restore::restoring_events_that_do_not_continue_the_log_is_refused_and_writes_nothing,
             );
         }
     };

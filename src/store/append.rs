@@ -137,3 +137,62 @@ pub(crate) fn plan_retry(
     }
     Ok(Some(results))
 }
+
+/// A batch of [`EventStore::restore`](crate::EventStore::restore), checked and cut into appends.
+pub(crate) struct RestorePlan {
+    /// The `recorded_at` every event of the batch shares.
+    pub(crate) recorded_at: chrono::DateTime<chrono::Utc>,
+    /// Requests in order: each names a stream at most once, expects the version before its events,
+    /// and starts at the position given with it.
+    pub(crate) requests: Vec<(Position, Vec<StreamAppend>)>,
+}
+
+/// Checks that recorded events form one restorable batch (consecutive positions, one `recorded_at`,
+/// versions consecutive within each stream) and turns them into appends.
+pub(crate) fn plan_restore(events: Vec<crate::envelope::RecordedEvent>) -> Result<RestorePlan> {
+    let restore_error = |position, problem| Error::Restore { position, problem };
+    let Some(first) = events.first() else { return Err(Error::EmptyAppend { stream: String::new() }) };
+    let recorded_at = first.recorded_at;
+    let mut next_position = first.position;
+    let mut requests: Vec<(Position, Vec<StreamAppend>)> = Vec::new();
+    let mut in_request: HashSet<StreamId> = HashSet::new();
+    for event in events {
+        if event.position != next_position {
+            return Err(restore_error(event.position, "positions of a restored batch must be consecutive"));
+        }
+        if event.recorded_at != recorded_at {
+            return Err(restore_error(event.position, "a restored batch must share one recorded_at"));
+        }
+        next_position = Position::new(event.position.get() + 1);
+        let continues = requests
+            .last_mut()
+            .and_then(|(_, appends)| appends.last_mut())
+            .filter(|append| append.stream == event.stream);
+        let new_event = restored_event(&event);
+        match continues {
+            Some(append) => append.events.push(new_event),
+            None => {
+                if requests.is_empty() || in_request.contains(&event.stream) {
+                    requests.push((event.position, Vec::new()));
+                    in_request.clear();
+                }
+                in_request.insert(event.stream.clone());
+                let expected = ExpectedVersion::Exact(Version::new(event.version.get() - 1));
+                if let Some((_, appends)) = requests.last_mut() {
+                    appends.push(StreamAppend::new(event.stream.clone(), expected, vec![new_event]));
+                }
+            }
+        }
+    }
+    Ok(RestorePlan { recorded_at, requests })
+}
+
+/// The event to append for a recorded one: same id, type, schema version, occurred time, metadata
+/// and payload.
+fn restored_event(event: &crate::envelope::RecordedEvent) -> NewEvent {
+    NewEvent::raw(event.event_type.clone(), event.payload.clone())
+        .with_id(event.id)
+        .with_schema_version(event.schema_version)
+        .with_occurred_at(event.occurred_at)
+        .with_metadata(event.metadata.clone())
+}

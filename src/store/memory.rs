@@ -12,9 +12,9 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::{
-    plan_retry, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
-    CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StoredId, StreamAppend,
-    DEFAULT_MAX_EVENT_SIZE,
+    plan_restore, plan_retry, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult,
+    Checkpoint, CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StoredId,
+    StreamAppend, DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
@@ -86,7 +86,13 @@ impl State {
         Position::new(self.log.len() as u64)
     }
 
-    fn append(&mut self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+    /// Appends; `restore` gives the `recorded_at` and first position of a restored batch instead of
+    /// the clock and the head.
+    fn append(
+        &mut self,
+        appends: Vec<StreamAppend>,
+        restore: Option<(DateTime<Utc>, Position)>,
+    ) -> Result<Vec<AppendResult>> {
         let ids: Vec<Vec<Uuid>> = appends.iter().map(|a| a.events.iter().map(|e| e.id).collect()).collect();
         let keys: Vec<_> = appends.iter().zip(&ids).map(|(a, ids)| (&a.stream, ids.as_slice())).collect();
         let retry = plan_retry(&keys, |id| {
@@ -99,6 +105,22 @@ impl State {
         if let Some(results) = retry {
             return Ok(results);
         }
+        let recorded_at = match restore {
+            Some((recorded_at, first_position)) => {
+                let next = Position::new(self.log.len() as u64 + 1);
+                if first_position != next {
+                    return Err(Error::Restore { position: first_position, problem: "it is not the next position" });
+                }
+                if self.last_recorded.is_some_and(|last| recorded_at < last) {
+                    return Err(Error::Restore { position: first_position, problem: "recorded before the last event" });
+                }
+                recorded_at
+            }
+            None => {
+                let now = Utc::now().trunc_subsecs(6);
+                self.last_recorded.map_or(now, |last| last.max(now))
+            }
+        };
         for append in &appends {
             let actual = self.version(&append.stream);
             if !append.expected.accepts(actual) {
@@ -109,8 +131,6 @@ impl State {
                 });
             }
         }
-        let now = Utc::now().trunc_subsecs(6);
-        let recorded_at = self.last_recorded.map_or(now, |last| last.max(now));
         self.last_recorded = Some(recorded_at);
         let mut results = Vec::with_capacity(appends.len());
         for append in appends {
@@ -150,7 +170,7 @@ impl EventStore for MemoryStore {
         validate_appends(&appends, self.shared.max_event_size)?;
         let (results, head) = {
             let mut state = self.state();
-            let results = state.append(appends)?;
+            let results = state.append(appends, None)?;
             (results, state.head())
         };
         self.shared.head.send_if_modified(|current| {
@@ -247,6 +267,24 @@ impl EventStore for MemoryStore {
         let state = self.state();
         let from = state.checkpoints.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded));
         Ok(from.take_while(|(name, _)| name.starts_with(prefix)).map(|(_, c)| c.clone()).collect())
+    }
+
+    async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()> {
+        let plan = plan_restore(events)?;
+        for (first_position, appends) in plan.requests {
+            validate_appends(&appends, self.shared.max_event_size)?;
+            let head = {
+                let mut state = self.state();
+                state.append(appends, Some((plan.recorded_at, first_position)))?;
+                state.head()
+            };
+            self.shared.head.send_if_modified(|current| {
+                let moved = head > *current;
+                *current = (*current).max(head);
+                moved
+            });
+        }
+        Ok(())
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -7,7 +7,7 @@ mod read;
 pub(crate) mod sled;
 mod snapshot;
 
-pub(crate) use append::{plan_retry, validate_appends, StoredId};
+pub(crate) use append::{plan_restore, plan_retry, validate_appends, StoredId};
 pub use append::{AppendResult, StreamAppend};
 pub(crate) use checkpoint::{validate_checkpoint_name, validate_checkpoint_writes};
 pub use checkpoint::{Checkpoint, CheckpointWrite, MAX_CHECKPOINT_NAME_LEN};
@@ -125,6 +125,19 @@ pub trait EventStore: Send + Sync {
     /// [`Error::Corrupt`](crate::Error::Corrupt) when one does not decode, storage errors.
     async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>>;
 
+    /// Appends events exactly as another store recorded them: same ids, positions, versions,
+    /// `recorded_at` and everything else. This is how an export is loaded back
+    /// ([`import_jsonl`](crate::import_jsonl)). The events must continue this log: the first at the
+    /// position after the head, positions consecutive, each version the next of its stream, and all
+    /// with one `recorded_at`, not before the last stored one. A batch whose events are all stored
+    /// already (same ids) is a retry and writes nothing. A batch is written as one or more atomic
+    /// appends (a stream that comes back after another starts a new one).
+    ///
+    /// # Errors
+    /// [`Error::Restore`](crate::Error::Restore) when the events do not continue the log, the
+    /// validation errors of [`append`](EventStore::append), storage errors.
+    async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()>;
+
     /// A watch on the head: it moves only once events are acknowledged (durable, for a store that
     /// syncs to disk), so a waiter can read them at once.
     fn watch_head(&self) -> HeadWatch;
@@ -213,6 +226,10 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
         (**self).list_checkpoints(prefix).await
+    }
+
+    async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()> {
+        (**self).restore(events).await
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -88,6 +88,10 @@ impl<S: EventStore> EventStore for Counting<S> {
         self.inner.list_checkpoints(prefix).await
     }
 
+    async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()> {
+        self.inner.restore(events).await
+    }
+
     fn watch_head(&self) -> HeadWatch {
         self.inner.watch_head()
     }

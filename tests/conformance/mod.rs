@@ -18,6 +18,7 @@ pub(crate) mod log_reads;
 pub(crate) mod multi_stream;
 pub(crate) mod optimistic_concurrency;
 pub(crate) mod races;
+pub(crate) mod restore;
 pub(crate) mod stream_reads;
 
 use std::fmt::Debug;

@@ -25,8 +25,9 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::{
-    validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint, CheckpointWrite,
-    Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
+    plan_restore, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
+    CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend,
+    DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
@@ -273,14 +274,13 @@ impl SledStore {
         self.inner.files.db.size_on_disk().map_err(Error::storage)
     }
 
-    fn durable_head(&self) -> u64 {
-        self.inner.head.borrow().get()
-    }
-}
-
-#[async_trait]
-impl EventStore for SledStore {
-    async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+    /// Hands appends to the writer and waits for its answer. `restore` carries the `recorded_at` and
+    /// first position of a restored batch.
+    async fn send(
+        &self,
+        appends: Vec<StreamAppend>,
+        restore: Option<(DateTime<Utc>, u64)>,
+    ) -> Result<Vec<AppendResult>> {
         validate_appends(&appends, self.inner.max_event_size)?;
         let appends = appends
             .into_iter()
@@ -294,11 +294,22 @@ impl EventStore for SledStore {
         let (reply, answer) = oneshot::channel();
         let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
         self.inner.pipeline.queued.fetch_add(1, Ordering::AcqRel);
-        if queue.send(Request { appends, reply }).is_err() {
+        if queue.send(Request { appends, reply, restore }).is_err() {
             self.inner.pipeline.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::Closed);
         }
         answer.await.map_err(|_| Error::Closed)?
+    }
+
+    fn durable_head(&self) -> u64 {
+        self.inner.head.borrow().get()
+    }
+}
+
+#[async_trait]
+impl EventStore for SledStore {
+    async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        self.send(appends, None).await
     }
 
     async fn read_stream_chunk(
@@ -435,6 +446,14 @@ impl EventStore for SledStore {
 
     async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
         self.inner.files.list_checkpoints(prefix)
+    }
+
+    async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()> {
+        let plan = plan_restore(events)?;
+        for (first_position, appends) in plan.requests {
+            self.send(appends, Some((plan.recorded_at, first_position.get()))).await?;
+        }
+        Ok(())
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -33,6 +33,9 @@ pub(super) struct PreparedAppend {
 pub(super) struct Request {
     pub(super) appends: Vec<PreparedAppend>,
     pub(super) reply: Reply,
+    /// For a restored batch: its `recorded_at` and first position. Such a request is committed as a
+    /// group of its own.
+    pub(super) restore: Option<(DateTime<Utc>, u64)>,
 }
 
 /// The state only the writer thread touches.
@@ -155,22 +158,36 @@ impl Writer {
                 }
             }
             self.syncer.queued.fetch_sub(requests.len(), Ordering::AcqRel);
-            self.commit(requests);
+            // A restored batch carries its own time, so it is a group of its own.
+            let mut ordinary = Vec::with_capacity(requests.len());
+            for request in requests {
+                match request.restore {
+                    None => ordinary.push(request),
+                    Some((recorded_at, _)) => {
+                        if !ordinary.is_empty() {
+                            self.commit(std::mem::take(&mut ordinary), None);
+                        }
+                        self.commit(vec![request], Some(recorded_at));
+                    }
+                }
+            }
+            if !ordinary.is_empty() {
+                self.commit(ordinary, None);
+            }
         }
         // Nothing to report to anyone any more; a failure here is seen at the next open.
         let _ = self.files.db.flush();
         drop(self.synced);
     }
 
-    fn commit(&mut self, requests: Vec<Request>) {
+    fn commit(&mut self, requests: Vec<Request>, restored_at: Option<DateTime<Utc>>) {
         if self.poisoned.load(Ordering::Acquire) {
             for request in requests {
                 let _ = request.reply.send(Err(Error::Poisoned));
             }
             return;
         }
-        let now = Utc::now().trunc_subsecs(6);
-        let recorded_at = self.last_recorded.max(now);
+        let recorded_at = restored_at.unwrap_or_else(|| self.last_recorded.max(Utc::now().trunc_subsecs(6)));
         let mut group = Group {
             records: RecordBuilder::new(self.next_position, recorded_at),
             batch: sled::Batch::default(),
@@ -189,7 +206,9 @@ impl Writer {
         let replies = match outcome {
             Ok(()) => {
                 self.next_position = group.next_position;
-                self.last_recorded = recorded_at;
+                if wrote {
+                    self.last_recorded = self.last_recorded.max(recorded_at);
+                }
                 self.heads.extend(group.heads);
                 self.ids.extend(group.ids.into_iter().map(|(id, stored)| (id, stored.position.get())));
                 replies
@@ -244,6 +263,15 @@ impl Writer {
         })?;
         if let Some(results) = retry {
             return Ok(results);
+        }
+        if let Some((recorded_at, first_position)) = request.restore {
+            let position = Position::new(first_position);
+            if first_position != group.next_position {
+                return Err(Error::Restore { position, problem: "it is not the next position" });
+            }
+            if recorded_at < self.last_recorded {
+                return Err(Error::Restore { position, problem: "recorded before the last event" });
+            }
         }
         let mut currents = Vec::with_capacity(request.appends.len());
         for append in &request.appends {
