@@ -252,7 +252,6 @@ async fn a_stopped_subscription(
 /// `wait_for` on a handle whose worker stopped answers `Error::Consumer` (as documented), not a
 /// timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src bug: the progress watch outlives the worker (the handle's Arc<Coordinator> owns its sender), so wait_for times out"]
 async fn wait_for_on_a_stopped_worker_answers_consumer() -> TestResult {
     let (_store, kept, broken) = a_stopped_subscription("stopped-wait").await?;
     let waited = kept.wait_for(broken, WAIT).await;
@@ -263,7 +262,6 @@ async fn wait_for_on_a_stopped_worker_answers_consumer() -> TestResult {
 /// `caught_up` on a handle whose worker stopped before catching up answers `Error::Consumer` (as
 /// documented) instead of waiting forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src bug: the progress watch outlives the worker (the handle's Arc<Coordinator> owns its sender), so caught_up never returns"]
 async fn caught_up_on_a_stopped_worker_answers_consumer() -> TestResult {
     let (_store, kept, _) = a_stopped_subscription("stopped-catch-up").await?;
     let caught_up = tokio::time::timeout(WAIT, kept.caught_up()).await;

@@ -102,9 +102,11 @@ impl<S: EventStore + 'static> SubscriptionGroup<S> {
     pub async fn join<H: Handler>(&self, handler: H) -> Result<SubscriptionHandle> {
         let id = self.coordinator.join();
         let (commands, inbox) = mpsc::channel(8);
+        // The worker holds the sender: when its task ends, the handles see the channel close.
+        let (running, alive) = watch::channel(());
         let worker = Worker::new(id, Arc::clone(&self.setup), Arc::clone(&self.coordinator), handler);
-        let task = tokio::spawn(worker.run(inbox));
-        Ok(SubscriptionHandle::new(id, Arc::clone(&self.coordinator), commands, task))
+        let task = tokio::spawn(worker.run(inbox, running));
+        Ok(SubscriptionHandle::new(id, Arc::clone(&self.coordinator), commands, task, alive))
     }
 
     /// Which partitions each worker holds right now, by worker id, in joining order.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::group::Coordinator;
@@ -34,6 +34,8 @@ pub struct SubscriptionHandle {
     watch: ProgressWatch,
     commands: mpsc::Sender<Command>,
     task: Arc<Mutex<Option<JoinHandle<Result<()>>>>>,
+    /// Closed when the worker's task ends.
+    alive: watch::Receiver<()>,
 }
 
 impl SubscriptionHandle {
@@ -42,9 +44,16 @@ impl SubscriptionHandle {
         coordinator: Arc<Coordinator>,
         commands: mpsc::Sender<Command>,
         task: JoinHandle<Result<()>>,
+        alive: watch::Receiver<()>,
     ) -> Self {
         let watch = coordinator.watch();
-        SubscriptionHandle { worker, coordinator, watch, commands, task: Arc::new(Mutex::new(Some(task))) }
+        SubscriptionHandle { worker, coordinator, watch, commands, task: Arc::new(Mutex::new(Some(task))), alive }
+    }
+
+    /// Resolves when the worker's task has ended.
+    async fn ended(&self) {
+        let mut alive = self.alive.clone();
+        while alive.changed().await.is_ok() {}
     }
 
     /// The subscription's name.
@@ -63,7 +72,11 @@ impl SubscriptionHandle {
     /// # Errors
     /// [`Error::Consumer`] when it stopped first.
     pub async fn caught_up(&self) -> Result<Position> {
-        self.watch.caught_up().await
+        tokio::select! {
+            biased;
+            result = self.watch.caught_up() => result,
+            () = self.ended() => Err(self.stopped()),
+        }
     }
 
     /// Waits until every partition has handled `position` (read-your-writes: pass the position an
@@ -72,7 +85,11 @@ impl SubscriptionHandle {
     /// # Errors
     /// [`Error::Timeout`] when it did not get there in time; [`Error::Consumer`] when it stopped.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<()> {
-        self.watch.wait_for(position, timeout).await
+        tokio::select! {
+            biased;
+            result = self.watch.wait_for(position, timeout) => result,
+            () = self.ended() => Err(self.stopped()),
+        }
     }
 
     /// How many events the subscription (its slowest partition) is behind the head.
@@ -193,7 +210,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
         }
     }
 
-    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Command>) -> Result<()> {
+    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Command>, _running: watch::Sender<()>) -> Result<()> {
         let _membership = Membership { worker: self.id, coordinator: Arc::clone(&self.coordinator) };
         let mut changed = self.coordinator.changed.subscribe();
         self.rebalance().await?;
