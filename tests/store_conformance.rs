@@ -46,6 +46,7 @@ macro_rules! conformance_suite {
                 store: stream_reads::until_recorded_bounds_a_stream_read_to_what_was_recorded_by_then,
                 store: stream_reads::until_occurred_filters_by_business_time_and_reads_past_later_events,
                 store: stream_reads::stream_reads_page_past_512_events,
+                store: stream_reads::list_streams_gives_every_stream_with_its_version_by_name_and_filters_by_prefix,
                 store: log_reads::log_reads_start_at_a_position_and_stop_at_a_limit_or_position,
                 store: log_reads::log_filters_select_by_event_type_stream_prefix_or_both,
                 store: log_reads::log_reads_respect_until_recorded_and_until_occurred,

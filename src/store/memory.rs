@@ -225,6 +225,18 @@ impl EventStore for MemoryStore {
         Ok(self.state().version(stream))
     }
 
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
+        let state = self.state();
+        let mut streams: Vec<_> = state
+            .streams
+            .iter()
+            .filter(|(stream, _)| stream.as_str().starts_with(prefix))
+            .map(|(stream, positions)| (stream.clone(), Version::new(positions.len() as u64)))
+            .collect();
+        streams.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        Ok(streams)
+    }
+
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>> {
         let state = self.state();
         let index = state.log.partition_point(|e| e.recorded_at < at);

@@ -92,6 +92,13 @@ pub trait EventStore: Send + Sync {
     /// The current version of `stream`, or `None` when it has no events.
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>>;
 
+    /// Every stream whose name starts with `prefix` (`""`: all), with its current version, ordered by
+    /// name. Meant for tools and administration: it walks every stream.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when an index entry does not decode, storage errors.
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>>;
+
     /// The first position whose `recorded_at` is at or after `at`, or `None` when every event was
     /// recorded before `at`. O(log n): the log is ordered by `recorded_at`.
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>>;
@@ -202,6 +209,10 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
         (**self).stream_version(stream).await
+    }
+
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
+        (**self).list_streams(prefix).await
     }
 
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>> {

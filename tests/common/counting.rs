@@ -92,6 +92,10 @@ impl<S: EventStore> EventStore for Counting<S> {
         self.inner.restore(events).await
     }
 
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
+        self.inner.list_streams(prefix).await
+    }
+
     fn watch_head(&self) -> HeadWatch {
         self.inner.watch_head()
     }

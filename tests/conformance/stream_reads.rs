@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use annals::{ExpectedVersion, Position, ReadStream, RecordedEvent, StreamId, Version};
+use annals::{ExpectedVersion, NewEvent, Position, ReadStream, RecordedEvent, StreamId, Version};
 use chrono::{SubsecRound, TimeDelta, Utc};
 
 use super::{event, events, read_stream, span, stream, versions, TestResult, TestStore};
@@ -180,5 +180,27 @@ pub(crate) async fn stream_reads_page_past_512_events<S: TestStore>(store: &S) -
             read.iter().all(|e: &RecordedEvent| e.payload == format!("{{\"n\":{}}}", e.version.get() - 1));
         assert!(payloads_match, "{options:?}: an event has another's payload");
     }
+    Ok(())
+}
+
+pub(crate) async fn list_streams_gives_every_stream_with_its_version_by_name_and_filters_by_prefix<S: TestStore>(
+    store: &S,
+) -> TestResult {
+    assert!(store.list_streams("").await?.is_empty());
+    for (name, events) in [("order-2", 3), ("order-10", 1), ("order", 2), ("payment-1", 1), ("order-2x", 1)] {
+        let stream = StreamId::new(name)?;
+        for _ in 0..events {
+            store.append(&stream, ExpectedVersion::Any, vec![NewEvent::raw("E", "{}")]).await?;
+        }
+    }
+    let listed = |list: Vec<(StreamId, Version)>| {
+        list.into_iter().map(|(s, v)| (s.as_str().to_owned(), v.get())).collect::<Vec<_>>()
+    };
+    let all = listed(store.list_streams("").await?);
+    let expected = [("order", 2), ("order-10", 1), ("order-2", 3), ("order-2x", 1), ("payment-1", 1)];
+    assert_eq!(all, expected.map(|(s, v)| (s.to_owned(), v)));
+    let orders = listed(store.list_streams("order-").await?);
+    assert_eq!(orders, [("order-10", 1), ("order-2", 3), ("order-2x", 1)].map(|(s, v)| (s.to_owned(), v)));
+    assert!(store.list_streams("zzz").await?.is_empty());
     Ok(())
 }

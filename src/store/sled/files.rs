@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::codec::{
     be_u64, decode_checkpoint, decode_snapshot, encode_checkpoint, encode_snapshot, log_key, snapshot_key, stream_key,
-    stream_prefix, IndexEntry, Record, FORMAT_KEY, FORMAT_VERSION, LOG,
+    stream_prefix, IndexEntry, Record, FORMAT_KEY, FORMAT_VERSION, LOG, STREAM,
 };
 use super::SledConfig;
 use crate::envelope::RecordedEvent;
@@ -195,6 +195,35 @@ impl Files {
                 )
             }
         }
+    }
+
+    /// The names of the streams starting with `prefix`, in order: one index lookup per stream, jumping
+    /// over each stream's entries (names hold no control character, so `name + 0x01` is past them).
+    pub(super) fn stream_names<'a>(&'a self, prefix: &str) -> impl Iterator<Item = Result<String>> + 'a {
+        let mut scan = vec![STREAM];
+        scan.extend_from_slice(prefix.as_bytes());
+        let mut cursor = scan.clone();
+        std::iter::from_fn(move || {
+            let (key, _) = match self.tree.range(cursor.clone()..).next()? {
+                Ok(item) => item,
+                Err(e) => return Some(Err(Error::storage(e))),
+            };
+            if !key.starts_with(&scan) {
+                return None;
+            }
+            let end = key.iter().skip(1).position(|&b| b == 0).map(|at| at + 1);
+            let Some(end) = end else {
+                return Some(Err(Error::Corrupt {
+                    what: "stream index entry",
+                    position: Position::ZERO,
+                    reason: "key has no stream name terminator",
+                }));
+            };
+            let name = String::from_utf8_lossy(&key[1..end]).into_owned();
+            cursor = key[..end].to_vec();
+            cursor.push(1);
+            Some(Ok(name))
+        })
     }
 
     /// The current version of a stream, counting only events at or before `head`.

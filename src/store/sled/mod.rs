@@ -404,6 +404,24 @@ impl EventStore for SledStore {
         Ok(self.inner.files.stream_version(stream.as_str(), self.durable_head())?.map(Version::new))
     }
 
+    async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
+        let head = self.durable_head();
+        let mut streams = Vec::new();
+        for name in self.inner.files.stream_names(prefix) {
+            let name = name?;
+            // A stream whose first events are not acknowledged yet does not exist yet.
+            if let Some(version) = self.inner.files.stream_version(&name, head)? {
+                let stream = StreamId::new(name).map_err(|_| Error::Corrupt {
+                    what: "stream index entry",
+                    position: Position::ZERO,
+                    reason: "its stream name is not valid",
+                })?;
+                streams.push((stream, Version::new(version)));
+            }
+        }
+        Ok(streams)
+    }
+
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>> {
         let head = self.durable_head();
         // Binary search over positions; every probe lands in a record whose events share one time.
