@@ -242,11 +242,10 @@ pub enum Error {
         problem: &'static str,
     },
 
-    /// A line of an import does not parse (a CSV row or an export line). With a CSV import that
-    /// aborts on bad rows, nothing was written. Fix the input and run the import again: it is
-    /// idempotent.
-    #[error("line {line}: {reason}")]
-    Import {
+    /// A line given to [`import_jsonl`](crate::import_jsonl) is not a line of an export. The lines
+    /// before it were imported; fix the input and run the import again (it skips what is stored).
+    #[error("line {line} of the export: {reason}")]
+    InvalidExport {
         /// The 1-based line number in the input.
         line: u64,
         /// What is wrong with it.

@@ -103,7 +103,7 @@ fn write_line<W: Write>(out: &mut W, line: &Line) -> Result<()> {
 /// and both times are kept; checkpoints are saved as they were.
 ///
 /// # Errors
-/// [`Error::Import`] naming the line that does not parse; [`Error::Restore`] when the events do not
+/// [`Error::InvalidExport`] naming the line that does not parse; [`Error::Restore`] when the events do not
 /// continue the store's log; store errors.
 pub async fn import_jsonl<S, R>(store: &S, input: R) -> Result<Transfer>
 where
@@ -120,7 +120,7 @@ where
             continue;
         }
         let parsed: Line = serde_json::from_str(&line)
-            .map_err(|e| Error::Import { line: index as u64 + 1, reason: format!("not an export line: {e}") })?;
+            .map_err(|e| Error::InvalidExport { line: index as u64 + 1, reason: format!("not an export line: {e}") })?;
         match parsed {
             Line::Event(event) => {
                 let cut =

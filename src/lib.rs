@@ -200,7 +200,7 @@ pub use crate::repository::{
 };
 pub use crate::snapshot::SnapshotPolicy;
 pub use crate::store::memory::MemoryStore;
-pub use crate::store::sled::{Durability, SledConfig, SledStore, MAX_EVENT_SIZE_LIMIT};
+pub use crate::store::sled::{Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT};
 pub use crate::store::{
     AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter,
     ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE, MAX_CHECKPOINT_NAME_LEN,

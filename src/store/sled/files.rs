@@ -258,6 +258,11 @@ impl Files {
         Ok(None)
     }
 
+    /// The tree of checkpoints, for a full check.
+    pub(super) fn checkpoints_tree(&self) -> &sled::Tree {
+        &self.checkpoints
+    }
+
     /// The checkpoint named `name`, if any.
     pub(super) fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
         match self.checkpoints.get(name.as_bytes()).map_err(Error::storage)? {

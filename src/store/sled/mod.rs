@@ -7,6 +7,7 @@
 
 mod codec;
 mod files;
+mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 
 use self::codec::{encode_body, FORMAT_VERSION};
 use self::files::Files;
+pub use self::verify::{VerifyProblem, VerifyReport};
 use self::writer::{PreparedAppend, Request, Syncer, Writer};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};

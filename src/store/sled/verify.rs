@@ -1,0 +1,250 @@
+//! [`SledStore::verify`]: a full check of a store's bytes and their agreement with each other.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use super::codec::{be_u64, decode_checkpoint, decode_snapshot, IndexEntry, Record, LOG, STREAM};
+use super::SledStore;
+use crate::error::{Error, Result};
+use crate::position::Position;
+use crate::stream_id::StreamId;
+
+/// What [`SledStore::verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Events that decode.
+    pub events: u64,
+    /// Log records read.
+    pub records: u64,
+    /// Streams in the index.
+    pub streams: u64,
+    /// Stream index entries read.
+    pub index_entries: u64,
+    /// Checkpoints that decode.
+    pub checkpoints: u64,
+    /// Snapshots that decode.
+    pub snapshots: u64,
+    /// Everything that is wrong, in the order found.
+    pub problems: Vec<VerifyProblem>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One thing [`SledStore::verify`] found wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyProblem {
+    /// Where: the position of the event or record (`Position::ZERO` when it has none).
+    pub position: Position,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for VerifyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "position {}: {}", self.position, self.what)
+    }
+}
+
+/// What the log walk learned about each position, for the index check.
+struct Placed {
+    stream: u32,
+    version: u64,
+}
+
+impl SledStore {
+    /// Checks the whole store: every log record decodes (checksums included) and positions run from
+    /// 1 to the head without a gap; `recorded_at` never decreases; every event decodes, its id is
+    /// unique and its version is the next of its stream; the stream index covers every event exactly
+    /// once, at the right position; every checkpoint and snapshot decodes. Reads everything, so it
+    /// takes about as long as a full replay; it blocks the calling thread.
+    ///
+    /// ```
+    /// use annals::{EventStore, ExpectedVersion, NewEvent, SledStore, StreamId};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = SledStore::open(dir.path())?;
+    /// store.append(&StreamId::new("a")?, ExpectedVersion::Any, vec![NewEvent::raw("E", "{}")]).await?;
+    /// let report = store.verify()?;
+    /// assert!(report.is_ok(), "{:?}", report.problems);
+    /// assert_eq!((report.events, report.streams), (1, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when sled cannot be read; damage is reported in the report, not as an error.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let mut names: Vec<String> = Vec::new();
+        let mut placed = self.verify_log(&mut report, &mut names)?;
+        self.verify_index(&mut report, &names, &mut placed)?;
+        self.verify_side_trees(&mut report)?;
+        Ok(report)
+    }
+
+    /// Walks the log records; returns what is at each position (index = position - 1).
+    fn verify_log(&self, report: &mut VerifyReport, names: &mut Vec<String>) -> Result<Vec<Option<Placed>>> {
+        let head = self.durable_head();
+        let mut placed = Vec::with_capacity(usize::try_from(head).unwrap_or(0));
+        let mut problem = |position: u64, what: String| {
+            report.problems.push(VerifyProblem { position: Position::new(position), what })
+        };
+        let mut stream_numbers: HashMap<String, u32> = HashMap::new();
+        let mut versions: HashMap<u32, u64> = HashMap::new();
+        let mut ids = HashSet::new();
+        let mut next = 1;
+        let mut last_recorded = DateTime::<Utc>::MIN_UTC;
+        let (mut events, mut records) = (0, 0);
+        for item in self.inner.files.tree.scan_prefix([LOG]) {
+            let (key, value) = item.map_err(Error::storage)?;
+            let Some(first) = key.get(1..).and_then(be_u64) else {
+                problem(0, "a log key is not a position".into());
+                continue;
+            };
+            records += 1;
+            let record = match Record::parse(first, value) {
+                Ok(record) => record,
+                Err(error) => {
+                    problem(first, format!("log record does not decode: {error}"));
+                    continue;
+                }
+            };
+            if record.first != next {
+                problem(record.first, format!("record starts at {}, the previous ended before {next}", record.first));
+            }
+            if record.recorded_at < last_recorded {
+                problem(record.first, "recorded_at goes back in time".into());
+            }
+            last_recorded = record.recorded_at;
+            for position in record.first..=record.last() {
+                while placed.len() + 1 < position as usize {
+                    placed.push(None);
+                }
+                let event = match record.event(position) {
+                    Ok(event) => event,
+                    Err(error) => {
+                        problem(position, format!("event does not decode: {error}"));
+                        placed.push(None);
+                        continue;
+                    }
+                };
+                events += 1;
+                if !ids.insert(event.id) {
+                    problem(position, format!("event id {} is stored twice", event.id));
+                }
+                let number = *stream_numbers.entry(event.stream.as_str().to_owned()).or_insert_with(|| {
+                    names.push(event.stream.as_str().to_owned());
+                    (names.len() - 1) as u32
+                });
+                let expected = versions.get(&number).copied().unwrap_or(0) + 1;
+                if event.version.get() != expected {
+                    problem(position, format!("{} version {}, expected {expected}", event.stream, event.version));
+                }
+                versions.insert(number, event.version.get().max(expected));
+                placed.push(Some(Placed { stream: number, version: event.version.get() }));
+            }
+            next = record.last() + 1;
+        }
+        if next - 1 != head {
+            problem(next - 1, format!("the log ends at {}, the head is {head}", next - 1));
+        }
+        report.events = events;
+        report.records = records;
+        Ok(placed)
+    }
+
+    /// Checks that the stream index covers every event once, where the log has it.
+    fn verify_index(&self, report: &mut VerifyReport, names: &[String], placed: &mut [Option<Placed>]) -> Result<()> {
+        let numbers: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
+        let mut covered = vec![false; placed.len()];
+        let mut last_version: HashMap<String, u64> = HashMap::new();
+        for item in self.inner.files.tree.scan_prefix([STREAM]) {
+            let (key, value) = item.map_err(Error::storage)?;
+            report.index_entries += 1;
+            let name_end = key.len().saturating_sub(9);
+            let name = String::from_utf8_lossy(key.get(1..name_end).unwrap_or_default()).into_owned();
+            let entry = match IndexEntry::decode(&key, &value) {
+                Ok(entry) => entry,
+                Err(error) => {
+                    report.problems.push(VerifyProblem {
+                        position: Position::ZERO,
+                        what: format!("index entry of {name:?}: {error}"),
+                    });
+                    continue;
+                }
+            };
+            let previous = last_version.insert(name.clone(), entry.last_version()).unwrap_or(0);
+            if entry.first_version != previous + 1 {
+                let what = format!("index of {name:?} jumps from version {previous} to {}", entry.first_version);
+                report.problems.push(VerifyProblem { position: Position::new(entry.first_position), what });
+            }
+            for offset in 0..u64::from(entry.count) {
+                let position = entry.first_position + offset;
+                let at = usize::try_from(position).unwrap_or(usize::MAX).wrapping_sub(1);
+                let fits = match (placed.get(at).and_then(Option::as_ref), numbers.get(name.as_str())) {
+                    (Some(event), Some(&number)) => {
+                        event.stream == number && event.version == entry.first_version + offset
+                    }
+                    _ => false,
+                };
+                if !fits {
+                    let what = format!(
+                        "index says {name:?} version {} is here, the log disagrees",
+                        entry.first_version + offset
+                    );
+                    report.problems.push(VerifyProblem { position: Position::new(position), what });
+                } else if let Some(flag) = covered.get_mut(at) {
+                    *flag = true;
+                }
+            }
+        }
+        for (at, event) in placed.iter().enumerate() {
+            if event.is_some() && !covered.get(at).copied().unwrap_or(false) {
+                let what = "the event is missing from its stream's index".to_owned();
+                report.problems.push(VerifyProblem { position: Position::new(at as u64 + 1), what });
+            }
+        }
+        report.streams = last_version.len() as u64;
+        Ok(())
+    }
+
+    /// Checks that every checkpoint and snapshot decodes.
+    fn verify_side_trees(&self, report: &mut VerifyReport) -> Result<()> {
+        for item in self.inner.files.checkpoints_tree().iter() {
+            let (key, value) = item.map_err(Error::storage)?;
+            let name = String::from_utf8_lossy(&key).into_owned();
+            match decode_checkpoint(&name, &value) {
+                Some(_) => report.checkpoints += 1,
+                None => report.problems.push(VerifyProblem {
+                    position: Position::ZERO,
+                    what: format!("checkpoint {name:?} does not decode"),
+                }),
+            }
+        }
+        for item in self.inner.files.snapshots.iter() {
+            let (key, value) = item.map_err(Error::storage)?;
+            let split = key.len().saturating_sub(9);
+            let name = String::from_utf8_lossy(key.get(..split).unwrap_or_default()).into_owned();
+            let version = key.get(split + 1..).and_then(be_u64).unwrap_or(0);
+            let decoded = StreamId::new(name.clone()).ok().and_then(|stream| decode_snapshot(&stream, version, &value));
+            match decoded {
+                Some(_) => report.snapshots += 1,
+                None => {
+                    let what = format!("snapshot of {name:?} at version {version} does not decode");
+                    report.problems.push(VerifyProblem { position: Position::ZERO, what });
+                }
+            }
+        }
+        Ok(())
+    }
+}
