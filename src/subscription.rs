@@ -149,6 +149,10 @@ pub struct Parked {
     pub attempts: u32,
     /// When it was parked (last tried).
     pub parked_at: DateTime<Utc>,
+    /// Set by [`Subscription::requeue_parked`]: the next worker to hold its partition hands it to
+    /// the handler again before going on.
+    #[serde(default)]
+    pub requeued: bool,
 }
 
 /// What [`SubscriptionHandle::replay_parked`] did.
@@ -318,6 +322,49 @@ impl Subscription {
         Ok(parked)
     }
 
+    /// Marks parked events of the stopped subscription `name` to be handled again: the one at
+    /// `position`, or all of them with `None`. The next worker to hold each one's partition hands it
+    /// to its handler before going on; it leaves the list if that works, and stays parked otherwise.
+    /// Returns how many were marked. For tools working on a stopped subscription (a sled store is
+    /// open in one process at a time; a running worker would overwrite the change).
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when a saved checkpoint is not a subscription's; store errors.
+    pub async fn requeue_parked<S: EventStore + ?Sized>(
+        store: &S,
+        name: &str,
+        position: Option<Position>,
+    ) -> Result<usize> {
+        edit_parked(store, name, |parked| {
+            let mut marked = 0;
+            for entry in parked.iter_mut().filter(|p| position.is_none_or(|at| p.position == at)) {
+                entry.requeued = true;
+                marked += 1;
+            }
+            marked
+        })
+        .await
+    }
+
+    /// Drops parked events of the stopped subscription `name` without handling them: the one at
+    /// `position`, or all of them with `None`. Returns how many were dropped. For tools, like
+    /// [`requeue_parked`](Self::requeue_parked).
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when a saved checkpoint is not a subscription's; store errors.
+    pub async fn skip_parked<S: EventStore + ?Sized>(
+        store: &S,
+        name: &str,
+        position: Option<Position>,
+    ) -> Result<usize> {
+        edit_parked(store, name, |parked| {
+            let before = parked.len();
+            parked.retain(|p| position.is_some_and(|at| p.position != at));
+            before - parked.len()
+        })
+        .await
+    }
+
     /// The saved checkpoint of the subscription `name`: every event at or before it was handled (the
     /// lowest over its partitions), or `None` when it never saved one.
     ///
@@ -327,6 +374,31 @@ impl Subscription {
         let saved = store.list_checkpoints(&partition_prefix(name)).await?;
         Ok(saved.iter().map(|c| c.position).min())
     }
+}
+
+/// Changes the saved parked lists of a subscription with `change` (which says how many entries it
+/// touched), and saves the partitions it touched in one write, at their saved positions.
+async fn edit_parked<S, F>(store: &S, name: &str, mut change: F) -> Result<usize>
+where
+    S: EventStore + ?Sized,
+    F: FnMut(&mut Vec<Parked>) -> usize,
+{
+    let mut touched = 0;
+    let mut writes = Vec::new();
+    for saved in store.list_checkpoints(&partition_prefix(name)).await? {
+        let mut state = SavedPartition::decode(name, saved.state.as_deref())?;
+        let count = change(&mut state.parked);
+        if count > 0 {
+            touched += count;
+            let text = serde_json::to_string(&state).map_err(Error::storage)?;
+            let checkpoint = crate::store::Checkpoint::new(saved.name, saved.position).with_state(text);
+            writes.push(crate::store::CheckpointWrite::Save(checkpoint));
+        }
+    }
+    if !writes.is_empty() {
+        store.save_checkpoints(writes).await?;
+    }
+    Ok(touched)
 }
 
 /// The prefix of a subscription's partition checkpoints.

@@ -246,7 +246,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             self.coordinator.release(self.id, &release);
         }
         let acquired = self.coordinator.acquire(self.id);
-        let store = &self.setup.store;
+        let store = Arc::clone(&self.setup.store);
         let mut restart = None;
         for p in acquired {
             let name = partition_key(&self.setup.config.name, p);
@@ -260,13 +260,16 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             let from = Position::new(committed.get() + 1);
             restart = Some(restart.map_or(from, |r: Position| r.min(from)));
         }
+        if self.held.values().any(|held| held.parked.iter().any(|p| p.requeued)) {
+            self.replay_parked(true).await?;
+        }
         if self.held.is_empty() {
             self.follower = None;
         } else if let Some(from) = restart {
             let reading = self.follower.as_ref().map(|f| Position::new(f.through().get() + 1));
             if reading.is_none_or(|next| from < next) {
                 let filter = self.setup.config.filter.clone();
-                self.follower = Some(Follower::new(Arc::clone(store), from, filter));
+                self.follower = Some(Follower::new(Arc::clone(&store), from, filter));
             }
         }
         Ok(())
@@ -368,7 +371,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                 let _ = reply.send(parked);
             }
             Command::ReplayParked(reply) => {
-                let result = self.replay_parked().await;
+                let result = self.replay_parked(false).await;
                 let _ = reply.send(result);
             }
             Command::SkipParked(position, reply) => {
@@ -388,13 +391,20 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
         }
     }
 
-    async fn replay_parked(&mut self) -> Result<ParkedReplay> {
+    /// Hands parked events of the held partitions to the handler again (only those marked
+    /// `requeued` when `requeued_only`); those it handles leave the list.
+    async fn replay_parked(&mut self, requeued_only: bool) -> Result<ParkedReplay> {
         let mut outcome = ParkedReplay::default();
         let store = Arc::clone(&self.setup.store);
         for held in self.held.values_mut() {
             let mut still = Vec::new();
             for mut entry in std::mem::take(&mut held.parked) {
+                if requeued_only && !entry.requeued {
+                    still.push(entry);
+                    continue;
+                }
                 held.dirty = true;
+                entry.requeued = false;
                 let chunk = store.read_log_chunk(entry.position, 1, &LogFilter::all()).await?;
                 let Some(event) = chunk.events.into_iter().find(|e| e.position == entry.position) else {
                     entry.error = "the event is no longer in the log".into();
@@ -457,5 +467,6 @@ fn parked(event: &RecordedEvent, error: &HandlerError, attempts: u32) -> Parked 
         error: error.to_string(),
         attempts,
         parked_at: Utc::now().trunc_subsecs(6),
+        requeued: false,
     }
 }
