@@ -354,7 +354,16 @@ where
                 return Ok(Some((event, pager)));
             }
             let Some(from) = pager.next else { return Ok(None) };
-            let page = pager.store.read_stream_chunk(pager.stream, from, pager.options.direction, PAGE).await?;
+            // Fetch no more than the read can still return: a short bounded read reads only its events.
+            let mut max = PAGE.min(pager.remaining);
+            if let (Direction::Forward, Some(until)) = (pager.options.direction, pager.options.until_version) {
+                let left = until.get().saturating_sub(from.get()).saturating_add(1);
+                max = max.min(usize::try_from(left).unwrap_or(usize::MAX));
+            }
+            if max == 0 {
+                return Ok(None);
+            }
+            let page = pager.store.read_stream_chunk(pager.stream, from, pager.options.direction, max).await?;
             pager.next = match (page.last(), pager.options.direction) {
                 (None, _) => None,
                 (Some(last), Direction::Forward) => Some(last.version.next()),
