@@ -21,6 +21,12 @@ pub(crate) const FORMAT_KEY: &[u8] = b"M\x00format";
 pub(crate) const LOG: u8 = b'L';
 /// Prefix of stream index entries: `S` + stream name + `0x00` + first version (u64 big-endian).
 pub(crate) const STREAM: u8 = b'S';
+/// Prefix of event-type index entries: `T` + event type + `0x00` + first position (u64 big-endian),
+/// one per type per group commit; the value lists that group's positions of that type.
+pub(crate) const TYPE: u8 = b'T';
+/// Present once the event-type index covers the whole log (stores written before it had none, and
+/// get it built at open).
+pub(crate) const TYPE_INDEX_KEY: &[u8] = b"M\x00type-index";
 
 /// A record is closed once it holds this many bytes, so that sled leaves (up to 17 keys) stay well
 /// under sled's 128 KiB blob threshold.
@@ -54,6 +60,61 @@ pub(crate) fn stream_key(stream: &str, first_version: u64) -> Vec<u8> {
     let mut key = stream_prefix(stream);
     key.extend_from_slice(&first_version.to_be_bytes());
     key
+}
+
+pub(crate) fn type_prefix(event_type: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(event_type.len() + 10);
+    key.push(TYPE);
+    key.extend_from_slice(event_type.as_bytes());
+    key.push(0);
+    key
+}
+
+pub(crate) fn type_key(event_type: &str, first_position: u64) -> Vec<u8> {
+    let mut key = type_prefix(event_type);
+    key.extend_from_slice(&first_position.to_be_bytes());
+    key
+}
+
+/// An event-type index value: the positions, ascending, each as the LEB128 varint of its distance from
+/// the previous one (the first from the key's first position, so it is 0).
+pub(crate) fn encode_positions(first: u64, positions: &[u64]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(positions.len() * 2);
+    let mut previous = first;
+    for &position in positions {
+        let mut delta = position - previous;
+        previous = position;
+        loop {
+            let byte = (delta & 0x7f) as u8;
+            delta >>= 7;
+            if delta == 0 {
+                value.push(byte);
+                break;
+            }
+            value.push(byte | 0x80);
+        }
+    }
+    value
+}
+
+/// Decodes an event-type index value; `None` when it is damaged.
+pub(crate) fn decode_positions(first: u64, value: &[u8]) -> Option<Vec<u64>> {
+    let mut positions = Vec::new();
+    let (mut previous, mut delta, mut shift) = (first, 0u64, 0u32);
+    for &byte in value {
+        delta |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            previous = previous.checked_add(delta)?;
+            positions.push(previous);
+            (delta, shift) = (0, 0);
+        } else {
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+    }
+    (shift == 0 && !positions.is_empty()).then_some(positions)
 }
 
 /// Key of a snapshot in the snapshot tree: stream name + `0x00` + version (u64 big-endian).
@@ -141,7 +202,7 @@ impl IndexEntry {
 
     pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Self> {
         let corrupt = |reason| Error::Corrupt { what: "stream index entry", position: Position::ZERO, reason };
-        let version = key.len().checked_sub(8).and_then(|at| key.get(at..)).ok_or(corrupt("key too short"))?;
+        let version = key.len().checked_sub(8).and_then(|at| key.get(at..)).ok_or_else(|| corrupt("key too short"))?;
         let (position, count) = (value.get(..8), value.get(8..12));
         match (be_u64(version), position.and_then(be_u64), count.and_then(be_u32), value.len()) {
             (Some(first_version), Some(first_position), Some(count), 12) if count > 0 && first_version > 0 => {
@@ -297,15 +358,16 @@ impl<B: AsRef<[u8]>> Record<B> {
         if data.len() < RECORD_HEADER || data.first() != Some(&RECORD_MAGIC) {
             return Err(corrupt("bad record header"));
         }
-        let count = le_u32(data, 1).ok_or(corrupt("bad record header"))?;
+        let count = le_u32(data, 1).ok_or_else(|| corrupt("bad record header"))?;
         let table_end = RECORD_HEADER + 4 * count as usize;
-        let stored_crc = le_u32(data, 13).ok_or(corrupt("bad record header"))?;
-        let header = data.get(..table_end).ok_or(corrupt("offset table is cut short"))?;
+        let stored_crc = le_u32(data, 13).ok_or_else(|| corrupt("bad record header"))?;
+        let header = data.get(..table_end).ok_or_else(|| corrupt("offset table is cut short"))?;
         if count == 0 || header_crc(header) != stored_crc {
             return Err(corrupt("record header checksum mismatch"));
         }
-        let micros = le_i64(data, 5).ok_or(corrupt("bad record header"))?;
-        let recorded_at = DateTime::from_timestamp_micros(micros).ok_or(corrupt("recorded time out of range"))?;
+        let micros = le_i64(data, 5).ok_or_else(|| corrupt("bad record header"))?;
+        let recorded_at =
+            DateTime::from_timestamp_micros(micros).ok_or_else(|| corrupt("recorded time out of range"))?;
         Ok(Record { first, count, recorded_at, bytes })
     }
 
@@ -328,14 +390,14 @@ impl<B: AsRef<[u8]>> Record<B> {
             usize::try_from(position - self.first).map_err(|_| self.corrupt(position, "position out of range"))?;
         let entries_start = RECORD_HEADER + 4 * self.count as usize;
         let offset = |i: usize| le_u32(data, RECORD_HEADER + 4 * i).map(|o| entries_start + o as usize);
-        let start = offset(index).ok_or(self.corrupt(position, "offset table is cut short"))?;
+        let start = offset(index).ok_or_else(|| self.corrupt(position, "offset table is cut short"))?;
         let end = if index + 1 < self.count as usize {
-            offset(index + 1).ok_or(self.corrupt(position, "offset table is cut short"))?
+            offset(index + 1).ok_or_else(|| self.corrupt(position, "offset table is cut short"))?
         } else {
             data.len()
         };
-        let entry = data.get(start..end).ok_or(self.corrupt(position, "event offset out of range"))?;
-        let (crc, rest) = entry.split_at_checked(4).ok_or(self.corrupt(position, "event is cut short"))?;
+        let entry = data.get(start..end).ok_or_else(|| self.corrupt(position, "event offset out of range"))?;
+        let (crc, rest) = entry.split_at_checked(4).ok_or_else(|| self.corrupt(position, "event is cut short"))?;
         if rest.len() < 8 || le_u32(crc, 0) != Some(crc32fast::hash(rest)) {
             return Err(self.corrupt(position, "event checksum mismatch"));
         }
@@ -345,14 +407,17 @@ impl<B: AsRef<[u8]>> Record<B> {
     /// The id of the event at `position`, without decoding the rest.
     pub(crate) fn id(&self, position: u64) -> Result<Uuid> {
         let entry = self.entry(position)?;
-        entry.get(8..24).and_then(|b| Uuid::from_slice(b).ok()).ok_or(self.corrupt(position, "event is cut short"))
+        entry
+            .get(8..24)
+            .and_then(|b| Uuid::from_slice(b).ok())
+            .ok_or_else(|| self.corrupt(position, "event is cut short"))
     }
 
     /// The stream and type of the event at `position`, without decoding the rest: enough to filter.
     pub(crate) fn peek(&self, position: u64) -> Result<(&str, &str)> {
         let mut reader = Reader { data: self.entry(position)?, at: 8 + 16 };
-        let stream = reader.str16().ok_or(self.corrupt(position, "bad stream name"))?;
-        let event_type = reader.str16().ok_or(self.corrupt(position, "bad event type"))?;
+        let stream = reader.str16().ok_or_else(|| self.corrupt(position, "bad stream name"))?;
+        let event_type = reader.str16().ok_or_else(|| self.corrupt(position, "bad event type"))?;
         Ok((stream, event_type))
     }
 
@@ -360,7 +425,7 @@ impl<B: AsRef<[u8]>> Record<B> {
     pub(crate) fn event(&self, position: u64) -> Result<RecordedEvent> {
         let entry = self.entry(position)?;
         decode_entry(entry, Position::new(position), self.recorded_at)
-            .ok_or(self.corrupt(position, "event does not decode"))
+            .ok_or_else(|| self.corrupt(position, "event does not decode"))
     }
 }
 

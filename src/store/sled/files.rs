@@ -12,8 +12,9 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::codec::{
-    be_u64, decode_checkpoint, decode_snapshot, encode_checkpoint, encode_snapshot, log_key, snapshot_key, stream_key,
-    stream_prefix, IndexEntry, Record, FORMAT_KEY, FORMAT_VERSION, LOG, STREAM,
+    be_u64, decode_checkpoint, decode_positions, decode_snapshot, encode_checkpoint, encode_positions, encode_snapshot,
+    log_key, snapshot_key, stream_key, stream_prefix, type_key, type_prefix, IndexEntry, Record, FORMAT_KEY,
+    FORMAT_VERSION, LOG, STREAM, TYPE_INDEX_KEY,
 };
 use super::SledConfig;
 use crate::envelope::RecordedEvent;
@@ -70,6 +71,7 @@ impl Files {
         };
         let tree = db.open_tree(TREE).map_err(|e| open_error(&path, e))?;
         check_format(&path, &db, &tree)?;
+        ensure_type_index(&db, &tree)?;
         let snapshots = db.open_tree(SNAPSHOTS).map_err(Error::storage)?;
         let checkpoints = db.open_tree(CHECKPOINTS).map_err(Error::storage)?;
         let data = File::options().read(true).write(true).open(path.join("db")).map_err(Error::storage)?;
@@ -226,6 +228,35 @@ impl Files {
         })
     }
 
+    /// The positions of events of `event_type` from `from` to `head` (inclusive), ascending, at most
+    /// `max` of them, from the event-type index.
+    pub(super) fn type_positions(&self, event_type: &str, from: u64, head: u64, max: usize) -> Result<Vec<u64>> {
+        let prefix = type_prefix(event_type);
+        // The entry holding `from` may start before it.
+        let start = match self.tree.range(prefix.clone()..=type_key(event_type, from)).next_back() {
+            Some(Ok((key, _))) => key.to_vec(),
+            Some(Err(e)) => return Err(Error::storage(e)),
+            None => type_key(event_type, from),
+        };
+        let mut positions = Vec::new();
+        for item in self.tree.range(start..=type_key(event_type, head)) {
+            let (key, value) = item.map_err(Error::storage)?;
+            let first = key.len().checked_sub(8).and_then(|at| key.get(at..)).and_then(be_u64);
+            let decoded = first.and_then(|first| decode_positions(first, &value)).ok_or(Error::Corrupt {
+                what: "event-type index entry",
+                position: Position::new(first.unwrap_or_default()),
+                reason: "positions do not decode",
+            })?;
+            for position in decoded.into_iter().filter(|p| (from..=head).contains(p)) {
+                positions.push(position);
+                if positions.len() >= max {
+                    return Ok(positions);
+                }
+            }
+        }
+        Ok(positions)
+    }
+
     /// The current version of a stream, counting only events at or before `head`.
     pub(super) fn stream_version(&self, stream: &str, head: u64) -> Result<Option<u64>> {
         for entry in self.stream_entries(stream, u64::MAX, Direction::Backward) {
@@ -361,6 +392,40 @@ fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
             db.flush().map_err(Error::storage)?;
         }
     }
+    Ok(())
+}
+
+/// Builds the event-type index of a store written before it existed: one pass over the log, then
+/// the marker that says the index is complete. Damaged records are left out (reading them still
+/// reports the damage; `verify` lists them).
+fn ensure_type_index(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+    if tree.get(TYPE_INDEX_KEY).map_err(Error::storage)?.is_some() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for item in tree.scan_prefix([LOG]) {
+        let (key, value) = item.map_err(Error::storage)?;
+        let Ok(record) = parse_record(&key, value) else { continue };
+        let mut types: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+        for position in record.first..=record.last() {
+            if let Ok((_, event_type)) = record.peek(position) {
+                types.entry(event_type.to_owned()).or_default().push(position);
+            }
+        }
+        for (event_type, positions) in types {
+            let first = positions.first().copied().unwrap_or_default();
+            batch.insert(type_key(&event_type, first), encode_positions(first, &positions));
+            pending += 1;
+        }
+        if pending >= 10_000 {
+            tree.apply_batch(std::mem::take(&mut batch)).map_err(Error::storage)?;
+            pending = 0;
+        }
+    }
+    batch.insert(TYPE_INDEX_KEY, &[1u8]);
+    tree.apply_batch(batch).map_err(Error::storage)?;
+    db.flush().map_err(Error::storage)?;
     Ok(())
 }
 

@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::codec::{be_u64, decode_checkpoint, decode_snapshot, IndexEntry, Record, LOG, STREAM};
+use super::codec::{
+    be_u64, decode_checkpoint, decode_positions, decode_snapshot, IndexEntry, Record, LOG, STREAM, TYPE,
+};
 use super::SledStore;
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -57,6 +59,7 @@ impl std::fmt::Display for VerifyProblem {
 struct Placed {
     stream: u32,
     version: u64,
+    event_type: String,
 }
 
 impl SledStore {
@@ -88,6 +91,7 @@ impl SledStore {
         let mut names: Vec<String> = Vec::new();
         let mut placed = self.verify_log(&mut report, &mut names)?;
         self.verify_index(&mut report, &names, &mut placed)?;
+        self.verify_type_index(&mut report, &placed)?;
         self.verify_side_trees(&mut report)?;
         Ok(report)
     }
@@ -151,7 +155,11 @@ impl SledStore {
                     problem(position, format!("{} version {}, expected {expected}", event.stream, event.version));
                 }
                 versions.insert(number, event.version.get().max(expected));
-                placed.push(Some(Placed { stream: number, version: event.version.get() }));
+                placed.push(Some(Placed {
+                    stream: number,
+                    version: event.version.get(),
+                    event_type: event.event_type,
+                }));
             }
             next = record.last() + 1;
         }
@@ -215,6 +223,43 @@ impl SledStore {
             }
         }
         report.streams = last_version.len() as u64;
+        Ok(())
+    }
+
+    /// Checks that the event-type index lists every event once, under its type.
+    fn verify_type_index(&self, report: &mut VerifyReport, placed: &[Option<Placed>]) -> Result<()> {
+        let mut covered = vec![false; placed.len()];
+        for item in self.inner.files.tree.scan_prefix([TYPE]) {
+            let (key, value) = item.map_err(Error::storage)?;
+            let split = key.len().saturating_sub(9);
+            let event_type = String::from_utf8_lossy(key.get(1..split).unwrap_or_default()).into_owned();
+            let first = key.get(split + 1..).and_then(be_u64).unwrap_or(0);
+            let Some(positions) = decode_positions(first, &value) else {
+                let what = format!("event-type index entry of {event_type:?} does not decode");
+                report.problems.push(VerifyProblem { position: Position::new(first), what });
+                continue;
+            };
+            for position in positions {
+                let at = usize::try_from(position).unwrap_or(usize::MAX).wrapping_sub(1);
+                match placed.get(at).and_then(Option::as_ref) {
+                    Some(event) if event.event_type == event_type => {
+                        if let Some(flag) = covered.get_mut(at) {
+                            *flag = true;
+                        }
+                    }
+                    _ => {
+                        let what = format!("event-type index lists a {event_type:?} event here, the log disagrees");
+                        report.problems.push(VerifyProblem { position: Position::new(position), what });
+                    }
+                }
+            }
+        }
+        for (at, event) in placed.iter().enumerate() {
+            if event.is_some() && !covered.get(at).copied().unwrap_or(false) {
+                let what = "the event is missing from the event-type index".to_owned();
+                report.problems.push(VerifyProblem { position: Position::new(at as u64 + 1), what });
+            }
+        }
         Ok(())
     }
 

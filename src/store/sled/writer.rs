@@ -2,7 +2,7 @@
 //! checks each against the stream heads, assigns versions and positions, and commits each group with
 //! one sled batch and one flush + fsync (group commit).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use super::codec::{stream_key, IndexEntry, RecordBuilder};
+use super::codec::{encode_positions, stream_key, type_key, IndexEntry, RecordBuilder};
 use super::{Durability, Files};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
@@ -26,6 +26,7 @@ pub(super) struct PreparedAppend {
     pub(super) stream: StreamId,
     pub(super) expected: ExpectedVersion,
     pub(super) ids: Vec<Uuid>,
+    pub(super) types: Vec<String>,
     pub(super) bodies: Vec<Vec<u8>>,
 }
 
@@ -143,6 +144,8 @@ struct Group {
     heads: HashMap<StreamId, u64>,
     /// Ids this group stores.
     ids: HashMap<Uuid, StoredId>,
+    /// The positions of each event type in this group, for the event-type index.
+    types: BTreeMap<String, Vec<u64>>,
     replies: Vec<(Reply, Result<Vec<AppendResult>>)>,
 }
 
@@ -194,6 +197,7 @@ impl Writer {
             next_position: self.next_position,
             heads: HashMap::new(),
             ids: HashMap::new(),
+            types: BTreeMap::new(),
             replies: Vec::with_capacity(requests.len()),
         };
         for request in requests {
@@ -247,6 +251,10 @@ impl Writer {
         for (first, record) in records {
             batch.insert(&super::codec::log_key(first), record);
         }
+        for (event_type, positions) in std::mem::take(&mut group.types) {
+            let first = positions.first().copied().unwrap_or_default();
+            batch.insert(type_key(&event_type, first), encode_positions(first, &positions));
+        }
         self.files.tree.apply_batch(batch).map_err(Error::storage)?;
         if self.durability == Durability::Fsync {
             self.files.db.flush().map_err(Error::storage)?;
@@ -289,9 +297,15 @@ impl Writer {
         for (append, current) in request.appends.iter().zip(currents) {
             let first_position = group.next_position;
             let count = append.ids.len() as u64;
-            for ((offset, id), body) in (0..).zip(&append.ids).zip(&append.bodies) {
+            for (((offset, id), body), event_type) in (0..).zip(&append.ids).zip(&append.bodies).zip(&append.types) {
                 let version = current + 1 + offset;
                 let position = group.next_position;
+                match group.types.get_mut(event_type.as_str()) {
+                    Some(positions) => positions.push(position),
+                    None => {
+                        group.types.insert(event_type.clone(), vec![position]);
+                    }
+                }
                 group.records.push(version, body);
                 let stored = StoredId {
                     position: Position::new(position),
