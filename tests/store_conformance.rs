@@ -51,6 +51,7 @@ macro_rules! conformance_suite {
                 store: log_reads::log_filters_select_by_event_type_stream_prefix_or_both,
                 store: log_reads::log_reads_respect_until_recorded_and_until_occurred,
                 store: log_reads::log_reads_page_past_512_events,
+                store: log_reads::a_type_filtered_read_pages_past_512_matching_events,
                 store: log_reads::a_filtered_log_read_crosses_more_non_matching_events_than_one_scan_looks_at,
                 store: envelope::every_envelope_field_round_trips_exactly,
                 store: envelope::recorded_at_never_decreases_along_the_log,

@@ -162,3 +162,18 @@ pub(crate) async fn a_filtered_log_read_crosses_more_non_matching_events_than_on
     assert_eq!(from, Position::new(20_013), "the last chunk ends just past the head");
     Ok(())
 }
+
+pub(crate) async fn a_type_filtered_read_pages_past_512_matching_events<S: TestStore>(store: &S) -> TestResult {
+    let stream = StreamId::new("mixed-1")?;
+    for _ in 0..6 {
+        let events = (0..250).map(|i| NewEvent::raw(if i % 2 == 0 { "Wanted" } else { "Other" }, "{}")).collect();
+        store.append(&stream, ExpectedVersion::Any, events).await?;
+    }
+    let wanted = read_log(store, ReadLog::from_start().filter(LogFilter::all().event_types(["Wanted"]))).await?;
+    assert_eq!(positions(&wanted), (0..750).map(|i| 2 * i + 1).collect::<Vec<u64>>());
+    let both =
+        read_log(store, ReadLog::from(Position::new(700)).filter(LogFilter::all().event_types(["Other", "Wanted"])))
+            .await?;
+    assert_eq!(positions(&both), (700..=1500).collect::<Vec<u64>>());
+    Ok(())
+}

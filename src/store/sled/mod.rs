@@ -309,8 +309,9 @@ impl SledStore {
     fn read_log_indexed(&self, start: u64, max: usize, filter: &LogFilter, head: u64) -> Result<LogChunk> {
         let files = &self.inner.files;
         let mut positions = Vec::new();
+        // One more than a page per type tells whether anything is left after the page.
         for event_type in &filter.event_types {
-            positions.extend(files.type_positions(event_type, start, head, max)?);
+            positions.extend(files.type_positions(event_type, start, head, max + 1)?);
         }
         positions.sort_unstable();
         positions.dedup();
