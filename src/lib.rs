@@ -139,6 +139,9 @@
 //!   effects, at-least-once, each delivery marked [`Phase::CatchUp`] or [`Phase::Live`]). A version
 //!   bump or [`ProjectionHandle::rebuild`] replays into a shadow copy that is swapped in once it has
 //!   caught up. [`replay`] rebuilds a fresh instance between any two points ([`Start`], [`Until`]).
+//! - **Import.** [`import::CsvImport`] turns a tabular event log (CSV: case, activity, time,
+//!   attributes) into events, one stream per case, in atomic batches; re-running it stores nothing
+//!   twice.
 //! - **Subscriptions.** A [`Subscription`] is a named, durable consumer, like a Kafka consumer group:
 //!   it catches up from its checkpoint, then goes live; it retries failing events as its
 //!   [`RetryPolicy`] says, then parks them ([`Parked`]) or stops ([`OnFailure`]). A
@@ -172,6 +175,7 @@ mod error;
 mod event;
 mod export;
 mod follow;
+pub mod import;
 mod position;
 mod projection;
 mod repository;
