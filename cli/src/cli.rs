@@ -1,0 +1,500 @@
+//! The command line: every command, argument and help text (clap's derive API).
+
+use std::path::PathBuf;
+
+use annals::Position;
+use chrono::{DateTime, Utc};
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::time::{parse_position, parse_time, parse_until, UntilArg};
+
+const ABOUT_LONG: &str = "\
+Inspect, export, import and verify an Annals event store (a sled directory).
+
+The store is named by --store DIR (or -s DIR, or the ANNALS_STORE environment variable). Only the
+import commands create a store; every other command fails if there is none. A sled store is open in
+one process at a time: stop the application that uses it first, or the command fails with \"locked\".
+
+Output is for people by default. With --json, commands that list things (streams, read, log, tail,
+the subscription list) print JSON lines, one object per line; commands that report (stats, one
+subscription, requeue, skip, verify, imports, export) print one JSON document.
+
+Times are RFC 3339 (2013-01-01T00:00:00Z, 2013-01-01T01:00:00+01:00) or plain dates (2013-01-01,
+midnight UTC).
+
+Exit codes: 0 success; 1 an error (one line on stderr, starting with \"error:\"), including a bad
+command line; 2 the store is damaged (verify found problems, or a record did not decode).
+
+Example:
+  annals -s data/events stats
+  ANNALS_STORE=data/events annals log --type OrderPlaced --limit 20 --json";
+
+/// The `annals` command line.
+#[derive(Debug, Parser)]
+#[command(name = "annals", version, about = "Inspect, export, import and verify an Annals event store")]
+#[command(long_about = ABOUT_LONG, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The store's directory.
+    #[arg(short, long, global = true, env = "ANNALS_STORE", value_name = "DIR")]
+    pub(crate) store: Option<PathBuf>,
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List streams with their versions.
+    #[command(long_about = STREAMS_LONG)]
+    Streams(StreamsArgs),
+    /// Read the events of one stream.
+    #[command(long_about = READ_LONG)]
+    Read(ReadArgs),
+    /// Read the whole log, filtered and bounded.
+    #[command(long_about = LOG_LONG)]
+    Log(LogArgs),
+    /// Show the last events of the log, and follow new ones with -f.
+    #[command(long_about = TAIL_LONG)]
+    Tail(TailArgs),
+    /// Count events, streams and event types; show the size on disk.
+    #[command(long_about = STATS_LONG)]
+    Stats(StatsArgs),
+    /// List subscriptions, show one with its parked events, requeue or skip them.
+    #[command(long_about = SUBSCRIPTIONS_LONG)]
+    Subscriptions(SubscriptionsArgs),
+    /// Import events: a CSV event log, or a JSON-lines export.
+    #[command(subcommand, long_about = IMPORT_LONG)]
+    Import(ImportCommand),
+    /// Export the whole store (events and checkpoints) as JSON lines.
+    #[command(subcommand, long_about = EXPORT_LONG)]
+    Export(ExportCommand),
+    /// Check every byte of the store and their agreement.
+    #[command(long_about = VERIFY_LONG)]
+    Verify,
+}
+
+/// Which clock a time bound is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Axis {
+    /// When the store recorded the event (`recorded_at`).
+    Recorded,
+    /// When it happened in the business domain (`occurred_at`).
+    Occurred,
+}
+
+impl Axis {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Axis::Recorded => "recorded",
+            Axis::Occurred => "occurred",
+        }
+    }
+}
+
+/// `--as-of TIME [--occurred | --recorded]`.
+#[derive(Debug, Args)]
+pub(crate) struct AsOfArgs {
+    /// Only events at or before this time (RFC 3339 or a date).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) as_of: Option<DateTime<Utc>>,
+    /// Apply --as-of to the business time (`occurred_at`).
+    #[arg(long, requires = "as_of", conflicts_with = "recorded")]
+    pub(crate) occurred: bool,
+    /// Apply --as-of to the time the store recorded the event (`recorded_at`); the default.
+    #[arg(long, requires = "as_of")]
+    pub(crate) recorded: bool,
+}
+
+impl AsOfArgs {
+    /// The bound and its axis, if one was given.
+    pub(crate) fn bound(&self) -> Option<(DateTime<Utc>, Axis)> {
+        self.as_of.map(|at| (at, if self.occurred { Axis::Occurred } else { Axis::Recorded }))
+    }
+}
+
+/// `--type T ... --prefix P ...`.
+#[derive(Debug, Args)]
+pub(crate) struct FilterArgs {
+    /// Only events of this type (repeat for several).
+    #[arg(long = "type", value_name = "TYPE", action = ArgAction::Append)]
+    pub(crate) types: Vec<String>,
+    /// Only events of streams whose name starts with this (repeat for several).
+    #[arg(long = "prefix", value_name = "PREFIX", action = ArgAction::Append)]
+    pub(crate) prefixes: Vec<String>,
+}
+
+impl FilterArgs {
+    pub(crate) fn filter(&self) -> annals::LogFilter {
+        let mut filter = annals::LogFilter::all().event_types(self.types.iter().cloned());
+        for prefix in &self.prefixes {
+            filter = filter.stream_prefix(prefix.clone());
+        }
+        filter
+    }
+}
+
+const STREAMS_LONG: &str = "\
+List streams with their versions, ordered by name.
+
+With --as-of, a stream's version counts only its events at or before that time: recorded by then
+(the default, --recorded), or that occurred by then (--occurred). Streams with no such event are
+left out.
+
+--json prints JSON lines: {\"stream\": \"order-1\", \"version\": 3}.
+
+Example:
+  annals -s data/events streams --prefix order-
+  annals -s data/events streams --as-of 2013-01-01 --occurred";
+
+/// `streams`.
+#[derive(Debug, Args)]
+pub(crate) struct StreamsArgs {
+    /// Only streams whose name starts with this.
+    #[arg(long, default_value = "")]
+    pub(crate) prefix: String,
+    #[command(flatten)]
+    pub(crate) as_of: AsOfArgs,
+}
+
+const READ_LONG: &str = "\
+Read the events of one stream, oldest first (or newest first with --backward), each with its whole
+envelope: position, version, type, schema version, recorded and occurred times, id, correlation and
+causation ids, headers and payload.
+
+--json prints JSON lines, one event envelope per line.
+
+Example:
+  annals -s data/events read order-42
+  annals -s data/events read order-42 --backward --limit 1 --json
+  annals -s data/events read order-42 --as-of 2013-06-30T12:00:00Z --occurred";
+
+/// `read`.
+#[derive(Debug, Args)]
+pub(crate) struct ReadArgs {
+    /// The stream.
+    pub(crate) stream: String,
+    /// Start at this version (inclusive).
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) from: Option<u64>,
+    /// Print at most this many events.
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<usize>,
+    /// Newest first.
+    #[arg(long)]
+    pub(crate) backward: bool,
+    #[command(flatten)]
+    pub(crate) as_of: AsOfArgs,
+}
+
+const LOG_LONG: &str = "\
+Read the whole log in order, from the first event or --from a position, keeping the events of the
+given types (--type, repeatable) in streams with the given prefixes (--prefix, repeatable).
+
+--until stops at a position (a number) or a time: recorded by then, or with --occurred, skipping
+events that occurred after it (business time need not grow along the log, so the read goes on to
+the end).
+
+--json prints JSON lines, one event envelope per line.
+
+Example:
+  annals -s data/events log --type OrderPlaced --type OrderPaid --prefix order- --limit 100
+  annals -s data/events log --from 1000 --until 2000 --json
+  annals -s data/events log --until 2013-01-01 --occurred";
+
+/// `log`.
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// Start at this position (inclusive).
+    #[arg(long, value_name = "POSITION", value_parser = parse_position)]
+    pub(crate) from: Option<Position>,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    /// Print at most this many events.
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<usize>,
+    /// Stop at this position, or at this time (RFC 3339 or a date).
+    #[arg(long, value_name = "POSITION|TIME", value_parser = parse_until)]
+    pub(crate) until: Option<UntilArg>,
+    /// Apply a --until time to the business time (`occurred_at`) instead of `recorded_at`.
+    #[arg(long, requires = "until")]
+    pub(crate) occurred: bool,
+}
+
+const TAIL_LONG: &str = "\
+Show the last events of the log (10 unless -n says otherwise), or every event from --from on,
+keeping only the given types and stream prefixes. With -f, keep waiting and print new events as
+they are appended, until Ctrl-C (which ends with exit code 0).
+
+A sled store is open in one process at a time, so while `tail -f` runs the application cannot open
+the store: -f shows the appends of nothing but this process, which makes it useful mainly to wait
+at the end of the log in scripts. Follow a running application with a subscription instead.
+
+--json prints JSON lines, one event envelope per line.
+
+Example:
+  annals -s data/events tail -n 20 --type OrderPlaced
+  annals -s data/events tail --from 500 --prefix order-";
+
+/// `tail`.
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// How many of the last events to show.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10, conflicts_with = "from")]
+    pub(crate) lines: usize,
+    /// Show every event from this position on instead of the last ones.
+    #[arg(long, value_name = "POSITION", value_parser = parse_position)]
+    pub(crate) from: Option<Position>,
+    /// Keep printing new events until Ctrl-C.
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+}
+
+const STATS_LONG: &str = "\
+Count the events, streams and events of each type, show the head position, the first and last
+recorded times and the store's size on disk. Reads the whole log.
+
+With --as-of, count only events at or before that time: recorded by then (the default, --recorded)
+or that occurred by then (--occurred). The size on disk is always today's.
+
+--json prints one JSON document.
+
+Example:
+  annals -s data/events stats
+  annals -s data/events stats --as-of 2013-01-01 --occurred --json";
+
+/// `stats`.
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    #[command(flatten)]
+    pub(crate) as_of: AsOfArgs,
+}
+
+const SUBSCRIPTIONS_LONG: &str = "\
+Without a name: list every subscription saved in the store (found by its checkpoints) with its
+checkpoint (every event at or before it was handled), its lag (head minus checkpoint, counting the
+events its filter leaves out too) and its number of parked events.
+
+With a name: show that subscription, its partitions and each parked event with its error.
+
+`NAME requeue` marks parked events to be handled again: the next worker of the subscription hands
+them to its handler before going on (they leave the list if that works). `NAME skip` drops parked
+events without handling them. Both need --position P (one event) or --all. Work on a stopped
+subscription: a running one would overwrite the change (and holds the store's lock anyway).
+
+--json prints JSON lines for the list, one JSON document otherwise.
+
+Example:
+  annals -s data/events subscriptions
+  annals -s data/events subscriptions emails
+  annals -s data/events subscriptions emails requeue --all
+  annals -s data/events subscriptions emails skip --position 1234";
+
+/// `subscriptions`.
+#[derive(Debug, Args)]
+pub(crate) struct SubscriptionsArgs {
+    /// The subscription to show or change.
+    pub(crate) name: Option<String>,
+    /// What to do with its parked events.
+    #[command(subcommand)]
+    pub(crate) action: Option<ParkedAction>,
+}
+
+/// `subscriptions NAME requeue|skip`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ParkedAction {
+    /// Mark parked events to be handled again by the subscription's next worker.
+    #[command(long_about = REQUEUE_LONG)]
+    Requeue(WhichParked),
+    /// Drop parked events without handling them.
+    #[command(long_about = SKIP_LONG)]
+    Skip(WhichParked),
+}
+
+const REQUEUE_LONG: &str = "\
+Mark parked events of a stopped subscription to be handled again: the next worker to hold each
+one's partition hands it to its handler before going on; it leaves the list if that works and
+stays parked otherwise.
+
+Example:
+  annals -s data/events subscriptions emails requeue --all
+  annals -s data/events subscriptions emails requeue --position 1234";
+
+const SKIP_LONG: &str = "\
+Drop parked events of a stopped subscription without handling them.
+
+Example:
+  annals -s data/events subscriptions emails skip --position 1234
+  annals -s data/events subscriptions emails skip --all";
+
+/// `--position P | --all`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct WhichParked {
+    /// Only the parked event at this position.
+    #[arg(long, value_name = "POSITION", value_parser = parse_position)]
+    pub(crate) position: Option<Position>,
+    /// Every parked event of the subscription.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+const IMPORT_LONG: &str = "\
+Import events into the store, creating it if there is none: a CSV event log (one event per row),
+or a JSON-lines export made by `annals export jsonl`.
+
+Example:
+  annals -s data/events import csv tickets.csv --stream-column case --type-column activity --time-column timestamp
+  annals -s copy import jsonl backup.jsonl";
+
+/// `import csv|jsonl`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImportCommand {
+    /// Import a CSV event log: one event per row, one stream per case.
+    #[command(long_about = IMPORT_CSV_LONG)]
+    Csv(ImportCsvArgs),
+    /// Load a JSON-lines export into the store (empty, or holding a prefix of the same log).
+    #[command(long_about = IMPORT_JSONL_LONG)]
+    Jsonl(ImportJsonlArgs),
+}
+
+const IMPORT_CSV_LONG: &str = "\
+Import a CSV event log: each row becomes one event. The stream is the --stream-column value after
+--stream-prefix, the event type the --type-column value, the occurred time the --time-column value
+(RFC 3339 by default, or a chrono strftime --time-format: with %z or %:z it carries its offset,
+without one it is taken as UTC), and the payload a JSON object of the --payload-columns (default:
+every other column), each value a string. Creates the store if there is none.
+
+Rows are appended --batch rows at a time, each batch atomically. Event ids are derived from the
+rows, so running the same import again (after a crash, or on purpose) stores nothing twice: the
+summary counts the events already present.
+
+A bad row (wrong field count, empty case or activity, a time that does not parse, an invalid name)
+aborts the import before anything is written (--abort-on-bad-rows, the default), or is left out and
+listed with its line number (--skip-bad-rows).
+
+Large files show a progress bar on stderr when it is a terminal (not with --json). --json prints
+the summary as one JSON document. FILE may be - for standard input.
+
+Example:
+  annals -s data/events import csv tickets.csv --stream-column case --stream-prefix ticket- \\
+      --type-column activity --time-column timestamp --time-format '%Y/%m/%d %H:%M:%S' \\
+      --payload-columns resource,cost --skip-bad-rows";
+
+/// `import csv`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportCsvArgs {
+    /// The CSV file (- for standard input).
+    pub(crate) file: PathBuf,
+    /// The column naming each row's case: its stream.
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) stream_column: String,
+    /// Put this before every stream name (e.g. ticket-).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub(crate) stream_prefix: String,
+    /// The column naming each row's activity: its event type.
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) type_column: String,
+    /// The column with each row's time: its occurred time.
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) time_column: String,
+    /// rfc3339 (the default), or a chrono strftime format such as '%Y-%m-%d %H:%M:%S'.
+    #[arg(long, value_name = "FORMAT", default_value = "rfc3339")]
+    pub(crate) time_format: String,
+    /// The columns that go into the payload, comma-separated (default: every other column).
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub(crate) payload_columns: Option<Vec<String>>,
+    /// Leave bad rows out and list them in the summary.
+    #[arg(long, conflicts_with = "abort_on_bad_rows")]
+    pub(crate) skip_bad_rows: bool,
+    /// Write nothing if any row is bad (the default).
+    #[arg(long)]
+    pub(crate) abort_on_bad_rows: bool,
+    /// Rows per atomic append; keep it the same when running an import again.
+    #[arg(long, value_name = "ROWS", default_value_t = annals::import::DEFAULT_BATCH_SIZE)]
+    pub(crate) batch: usize,
+    /// The field delimiter: one ASCII character, or \"tab\".
+    #[arg(long, value_name = "CHAR", default_value = ",", value_parser = parse_delimiter)]
+    pub(crate) delimiter: u8,
+}
+
+fn parse_delimiter(text: &str) -> Result<u8, String> {
+    match text {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if text.len() == 1 && text.is_ascii() => Ok(text.as_bytes()[0]),
+        _ => Err(format!("{text:?} is not one ASCII character (or \"tab\")")),
+    }
+}
+
+const IMPORT_JSONL_LONG: &str = "\
+Load an export made by `annals export jsonl` into the store, creating it if there is none. The store
+must be empty or hold a prefix of the same log: an interrupted import can be run again, events
+already there are recognised by their ids and skipped. Events keep their ids, positions, versions
+and both times; checkpoints (subscriptions, projections) come along.
+
+--json prints the summary as one JSON document. FILE may be - for standard input.
+
+Example:
+  annals -s data/events export jsonl backup.jsonl
+  annals -s data/copy import jsonl backup.jsonl
+  annals -s data/events export jsonl | annals -s data/copy import jsonl -";
+
+/// `import jsonl`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportJsonlArgs {
+    /// The export (- for standard input).
+    pub(crate) file: PathBuf,
+}
+
+const EXPORT_LONG: &str = "\
+Export the whole store as JSON lines: every event with its whole envelope, in log order, then every
+checkpoint. `annals import jsonl` loads it back losslessly.
+
+Example:
+  annals -s data/events export jsonl backup.jsonl
+  annals -s data/events export jsonl - | gzip > backup.jsonl.gz";
+
+/// `export jsonl`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ExportCommand {
+    /// Write every event and checkpoint as JSON lines.
+    #[command(long_about = EXPORT_JSONL_LONG)]
+    Jsonl(ExportJsonlArgs),
+}
+
+const EXPORT_JSONL_LONG: &str = "\
+Write every event of the store (in log order, with its whole envelope) and then every checkpoint
+to FILE (created or replaced) or to standard output (- or nothing), one JSON object per line. The
+summary goes to standard output when writing to a file, to standard error otherwise; --json makes
+it one JSON document.
+
+Example:
+  annals -s data/events export jsonl backup.jsonl
+  annals -s data/events export jsonl > backup.jsonl";
+
+/// `export jsonl [FILE|-]`.
+#[derive(Debug, Args)]
+pub(crate) struct ExportJsonlArgs {
+    /// Where to write (- or nothing: standard output).
+    #[arg(default_value = "-")]
+    pub(crate) file: PathBuf,
+}
+
+const VERIFY_LONG: &str = "\
+Check the whole store: every log record decodes (checksums included), positions run from 1 to the
+head without a gap, recorded times never decrease, every event decodes with a unique id and the next
+version of its stream, the stream index covers every event exactly once, and every checkpoint and
+snapshot decodes. Reads everything, about as long as a full replay.
+
+Prints the counts, then each problem as `position N: what`. Exit code 0: healthy; 2: damaged (also
+when the store is too damaged to open); 1: the check could not run (no store, locked, I/O error).
+--json prints one JSON document.
+
+Example:
+  annals -s data/events verify
+  annals -s data/events verify --json || echo \"exit $?\"";

@@ -1,0 +1,111 @@
+//! Why a command failed, its one-line message and its exit code.
+
+use std::error::Error as _;
+use std::fmt;
+use std::io;
+use std::process::ExitCode;
+
+/// A failed command.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The library said no.
+    Store(annals::Error),
+    /// Reading an input or writing the output failed.
+    Io {
+        /// What was being done, e.g. `cannot create "backup.jsonl"`.
+        doing: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The command line asks for something that cannot be done (an unknown subscription, ...).
+    Usage(String),
+    /// `verify` found damage; the report has been printed.
+    Damaged {
+        /// How many problems it found.
+        problems: usize,
+    },
+}
+
+impl Failure {
+    pub(crate) fn io(doing: impl Into<String>, source: io::Error) -> Self {
+        Failure::Io { doing: doing.into(), source }
+    }
+
+    /// 2 when the store is damaged, 1 for every other failure.
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        match self {
+            Failure::Damaged { .. } | Failure::Store(annals::Error::Corrupt { .. }) => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    }
+
+    /// Whether the failure is only that the reader of our output went away (`annals log | head`):
+    /// not an error worth a message.
+    pub(crate) fn is_broken_pipe(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = match self {
+            Failure::Store(error) => Some(error),
+            Failure::Io { source, .. } => Some(source),
+            Failure::Usage(_) | Failure::Damaged { .. } => None,
+        };
+        while let Some(error) = source {
+            if error.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+                return true;
+            }
+            source = error.source();
+        }
+        false
+    }
+
+    /// The message and every source under it, joined with ": ", on one line.
+    pub(crate) fn one_line(&self) -> String {
+        let mut line = self.to_string();
+        let mut source = match self {
+            Failure::Store(error) => error.source(),
+            Failure::Io { source, .. } => Some(source as &(dyn std::error::Error + 'static)),
+            Failure::Usage(_) | Failure::Damaged { .. } => None,
+        };
+        while let Some(error) = source {
+            line.push_str(": ");
+            line.push_str(&error.to_string());
+            source = error.source();
+        }
+        line.replace('\n', " ")
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Store(error) => error.fmt(f),
+            Failure::Io { doing, .. } => f.write_str(doing),
+            Failure::Usage(message) => f.write_str(message),
+            Failure::Damaged { problems } => write!(f, "the store is damaged: verify found {problems} problem(s)"),
+        }
+    }
+}
+
+impl From<annals::Error> for Failure {
+    fn from(error: annals::Error) -> Self {
+        Failure::Store(error)
+    }
+}
+
+/// Writing to standard output failed.
+impl From<io::Error> for Failure {
+    fn from(source: io::Error) -> Self {
+        Failure::io("cannot write the output", source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_joins_the_source_chain_on_one_line() {
+        let failure = Failure::io("cannot open \"x.csv\"", io::Error::new(io::ErrorKind::NotFound, "no such\nfile"));
+        assert_eq!(failure.one_line(), "cannot open \"x.csv\": no such file");
+        assert!(!failure.is_broken_pipe());
+        assert!(Failure::from(io::Error::from(io::ErrorKind::BrokenPipe)).is_broken_pipe());
+    }
+}
