@@ -48,7 +48,10 @@ impl Failure {
             Failure::Usage(_) | Failure::Damaged { .. } => None,
         };
         while let Some(error) = source {
-            if error.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+            let io = error.downcast_ref::<io::Error>().map(io::Error::kind);
+            // serde_json wraps the I/O errors of the writer it serializes to.
+            let json = error.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind);
+            if io.or(json) == Some(io::ErrorKind::BrokenPipe) {
                 return true;
             }
             source = error.source();
@@ -107,5 +110,8 @@ mod tests {
         assert_eq!(failure.one_line(), "cannot open \"x.csv\": no such file");
         assert!(!failure.is_broken_pipe());
         assert!(Failure::from(io::Error::from(io::ErrorKind::BrokenPipe)).is_broken_pipe());
+        let json = serde_json::Error::io(io::Error::from(io::ErrorKind::BrokenPipe));
+        let export = annals::Error::Storage(Box::new(json));
+        assert!(Failure::from(export).is_broken_pipe());
     }
 }

@@ -101,15 +101,15 @@ fn raw_open(dir: &Path) -> sled::Result<sled::Db> {
     }
 }
 
-/// Flips a bit in the last event of the second append's log record (positions 2 to 3 below), the
-/// way `tests/sled_verify.rs` does, following `docs/storage-format.md`: the `annals` tree, key `L`
-/// and the record's first position as 8 big-endian bytes.
-fn damage_second_record(dir: &Path) -> TestResult {
+/// Flips a bit in the last event of the log record whose first position is `first`, the way
+/// `tests/sled_verify.rs` does, following `docs/storage-format.md`: the `annals` tree, key `L` and
+/// the record's first position as 8 big-endian bytes.
+fn damage_record(dir: &Path, first: u64) -> TestResult {
     let db = raw_open(dir)?;
     let tree = db.open_tree("annals")?;
     let mut key = vec![b'L'];
-    key.extend_from_slice(&2u64.to_be_bytes());
-    let mut value = tree.get(&key)?.ok_or("no record at position 2")?.to_vec();
+    key.extend_from_slice(&first.to_be_bytes());
+    let mut value = tree.get(&key)?.ok_or("no record there")?.to_vec();
     if let Some(last) = value.last_mut() {
         *last ^= 0x20;
     }
@@ -118,20 +118,24 @@ fn damage_second_record(dir: &Path) -> TestResult {
     Ok(())
 }
 
+/// Three appends, three log records: positions 1, 2 to 3, and 4.
+async fn three_records(dir: &Path) -> TestResult {
+    use annals::{EventStore, ExpectedVersion, NewEvent, StreamId};
+    let store = SledStore::open(dir)?;
+    let (a, b) = (StreamId::new("a")?, StreamId::new("b")?);
+    store.append(&a, ExpectedVersion::NoStream, vec![NewEvent::raw("E", "{\"n\":1}")]).await?;
+    store
+        .append(&b, ExpectedVersion::NoStream, vec![NewEvent::raw("E", "{\"n\":2}"), NewEvent::raw("E", "{}")])
+        .await?;
+    store.append(&a, ExpectedVersion::Any, vec![NewEvent::raw("E", "{\"n\":4}")]).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn verify_exits_with_2_and_names_each_problem_on_a_damaged_store() -> TestResult {
     let dir = tempfile::tempdir()?;
-    {
-        use annals::{EventStore, ExpectedVersion, NewEvent, StreamId};
-        let store = SledStore::open(dir.path())?;
-        let (a, b) = (StreamId::new("a")?, StreamId::new("b")?);
-        store.append(&a, ExpectedVersion::NoStream, vec![NewEvent::raw("E", "{\"n\":1}")]).await?;
-        store
-            .append(&b, ExpectedVersion::NoStream, vec![NewEvent::raw("E", "{\"n\":2}"), NewEvent::raw("E", "{}")])
-            .await?;
-        store.append(&a, ExpectedVersion::Any, vec![NewEvent::raw("E", "{\"n\":4}")]).await?;
-    }
-    damage_second_record(dir.path())?;
+    three_records(dir.path()).await?;
+    damage_record(dir.path(), 2)?;
 
     let run = annals(dir.path(), &["verify"])?;
     let line = run.one_line_error(2);
@@ -151,5 +155,19 @@ async fn verify_exits_with_2_and_names_each_problem_on_a_damaged_store() -> Test
     assert!(problems
         .iter()
         .any(|p| p["position"] == 3 && p["what"].as_str().is_some_and(|w| w.contains("does not decode"))));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_that_reads_a_damaged_record_exits_with_2() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    three_records(dir.path()).await?;
+    damage_record(dir.path(), 4)?;
+    let log = annals(dir.path(), &["log", "--json"])?;
+    let line = log.one_line_error(2);
+    assert!(line.contains("corrupt log record at position 4"), "{line}");
+    assert_eq!(log.json_lines()?.len(), 3, "the events before the damage are printed");
+    let read = annals(dir.path(), &["read", "a"])?;
+    assert!(read.one_line_error(2).contains("corrupt"), "{read:?}");
     Ok(())
 }
