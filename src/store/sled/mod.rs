@@ -130,7 +130,8 @@ impl SledConfig {
     /// # Errors
     /// [`Error::Locked`] when another process (or handle) has it open, [`Error::NotFound`] when it is missing and
     /// may not be created, [`Error::UnsupportedFormat`] when it was written by an incompatible version,
-    /// [`Error::Corrupt`] when its last record is damaged, [`Error::Config`] for out-of-range settings,
+    /// [`Error::Corrupt`] when the header of its last record is damaged (damage inside an event shows
+    /// when that event is read, or with [`SledStore::verify`]), [`Error::Config`] for out-of-range settings,
     /// and [`Error::Storage`] for I/O errors.
     pub fn open(self) -> Result<SledStore> {
         SledStore::open_with(self)
