@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -18,7 +17,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::follow::{Batch, Follower, Phase};
 use crate::position::Position;
-use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter, ReadLog, Until};
+use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter, Until};
 
 /// A read model: it handles the events it asks for, in log order, and is rebuilt by replaying them.
 ///
@@ -118,19 +117,31 @@ where
     S: EventStore + ?Sized,
     P: Projection,
 {
-    let (from, occurred_from) = start.resolve(store).await?;
-    let options = ReadLog::from(from).filter(projection.filter()).until(until);
-    let mut events = store.read_log(options);
-    while let Some(event) = events.try_next().await? {
-        if occurred_before(&event, occurred_from) {
-            continue;
+    let (mut next, occurred_from) = start.resolve(store).await?;
+    let filter = projection.filter();
+    // Page by page through the chunk primitive: no per-event stream machinery on the replay path.
+    loop {
+        let chunk = store.read_log_chunk(next, REPLAY_PAGE, &filter).await?;
+        for event in &chunk.events {
+            if until.is_past(event) {
+                return Ok(projection);
+            }
+            if !until.admits(event) || occurred_before(event, occurred_from) {
+                continue;
+            }
+            if let Err(source) = projection.handle(event, Phase::CatchUp).await {
+                return Err(handler_error(&projection, event, source));
+            }
         }
-        if let Err(source) = projection.handle(&event, Phase::CatchUp).await {
-            return Err(handler_error(&projection, &event, source));
+        if chunk.end || chunk.next <= next {
+            return Ok(projection);
         }
+        next = chunk.next;
     }
-    Ok(projection)
 }
+
+/// How many events one read of a replay fetches.
+const REPLAY_PAGE: usize = 512;
 
 fn handler_error<P: Projection>(projection: &P, event: &RecordedEvent, source: HandlerError) -> Error {
     Error::Handler { consumer: projection.name().to_owned(), position: event.position, attempts: 1, source }
