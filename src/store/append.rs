@@ -157,7 +157,7 @@ pub(crate) fn plan_restore(events: Vec<crate::envelope::RecordedEvent>) -> Resul
     let mut requests: Vec<(Position, Vec<StreamAppend>)> = Vec::new();
     let mut in_request: HashSet<StreamId> = HashSet::new();
     for event in events {
-        if event.position != next_position {
+        if event.position != next_position || event.position == Position::ZERO {
             return Err(restore_error(event.position, "positions of a restored batch must be consecutive"));
         }
         if event.recorded_at != recorded_at {
@@ -177,7 +177,12 @@ pub(crate) fn plan_restore(events: Vec<crate::envelope::RecordedEvent>) -> Resul
                     in_request.clear();
                 }
                 in_request.insert(event.stream.clone());
-                let expected = ExpectedVersion::Exact(Version::new(event.version.get() - 1));
+                let previous = event
+                    .version
+                    .get()
+                    .checked_sub(1)
+                    .ok_or(Error::Restore { position: event.position, problem: "versions start at 1" })?;
+                let expected = ExpectedVersion::Exact(Version::new(previous));
                 if let Some((_, appends)) = requests.last_mut() {
                     appends.push(StreamAppend::new(event.stream.clone(), expected, vec![new_event]));
                 }

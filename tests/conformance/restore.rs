@@ -88,6 +88,15 @@ pub(crate) async fn restoring_events_that_do_not_continue_the_log_is_refused_and
     gap[0].version = annals::Version::new(2);
     let result = store.restore(gap).await;
     assert!(matches!(result, Err(Error::WrongExpectedVersion { .. })), "{result:?}");
+    // Version 0 and position 0 do not exist.
+    let mut zero = events[0..1].to_vec();
+    zero[0].version = annals::Version::ZERO;
+    let result = store.restore(zero).await;
+    assert!(matches!(result, Err(Error::Restore { .. })), "{result:?}");
+    let mut zero = events[0..1].to_vec();
+    zero[0].position = Position::ZERO;
+    let result = store.restore(zero).await;
+    assert!(matches!(result, Err(Error::Restore { .. })), "{result:?}");
     assert_eq!(store.head().await?, Position::ZERO);
 
     // The right first batch goes in; an older recorded time after it is refused.
