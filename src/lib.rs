@@ -211,8 +211,8 @@ pub use crate::store::{
 };
 pub use crate::stream_id::StreamId;
 pub use crate::subscription::{
-    handler_fn, FnHandler, Handler, OnFailure, Parked, ParkedReplay, RetryPolicy, Subscription, SubscriptionConfig,
-    SubscriptionGroup, SubscriptionHandle,
+    handler_fn, FnHandler, Handler, OnFailure, Parked, ParkedReplay, RetryPolicy, SavedSubscription, Subscription,
+    SubscriptionConfig, SubscriptionGroup, SubscriptionHandle,
 };
 pub use crate::time_travel::AsOf;
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};

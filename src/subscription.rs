@@ -315,7 +315,7 @@ impl Subscription {
     /// [`Error::Consumer`] when a saved checkpoint is not a subscription's; store errors.
     pub async fn parked<S: EventStore + ?Sized>(store: &S, name: &str) -> Result<Vec<Parked>> {
         let mut parked = Vec::new();
-        for checkpoint in store.list_checkpoints(&partition_prefix(name)).await? {
+        for (_, checkpoint) in saved_partitions(store, name).await? {
             parked.extend(SavedPartition::decode(name, checkpoint.state.as_deref())?.parked);
         }
         parked.sort_by_key(|p| p.position);
@@ -365,14 +365,48 @@ impl Subscription {
         .await
     }
 
+    /// Every subscription saved in `store`, by name, with its partition checkpoints and parked
+    /// events: what tools show. Partitions that never saved a checkpoint are not listed.
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when a checkpoint under the subscriptions' prefix is not a subscription's;
+    /// store errors.
+    pub async fn list<S: EventStore + ?Sized>(store: &S) -> Result<Vec<SavedSubscription>> {
+        // By name: names may hold '/', so one subscription's partitions need not be adjacent.
+        let mut saved: std::collections::BTreeMap<String, SavedSubscription> = std::collections::BTreeMap::new();
+        for checkpoint in store.list_checkpoints(SUBSCRIPTIONS).await? {
+            let parsed = checkpoint.name.strip_prefix(SUBSCRIPTIONS).and_then(|rest| rest.rsplit_once('/'));
+            let Some((name, partition)) = parsed else { continue };
+            if partition.parse::<u32>().is_err() {
+                continue;
+            }
+            let state = SavedPartition::decode(name, checkpoint.state.as_deref())?;
+            let entry = saved.entry(name.to_owned()).or_insert_with(|| SavedSubscription {
+                name: name.to_owned(),
+                partitions: state.partitions,
+                checkpoint: checkpoint.position,
+                checkpoints: Vec::new(),
+                parked: Vec::new(),
+            });
+            entry.checkpoint = entry.checkpoint.min(checkpoint.position);
+            entry.parked.extend(state.parked);
+            entry.checkpoints.push(checkpoint);
+        }
+        let mut saved: Vec<SavedSubscription> = saved.into_values().collect();
+        for subscription in &mut saved {
+            subscription.parked.sort_by_key(|p| p.position);
+        }
+        Ok(saved)
+    }
+
     /// The saved checkpoint of the subscription `name`: every event at or before it was handled (the
     /// lowest over its partitions), or `None` when it never saved one.
     ///
     /// # Errors
     /// Store errors.
     pub async fn checkpoint<S: EventStore + ?Sized>(store: &S, name: &str) -> Result<Option<Position>> {
-        let saved = store.list_checkpoints(&partition_prefix(name)).await?;
-        Ok(saved.iter().map(|c| c.position).min())
+        let saved = saved_partitions(store, name).await?;
+        Ok(saved.iter().map(|(_, c)| c.position).min())
     }
 }
 
@@ -385,7 +419,7 @@ where
 {
     let mut touched = 0;
     let mut writes = Vec::new();
-    for saved in store.list_checkpoints(&partition_prefix(name)).await? {
+    for (_, saved) in saved_partitions(store, name).await? {
         let mut state = SavedPartition::decode(name, saved.state.as_deref())?;
         let count = change(&mut state.parked);
         if count > 0 {
@@ -401,14 +435,51 @@ where
     Ok(touched)
 }
 
+/// Where subscriptions save their checkpoints.
+const SUBSCRIPTIONS: &str = "subscription/";
+
+/// A subscription as saved in a store, from [`Subscription::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SavedSubscription {
+    /// Its name.
+    pub name: String,
+    /// The partition count it was saved with.
+    pub partitions: u32,
+    /// The lowest saved position over its partitions: every event at or before it was handled.
+    pub checkpoint: Position,
+    /// The saved checkpoint of each partition, by name (`subscription/<name>/<partition>`).
+    pub checkpoints: Vec<crate::store::Checkpoint>,
+    /// Its parked events, by position.
+    pub parked: Vec<Parked>,
+}
+
 /// The prefix of a subscription's partition checkpoints.
-pub(crate) fn partition_prefix(name: &str) -> String {
-    format!("subscription/{name}/")
+fn partition_prefix(name: &str) -> String {
+    format!("{SUBSCRIPTIONS}{name}/")
+}
+
+/// The saved partition checkpoints of the subscription `name`, with their partition numbers. Only
+/// `subscription/<name>/<number>` counts: a subscription named `a/0` saves under `subscription/a/0/…`,
+/// which shares the prefix of `a`'s checkpoints.
+pub(crate) async fn saved_partitions<S: EventStore + ?Sized>(
+    store: &S,
+    name: &str,
+) -> Result<Vec<(u32, crate::store::Checkpoint)>> {
+    let prefix = partition_prefix(name);
+    let saved = store.list_checkpoints(&prefix).await?;
+    Ok(saved
+        .into_iter()
+        .filter_map(|c| {
+            let partition = c.name.strip_prefix(prefix.as_str()).and_then(|rest| rest.parse::<u32>().ok());
+            partition.map(|p| (p, c))
+        })
+        .collect())
 }
 
 /// The checkpoint name of one partition.
 pub(crate) fn partition_key(name: &str, partition: u32) -> String {
-    format!("subscription/{name}/{partition}")
+    format!("{SUBSCRIPTIONS}{name}/{partition}")
 }
 
 /// The partition of a stream: stable across runs and machines.

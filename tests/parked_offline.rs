@@ -83,3 +83,30 @@ async fn a_skipped_parked_event_is_dropped_and_never_handled() -> TestResult {
     assert_eq!(log.len(), before, "nothing comes again");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_every_saved_subscription_and_keeps_a_name_with_a_slash_apart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = SledStore::open(dir.path())?;
+    let (faults, log) = (Faults::default(), Log::default());
+    park_one(&store, &faults, &log).await?;
+    append(&store, "good", "E", 2).await?;
+    // "mailer/0" saves under subscription/mailer/0/0, beside mailer's subscription/mailer/0.
+    let other = SubscriptionConfig::new("mailer/0").partitions(2).start(annals::Start::Position(Position::new(4)));
+    let running = Subscription::start(store.clone(), other, Probe::new(&Log::default())).await?;
+    running.wait_for(Position::new(5), WAIT).await?;
+    running.stop().await?;
+
+    let listed = Subscription::list(&store).await?;
+    let summary: Vec<_> =
+        listed.iter().map(|s| (s.name.as_str(), s.partitions, s.checkpoint.get(), s.parked.len())).collect();
+    assert_eq!(summary, [("mailer", 1, 3, 1), ("mailer/0", 2, 5, 0)]);
+    assert_eq!(listed[1].checkpoints.len(), 2);
+    assert_eq!(Subscription::checkpoint(&store, "mailer").await?, Some(Position::new(3)));
+    assert_eq!(Subscription::parked(&store, "mailer/0").await?.len(), 0);
+    // And mailer still starts: the other's checkpoints are not taken for a second partition.
+    let again = Subscription::start(store.clone(), config(), Probe::new(&log)).await?;
+    again.wait_for(Position::new(5), WAIT).await?;
+    again.stop().await?;
+    Ok(())
+}

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 
 use super::worker::{SubscriptionHandle, Worker};
-use super::{partition_key, partition_prefix, Handler, SavedPartition, Setup, SubscriptionConfig};
+use super::{partition_key, saved_partitions, Handler, SavedPartition, Setup, SubscriptionConfig};
 use crate::consumer::{Progress, ProgressWatch};
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -56,11 +56,10 @@ impl<S: EventStore + 'static> SubscriptionGroup<S> {
         crate::store::validate_checkpoint_name(&partition_key(&config.name, config.partitions))?;
         let (from, occurred_from) = config.start.resolve(&store).await?;
         let mut processed = vec![Position::new(from.get() - 1); config.partitions as usize];
-        for saved in store.list_checkpoints(&partition_prefix(&config.name)).await? {
+        for (p, saved) in saved_partitions(&store, &config.name).await? {
             let state = SavedPartition::decode(&config.name, saved.state.as_deref())?;
-            let partition = saved.name.rsplit('/').next().and_then(|p| p.parse::<u32>().ok());
-            match partition {
-                Some(p) if state.partitions == config.partitions && p < config.partitions => {
+            match p {
+                p if state.partitions == config.partitions && p < config.partitions => {
                     processed[p as usize] = saved.position;
                 }
                 _ => {

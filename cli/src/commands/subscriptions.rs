@@ -1,78 +1,54 @@
 //! `annals subscriptions`: subscriptions found by their checkpoints, their lag and parked events;
 //! requeue or skip parked events of a stopped subscription.
 
-use std::collections::BTreeMap;
-
-use annals::{Checkpoint, EventStore, Position, SledStore, Subscription};
+use annals::{EventStore, SavedSubscription, SledStore, Subscription};
 use serde_json::json;
 
 use crate::cli::{ParkedAction, SubscriptionsArgs, WhichParked};
 use crate::failure::Failure;
 use crate::output::{self, table, Output};
 
-/// Where subscriptions save their partitions' checkpoints: `subscription/<name>/<partition>`.
-const PREFIX: &str = "subscription/";
-
 pub(super) async fn run(store: &SledStore, args: SubscriptionsArgs, out: &mut Output) -> Result<(), Failure> {
-    let saved = saved_subscriptions(store).await?;
+    let saved = Subscription::list(store).await?;
     let Some(name) = args.name else {
         if args.action.is_some() {
             return Err(Failure::Usage("requeue and skip need a subscription name".to_owned()));
         }
         return list(store, &saved, out).await;
     };
-    let Some(partitions) = saved.get(&name) else {
+    let Some(subscription) = saved.iter().find(|s| s.name == name) else {
         return Err(Failure::Usage(format!("there is no subscription {name:?} in the store")));
     };
     match args.action {
-        None => show(store, &name, partitions, out).await,
+        None => show(store, subscription, out).await,
         Some(ParkedAction::Requeue(which)) => change(store, &name, Change::Requeue, &which, out).await,
         Some(ParkedAction::Skip(which)) => change(store, &name, Change::Skip, &which, out).await,
     }
 }
 
-/// Every subscription's partition checkpoints, by subscription name.
-async fn saved_subscriptions(store: &SledStore) -> Result<BTreeMap<String, Vec<Checkpoint>>, Failure> {
-    let mut subscriptions: BTreeMap<String, Vec<Checkpoint>> = BTreeMap::new();
-    for checkpoint in store.list_checkpoints(PREFIX).await? {
-        let name = checkpoint.name.strip_prefix(PREFIX).and_then(|rest| rest.rsplit_once('/'));
-        if let Some((name, partition)) = name {
-            if partition.parse::<u32>().is_ok() {
-                subscriptions.entry(name.to_owned()).or_default().push(checkpoint);
-            }
-        }
-    }
-    Ok(subscriptions)
-}
-
-/// The lowest checkpoint over the partitions: every event at or before it was handled.
-fn lowest(partitions: &[Checkpoint]) -> Position {
-    partitions.iter().map(|c| c.position).min().unwrap_or(Position::ZERO)
-}
-
-async fn list(store: &SledStore, saved: &BTreeMap<String, Vec<Checkpoint>>, out: &mut Output) -> Result<(), Failure> {
+async fn list(store: &SledStore, saved: &[SavedSubscription], out: &mut Output) -> Result<(), Failure> {
     let head = store.head().await?;
     let mut rows = vec![["SUBSCRIPTION", "CHECKPOINT", "LAG", "PARKED", "PARTITIONS"].map(str::to_owned).to_vec()];
-    for (name, partitions) in saved {
-        let checkpoint = lowest(partitions);
+    for subscription in saved {
+        let checkpoint = subscription.checkpoint;
         let lag = head.get().saturating_sub(checkpoint.get());
-        let parked = Subscription::parked(store, name).await?.len();
+        let parked = subscription.parked.len();
         if out.json() {
             out.json_line(&json!({
-                "name": name,
+                "name": subscription.name,
                 "checkpoint": checkpoint.get(),
                 "head": head.get(),
                 "lag": lag,
                 "parked": parked,
-                "partitions": partitions.len(),
+                "partitions": subscription.partitions,
             }))?;
         }
         rows.push(vec![
-            name.clone(),
+            subscription.name.clone(),
             checkpoint.to_string(),
             lag.to_string(),
             parked.to_string(),
-            partitions.len().to_string(),
+            subscription.partitions.to_string(),
         ]);
     }
     if out.json() {
@@ -87,11 +63,13 @@ async fn list(store: &SledStore, saved: &BTreeMap<String, Vec<Checkpoint>>, out:
     Ok(())
 }
 
-async fn show(store: &SledStore, name: &str, partitions: &[Checkpoint], out: &mut Output) -> Result<(), Failure> {
+async fn show(store: &SledStore, subscription: &SavedSubscription, out: &mut Output) -> Result<(), Failure> {
     let head = store.head().await?;
-    let checkpoint = lowest(partitions);
+    let name = &subscription.name;
+    let checkpoint = subscription.checkpoint;
     let lag = head.get().saturating_sub(checkpoint.get());
-    let parked = Subscription::parked(store, name).await?;
+    let parked = &subscription.parked;
+    let partitions = &subscription.checkpoints;
     if out.json() {
         let partitions: Vec<_> = partitions
             .iter()
@@ -110,13 +88,13 @@ async fn show(store: &SledStore, name: &str, partitions: &[Checkpoint], out: &mu
     out.line(format!("subscription {name}"))?;
     out.line(format!("  checkpoint:  {checkpoint} (every event at or before it was handled)"))?;
     out.line(format!("  lag:         {lag} event(s) behind the head at {head}"))?;
-    out.line(format!("  partitions:  {}", partitions.len()))?;
+    out.line(format!("  partitions:  {} ({} saved)", subscription.partitions, partitions.len()))?;
     for partition in partitions {
         let updated = output::time(partition.updated_at);
         out.line(format!("    {}  at {}  saved {updated}", partition.name, partition.position))?;
     }
     out.line(format!("  parked:      {}", parked.len()))?;
-    for event in &parked {
+    for event in parked {
         let requeued = if event.requeued { "  (requeued)" } else { "" };
         out.line(format!(
             "    position {}: {} in {}, {} attempt(s), parked {}{requeued}",
