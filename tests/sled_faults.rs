@@ -8,13 +8,15 @@
 //! `M\0format` (u32 big-endian); log records are under `L` + their first position (u64 big-endian).
 #![allow(missing_docs)]
 
+mod common;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use annals::{
     Error, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, ReadStream, RecordedEvent, SledConfig, SledStore,
     StreamId, Version, MAX_EVENT_SIZE_LIMIT,
 };
+use common::raw_sled::{damage, log_key, raw_open};
 use futures_util::{StreamExt, TryStreamExt};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -22,39 +24,8 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const TREE: &str = "annals";
 const FORMAT_KEY: &[u8] = b"M\x00format";
 
-fn log_key(first_position: u64) -> Vec<u8> {
-    let mut key = vec![b'L'];
-    key.extend_from_slice(&first_position.to_be_bytes());
-    key
-}
-
 fn event(n: u64) -> NewEvent {
     NewEvent::raw("Counted", format!("{{\"n\":{n}}}"))
-}
-
-/// Opens the directory with raw sled, waiting a moment for the lock as the store does: sled releases
-/// it a little after the last handle of a database is dropped.
-fn raw_open(dir: &Path) -> sled::Result<sled::Db> {
-    let started = Instant::now();
-    loop {
-        match sled::open(dir) {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && started.elapsed() < Duration::from_secs(2) =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            opened => return opened,
-        }
-    }
-}
-
-/// Runs `change` on the tree of the closed store in `dir` with raw sled, and writes it out.
-fn with_raw_tree(dir: &Path, change: impl FnOnce(&sled::Tree) -> sled::Result<()>) -> TestResult {
-    let db = raw_open(dir)?;
-    let tree = db.open_tree(TREE)?;
-    change(&tree)?;
-    db.flush()?;
-    Ok(())
 }
 
 /// Collects a read into the events it gave before its first error, and that error.
@@ -150,18 +121,18 @@ async fn a_store_with_another_format_version_is_unsupported_format() -> TestResu
         let store = SledStore::open(dir.path())?;
         store.append(&StreamId::new("order-1")?, ExpectedVersion::Any, vec![event(1)]).await?;
     }
-    with_raw_tree(dir.path(), |tree| {
+    damage(dir.path(), TREE, |tree| {
         assert_eq!(tree.get(FORMAT_KEY)?.as_deref(), Some(SledStore::FORMAT_VERSION.to_be_bytes().as_slice()));
         tree.insert(FORMAT_KEY, 99u32.to_be_bytes().as_slice()).map(drop)
     })?;
     let opened = SledStore::open(dir.path());
     assert!(matches!(&opened, Err(Error::UnsupportedFormat { found: 99, supported: 1, .. })), "{opened:?}");
     // A format value that is not a u32 at all reads as "not an Annals store".
-    with_raw_tree(dir.path(), |tree| tree.insert(FORMAT_KEY, b"v1".as_slice()).map(drop))?;
+    damage(dir.path(), TREE, |tree| tree.insert(FORMAT_KEY, b"v1".as_slice()).map(drop))?;
     let opened = SledStore::open(dir.path());
     assert!(matches!(&opened, Err(Error::UnsupportedFormat { found: 0, .. })), "{opened:?}");
     // Putting the right version back makes the store open again, with its event.
-    with_raw_tree(dir.path(), |tree| tree.insert(FORMAT_KEY, 1u32.to_be_bytes().as_slice()).map(drop))?;
+    damage(dir.path(), TREE, |tree| tree.insert(FORMAT_KEY, 1u32.to_be_bytes().as_slice()).map(drop))?;
     let store = SledStore::open(dir.path())?;
     assert_eq!(store.head().await?, Position::FIRST);
     Ok(())
@@ -177,7 +148,7 @@ async fn three_records(dir: &Path) -> Result<StreamId, Box<dyn std::error::Error
     store.append(&order, ExpectedVersion::Any, vec![event(4)]).await?;
     drop(store);
     let mut keys = Vec::new();
-    with_raw_tree(dir, |tree| {
+    damage(dir, TREE, |tree| {
         for item in tree.scan_prefix(b"L") {
             keys.push(item?.0.to_vec());
         }
@@ -196,7 +167,7 @@ async fn a_damaged_event_reads_as_corrupt_with_its_position_and_the_others_still
     let dir = tempfile::tempdir()?;
     let order = three_records(dir.path()).await?;
     // Flip the last byte of record 2: the end of the payload of the event at position 3.
-    with_raw_tree(dir.path(), |tree| {
+    damage(dir.path(), TREE, |tree| {
         let mut value = tree.get(log_key(2))?.map(|v| v.to_vec()).unwrap_or_default();
         if let Some(last) = value.last_mut() {
             *last ^= 0x20;
@@ -242,7 +213,7 @@ async fn a_damaged_event_reads_as_corrupt_with_its_position_and_the_others_still
 async fn a_garbage_log_record_reads_as_corrupt_with_its_position_and_the_others_still_read() -> TestResult {
     let dir = tempfile::tempdir()?;
     let order = three_records(dir.path()).await?;
-    with_raw_tree(dir.path(), |tree| tree.insert(log_key(2), b"not a log record at all".as_slice()).map(drop))?;
+    damage(dir.path(), TREE, |tree| tree.insert(log_key(2), b"not a log record at all".as_slice()).map(drop))?;
     let store = SledStore::open(dir.path())?;
     assert_eq!(store.head().await?, Position::new(4));
 
@@ -263,7 +234,7 @@ async fn a_garbage_log_record_reads_as_corrupt_with_its_position_and_the_others_
 async fn a_garbage_last_log_record_fails_open_as_corrupt() -> TestResult {
     let dir = tempfile::tempdir()?;
     three_records(dir.path()).await?;
-    with_raw_tree(dir.path(), |tree| tree.insert(log_key(4), vec![0xA1, 0, 0]).map(drop))?;
+    damage(dir.path(), TREE, |tree| tree.insert(log_key(4), vec![0xA1, 0, 0]).map(drop))?;
     let opened = SledStore::open(dir.path());
     assert!(
         matches!(&opened, Err(Error::Corrupt { what: "log record", position, .. }) if position.get() == 4),

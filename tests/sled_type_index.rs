@@ -2,27 +2,13 @@
 //! at open, filtered reads through it find exactly what a scan finds, and `verify` checks it.
 #![allow(missing_docs)]
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+mod common;
 
 use annals::{EventStore, ExpectedVersion, LogFilter, NewEvent, ReadLog, SledStore, StreamId};
+use common::raw_sled::raw_open;
 use futures_util::TryStreamExt;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn raw_open(dir: &Path) -> sled::Result<sled::Db> {
-    let started = Instant::now();
-    loop {
-        match sled::open(dir) {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && started.elapsed() < Duration::from_secs(2) =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            opened => return opened,
-        }
-    }
-}
 
 /// 1,200 events over 3 streams and 4 types, in appends of varying size.
 async fn fill(store: &SledStore) -> TestResult {

@@ -4,47 +4,14 @@
 //! `docs/storage-format.md`.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use annals::{Checkpoint, CheckpointWrite, EventStore, ExpectedVersion, NewEvent, Position, SledStore, StreamId};
+use common::raw_sled::{damage, log_key, stream_key};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn raw_open(dir: &Path) -> sled::Result<sled::Db> {
-    let started = Instant::now();
-    loop {
-        match sled::open(dir) {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && started.elapsed() < Duration::from_secs(2) =>
-            {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            opened => return opened,
-        }
-    }
-}
-
-fn damage(dir: &Path, tree: &str, change: impl FnOnce(&sled::Tree) -> sled::Result<()>) -> TestResult {
-    let db = raw_open(dir)?;
-    change(&db.open_tree(tree)?)?;
-    db.flush()?;
-    Ok(())
-}
-
-fn log_key(first: u64) -> Vec<u8> {
-    let mut key = vec![b'L'];
-    key.extend_from_slice(&first.to_be_bytes());
-    key
-}
-
-fn stream_key(stream: &str, first_version: u64) -> Vec<u8> {
-    let mut key = vec![b'S'];
-    key.extend_from_slice(stream.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&first_version.to_be_bytes());
-    key
-}
 
 /// Three appends (one record each) to two streams, and a checkpoint.
 async fn healthy(dir: &Path) -> TestResult {

@@ -3,3 +3,4 @@
 
 pub mod bank;
 pub mod counting;
+pub mod raw_sled;
