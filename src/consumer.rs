@@ -88,9 +88,20 @@ impl Pending {
     /// Notes progress through `through` with `events` handled.
     pub(crate) fn progress(&mut self, through: Position, events: u64) {
         if through > self.committed {
-            self.events += events;
-            self.since.get_or_insert_with(Instant::now);
+            self.note(events);
         }
+    }
+
+    /// Notes progress not committed yet, with `events` handled.
+    pub(crate) fn note(&mut self, events: u64) {
+        self.events += events;
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Forgets the progress noted since the last commit (it was committed).
+    pub(crate) fn clear(&mut self) {
+        self.events = 0;
+        self.since = None;
     }
 
     /// Whether the count alone calls for a commit now.
@@ -106,8 +117,7 @@ impl Pending {
     /// Notes a commit through `position`.
     pub(crate) fn committed(&mut self, position: Position) {
         self.committed = position;
-        self.events = 0;
-        self.since = None;
+        self.clear();
     }
 }
 

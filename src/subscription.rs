@@ -357,12 +357,7 @@ impl Subscription {
         name: &str,
         position: Option<Position>,
     ) -> Result<usize> {
-        edit_parked(store, name, |parked| {
-            let before = parked.len();
-            parked.retain(|p| position.is_some_and(|at| p.position != at));
-            before - parked.len()
-        })
-        .await
+        edit_parked(store, name, |parked| drop_parked(parked, position)).await
     }
 
     /// Every subscription saved in `store`, by name, with its partition checkpoints and parked
@@ -408,6 +403,13 @@ impl Subscription {
         let saved = saved_partitions(store, name).await?;
         Ok(saved.iter().map(|(_, c)| c.position).min())
     }
+}
+
+/// Drops the parked events at `position` (all of them with `None`) from a list; how many it dropped.
+pub(crate) fn drop_parked(parked: &mut Vec<Parked>, position: Option<Position>) -> usize {
+    let before = parked.len();
+    parked.retain(|p| position.is_some_and(|at| p.position != at));
+    before - parked.len()
 }
 
 /// Changes the saved parked lists of a subscription with `change` (which says how many entries it

@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::group::Coordinator;
-use super::{partition_key, partition_of, Handler, OnFailure, Parked, ParkedReplay, SavedPartition, Setup};
+use super::{
+    drop_parked, partition_key, partition_of, Handler, OnFailure, Parked, ParkedReplay, SavedPartition, Setup,
+};
 use crate::consumer::{occurred_before, sleep_until, HandlerError, Pending, ProgressWatch};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
@@ -325,8 +327,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             moved |= held.through > held.committed || held.dirty;
         }
         if moved {
-            self.pending.events += handled;
-            self.pending.since.get_or_insert_with(tokio::time::Instant::now);
+            self.pending.note(handled);
         }
     }
 
@@ -348,7 +349,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                 writes.push(CheckpointWrite::Save(checkpoint));
             }
         }
-        self.pending = Pending::new(Position::ZERO);
+        self.pending.clear();
         if writes.is_empty() {
             return Ok(());
         }
@@ -377,9 +378,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             Command::SkipParked(position, reply) => {
                 let mut found = false;
                 for held in self.held.values_mut() {
-                    let before = held.parked.len();
-                    held.parked.retain(|p| p.position != position);
-                    if held.parked.len() != before {
+                    if drop_parked(&mut held.parked, Some(position)) > 0 {
                         held.dirty = true;
                         found = true;
                     }

@@ -97,6 +97,16 @@ pub(crate) fn encode_positions(first: u64, positions: &[u64]) -> Vec<u8> {
     value
 }
 
+/// Adds the event-type index entries of one commit group (positions by type, ascending) to `batch`.
+pub(crate) fn insert_type_entries(batch: &mut sled::Batch, types: BTreeMap<String, Vec<u64>>) -> usize {
+    let count = types.len();
+    for (event_type, positions) in types {
+        let first = positions.first().copied().unwrap_or_default();
+        batch.insert(type_key(&event_type, first), encode_positions(first, &positions));
+    }
+    count
+}
+
 /// Decodes an event-type index value; `None` when it is damaged.
 pub(crate) fn decode_positions(first: u64, value: &[u8]) -> Option<Vec<u64>> {
     let mut positions = Vec::new();
@@ -415,7 +425,11 @@ impl<B: AsRef<[u8]>> Record<B> {
 
     /// The stream and type of the event at `position`, without decoding the rest: enough to filter.
     pub(crate) fn peek(&self, position: u64) -> Result<(&str, &str)> {
-        let mut reader = Reader { data: self.entry(position)?, at: 8 + 16 };
+        self.peek_entry(self.entry(position)?, position)
+    }
+
+    fn peek_entry<'e>(&self, entry: &'e [u8], position: u64) -> Result<(&'e str, &'e str)> {
+        let mut reader = Reader { data: entry, at: 8 + 16 };
         let stream = reader.str16().ok_or_else(|| self.corrupt(position, "bad stream name"))?;
         let event_type = reader.str16().ok_or_else(|| self.corrupt(position, "bad event type"))?;
         Ok((stream, event_type))
@@ -423,7 +437,25 @@ impl<B: AsRef<[u8]>> Record<B> {
 
     /// Decodes the event at `position`.
     pub(crate) fn event(&self, position: u64) -> Result<RecordedEvent> {
+        self.decode(self.entry(position)?, position)
+    }
+
+    /// Decodes the event at `position` if `wanted(stream, event type)` says so: the entry's checksum
+    /// is checked once for both.
+    pub(crate) fn event_if(
+        &self,
+        position: u64,
+        wanted: impl FnOnce(&str, &str) -> bool,
+    ) -> Result<Option<RecordedEvent>> {
         let entry = self.entry(position)?;
+        let (stream, event_type) = self.peek_entry(entry, position)?;
+        if !wanted(stream, event_type) {
+            return Ok(None);
+        }
+        self.decode(entry, position).map(Some)
+    }
+
+    fn decode(&self, entry: &[u8], position: u64) -> Result<RecordedEvent> {
         decode_entry(entry, Position::new(position), self.recorded_at)
             .ok_or_else(|| self.corrupt(position, "event does not decode"))
     }

@@ -12,9 +12,9 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::codec::{
-    be_u64, decode_checkpoint, decode_positions, decode_snapshot, encode_checkpoint, encode_positions, encode_snapshot,
-    log_key, snapshot_key, stream_key, stream_prefix, type_key, type_prefix, IndexEntry, Record, FORMAT_KEY,
-    FORMAT_VERSION, LOG, STREAM, TYPE_INDEX_KEY,
+    be_u64, decode_checkpoint, decode_positions, decode_snapshot, encode_checkpoint, encode_snapshot,
+    insert_type_entries, log_key, snapshot_key, stream_key, stream_prefix, type_key, type_prefix, IndexEntry, Record,
+    FORMAT_KEY, FORMAT_VERSION, LOG, STREAM, TYPE_INDEX_KEY,
 };
 use super::SledConfig;
 use crate::envelope::RecordedEvent;
@@ -413,11 +413,7 @@ fn ensure_type_index(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
                 types.entry(event_type.to_owned()).or_default().push(position);
             }
         }
-        for (event_type, positions) in types {
-            let first = positions.first().copied().unwrap_or_default();
-            batch.insert(type_key(&event_type, first), encode_positions(first, &positions));
-            pending += 1;
-        }
+        pending += insert_type_entries(&mut batch, types);
         if pending >= 10_000 {
             tree.apply_batch(std::mem::take(&mut batch)).map_err(Error::storage)?;
             pending = 0;

@@ -328,9 +328,7 @@ impl SledStore {
                         events.push(event);
                     }
                 }
-                // Give back the events before a damaged one; the next page starts at it and fails.
-                Err(_) if !events.is_empty() => return Ok(LogChunk { events, next: Position::new(next), end: false }),
-                Err(error) => return Err(error),
+                Err(error) => return partial(events, next, error),
             }
             next = position + 1;
         }
@@ -401,14 +399,6 @@ impl EventStore for SledStore {
         }
         let mut events = Vec::new();
         let mut next = start;
-        // Give back the events before a damaged one; the next page starts at it and fails.
-        let partial = |events: Vec<RecordedEvent>, next: u64, error: Error| {
-            if events.is_empty() {
-                Err(error)
-            } else {
-                Ok(LogChunk { events, next: Position::new(next), end: false })
-            }
-        };
         for record in self.inner.files.records_from(start) {
             let record = match record {
                 Ok(record) => record,
@@ -421,16 +411,15 @@ impl EventStore for SledStore {
                 if events.len() >= max || position - start >= SCAN_BUDGET {
                     return Ok(LogChunk { events, next: Position::new(next), end: next > head });
                 }
-                let wanted = filter.is_all()
-                    || match record.peek(position) {
-                        Ok((stream, event_type)) => filter.admits(stream, event_type),
-                        Err(error) => return partial(events, next, error),
-                    };
-                if wanted {
-                    match record.event(position) {
-                        Ok(event) => events.push(event),
-                        Err(error) => return partial(events, next, error),
-                    }
+                let event = if filter.is_all() {
+                    record.event(position).map(Some)
+                } else {
+                    record.event_if(position, |stream, event_type| filter.admits(stream, event_type))
+                };
+                match event {
+                    Ok(Some(event)) => events.push(event),
+                    Ok(None) => {}
+                    Err(error) => return partial(events, next, error),
                 }
                 next = position + 1;
             }
@@ -528,5 +517,15 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => runtime.spawn_blocking(work).await.map_err(Error::storage)?,
         Err(_) => work(),
+    }
+}
+
+/// The answer of a log read that met a damaged event at `next`: the events before it, if any (the
+/// next page starts at the damaged one and fails), or the error.
+fn partial(events: Vec<RecordedEvent>, next: u64, error: Error) -> Result<LogChunk> {
+    if events.is_empty() {
+        Err(error)
+    } else {
+        Ok(LogChunk { events, next: Position::new(next), end: false })
     }
 }

@@ -216,12 +216,7 @@ impl SledStore {
                 }
             }
         }
-        for (at, event) in placed.iter().enumerate() {
-            if event.is_some() && !covered.get(at).copied().unwrap_or(false) {
-                let what = "the event is missing from its stream's index".to_owned();
-                report.problems.push(VerifyProblem { position: Position::new(at as u64 + 1), what });
-            }
-        }
+        report_uncovered(report, placed, &covered, "the event is missing from its stream's index");
         report.streams = last_version.len() as u64;
         Ok(())
     }
@@ -254,12 +249,7 @@ impl SledStore {
                 }
             }
         }
-        for (at, event) in placed.iter().enumerate() {
-            if event.is_some() && !covered.get(at).copied().unwrap_or(false) {
-                let what = "the event is missing from the event-type index".to_owned();
-                report.problems.push(VerifyProblem { position: Position::new(at as u64 + 1), what });
-            }
-        }
+        report_uncovered(report, placed, &covered, "the event is missing from the event-type index");
         Ok(())
     }
 
@@ -291,5 +281,14 @@ impl SledStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Reports every event of the log that an index did not cover.
+fn report_uncovered(report: &mut VerifyReport, placed: &[Option<Placed>], covered: &[bool], what: &str) {
+    for (at, event) in placed.iter().enumerate() {
+        if event.is_some() && !covered.get(at).copied().unwrap_or(false) {
+            report.problems.push(VerifyProblem { position: Position::new(at as u64 + 1), what: what.to_owned() });
+        }
     }
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use super::codec::{encode_positions, stream_key, type_key, IndexEntry, RecordBuilder};
+use super::codec::{insert_type_entries, stream_key, IndexEntry, RecordBuilder};
 use super::{Durability, Files};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
@@ -251,10 +251,7 @@ impl Writer {
         for (first, record) in records {
             batch.insert(&super::codec::log_key(first), record);
         }
-        for (event_type, positions) in std::mem::take(&mut group.types) {
-            let first = positions.first().copied().unwrap_or_default();
-            batch.insert(type_key(&event_type, first), encode_positions(first, &positions));
-        }
+        insert_type_entries(&mut batch, std::mem::take(&mut group.types));
         self.files.tree.apply_batch(batch).map_err(Error::storage)?;
         if self.durability == Durability::Fsync {
             self.files.db.flush().map_err(Error::storage)?;
@@ -300,12 +297,7 @@ impl Writer {
             for (((offset, id), body), event_type) in (0..).zip(&append.ids).zip(&append.bodies).zip(&append.types) {
                 let version = current + 1 + offset;
                 let position = group.next_position;
-                match group.types.get_mut(event_type.as_str()) {
-                    Some(positions) => positions.push(position),
-                    None => {
-                        group.types.insert(event_type.clone(), vec![position]);
-                    }
-                }
+                group.types.entry(event_type.clone()).or_default().push(position);
                 group.records.push(version, body);
                 let stored = StoredId {
                     position: Position::new(position),
