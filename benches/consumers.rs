@@ -37,11 +37,14 @@
 //! ```
 #![allow(clippy::print_stderr, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use support::{cache, multi_thread_runtime, payload, scratch_dir, PAYLOAD_LEN};
 
 use annals::{
     replay, Durability, EventStore, ExpectedVersion, Handler, HandlerError, LogFilter, NewEvent, Phase, Position,
@@ -55,8 +58,6 @@ use tempfile::TempDir;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-/// Bytes of every event payload.
-const PAYLOAD_LEN: usize = 200;
 /// Streams of the 1M-event fixture.
 const STREAMS: u64 = 10_000;
 const EVENTS_PER_STREAM: u64 = 100;
@@ -86,22 +87,6 @@ const LATENCY_SAMPLES: usize = 2_000;
 /// Round trips before the latency samples, not counted.
 const LATENCY_WARM_UP: usize = 200;
 
-/// sled's page cache in bytes: the store's default of 64 MiB, or `ANNALS_BENCH_CACHE_MB`.
-fn cache() -> u64 {
-    std::env::var("ANNALS_BENCH_CACHE_MB").ok().and_then(|mb| mb.parse::<u64>().ok()).unwrap_or(64) << 20
-}
-
-/// A 200-byte JSON object, the payload of every event.
-fn payload() -> String {
-    let mut json =
-        String::from(r#"{"order":"order-000042","customer":"customer-17","total":1250,"currency":"EUR","note":""#);
-    json.extend(std::iter::repeat_n('x', PAYLOAD_LEN - json.len() - 2));
-    json.push_str("\"}");
-    assert_eq!(json.len(), PAYLOAD_LEN);
-    assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
-    json
-}
-
 /// The type of the event at `index` (from 0) in its stream: the rare type at `RARE_AT`, the common
 /// types in turn elsewhere (99 events, 11 of each).
 fn event_type(index: u64) -> &'static str {
@@ -110,15 +95,6 @@ fn event_type(index: u64) -> &'static str {
     }
     let common = index - u64::from(index > RARE_AT);
     COMMON[(common % COMMON.len() as u64) as usize]
-}
-
-/// A directory on the same disk as the build (never a tmpfs, so `fsync` means something).
-fn scratch_dir() -> TempDir {
-    tempfile::Builder::new().prefix("annals-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
-}
-
-fn multi_thread_runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn open_store(path: &Path, durability: Durability) -> SledStore {

@@ -12,8 +12,11 @@
 //! ```
 #![allow(clippy::print_stderr, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::Duration;
+use support::scratch_dir;
 
 use annals::import::CsvImport;
 use annals::{EventStore, ExpectedVersion, NewEvent, SledStore, StreamAppend, StreamId};
@@ -29,10 +32,6 @@ fn csv_path() -> PathBuf {
     }
     eprintln!("import: {} is missing; using the excerpt in tests/fixtures", full.display());
     manifest.join("tests/fixtures/helpdesk-excerpt.csv")
-}
-
-fn scratch_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("annals-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
 /// The rows as (case, activity, timestamp, the whole line), split naively (the log has no quotes).

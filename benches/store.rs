@@ -22,6 +22,8 @@
 //! ```
 #![allow(clippy::print_stderr, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fs::File;
@@ -29,6 +31,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{cache, multi_thread_runtime, payload, scratch_dir, PAYLOAD_LEN};
 
 use annals::{
     Durability, EventStore, ExpectedVersion, LogFilter, NewEvent, Position, ReadLog, ReadStream, SledConfig, SledStore,
@@ -43,8 +46,6 @@ use sled::Transactional;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
-/// Bytes of every event payload.
-const PAYLOAD_LEN: usize = 200;
 const EVENT_TYPE: &str = "OrderPlaced";
 /// Concurrent appenders in the group-commit benchmark.
 const APPENDERS: u64 = 64;
@@ -52,23 +53,6 @@ const APPENDERS: u64 = 64;
 const STREAMS: u64 = 1000;
 /// Events per append in the batched benchmark.
 const BATCH: u64 = 100;
-/// sled's page cache in bytes, for the store and every baseline alike: the store's default of 64 MiB,
-/// or `ANNALS_BENCH_CACHE_MB` (e.g. 1024 to see reads of the 1M-event log from a cache that holds it).
-fn cache() -> u64 {
-    std::env::var("ANNALS_BENCH_CACHE_MB").ok().and_then(|mb| mb.parse::<u64>().ok()).unwrap_or(64) << 20
-}
-
-/// A 200-byte JSON object, the payload of every event.
-fn payload() -> String {
-    let mut json =
-        String::from(r#"{"order":"order-000042","customer":"customer-17","total":1250,"currency":"EUR","note":""#);
-    json.extend(std::iter::repeat_n('x', PAYLOAD_LEN - json.len() - 2));
-    json.push_str("\"}");
-    assert_eq!(json.len(), PAYLOAD_LEN);
-    assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
-    json
-}
-
 /// splitmix64: a cheap, deterministic spread of appenders over streams.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -79,15 +63,6 @@ fn mix(mut x: u64) -> u64 {
 
 fn stream_ids(prefix: &str, count: u64) -> Vec<StreamId> {
     (0..count).map(|i| StreamId::new(format!("{prefix}-{i}")).unwrap()).collect()
-}
-
-/// A directory on the same disk as the build (never a tmpfs, so `fsync` means something).
-fn scratch_dir() -> TempDir {
-    tempfile::Builder::new().prefix("annals-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
-}
-
-fn multi_thread_runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn current_thread_runtime() -> Runtime {

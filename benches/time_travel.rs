@@ -15,9 +15,12 @@
 //! ```
 #![allow(clippy::print_stderr, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use support::{multi_thread_runtime as runtime, scratch_dir};
 
 use annals::{
     replay, Aggregate, AsOf, CommandContext, Durability, Event, EventStore, ExpectedVersion, HandlerError, NewEvent,
@@ -32,14 +35,6 @@ use tokio::runtime::Runtime;
 
 const HISTORY: u64 = 100_000;
 const LOG: u64 = 1_000_000;
-
-fn scratch_dir() -> TempDir {
-    tempfile::Builder::new().prefix("annals-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 fn open(dir: &TempDir, durability: Durability) -> SledStore {
     SledConfig::new(dir.path()).durability(durability).open().unwrap()

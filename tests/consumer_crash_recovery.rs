@@ -28,14 +28,16 @@
 // on stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use annals::{
     replay, Checkpoint, EventStore, ExpectedVersion, Handler, HandlerError, LogFilter, NewEvent, OnFailure, Phase,
@@ -43,6 +45,7 @@ use annals::{
     SubscriptionConfig, Until,
 };
 use async_trait::async_trait;
+use common::child::{env_number, read_lines, say, seed_from, Rng};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -294,16 +297,6 @@ async fn append_forever(store: &SledStore, mut rng: Rng) -> TestResult {
     }
 }
 
-fn say(text: &str) {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).unwrap();
-    out.flush().unwrap();
-}
-
-fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok()?.parse().ok()
-}
-
 // ---------------------------------------------------------------------------------------------------
 // A: a persisted projection is exactly-once.
 
@@ -319,7 +312,7 @@ enum ProjectionKill {
 
 #[test]
 fn persisted_projection_state_is_a_replay_up_to_its_checkpoint_after_kill_9() -> TestResult {
-    let seed = seed();
+    let seed = seed_from(SEED_VAR);
     eprintln!("projection crash test: {SEED_VAR}={seed}");
     let mut rng = Rng::new(seed);
     let dir = tempfile::Builder::new().prefix("annals-projection-crash-").tempdir()?;
@@ -515,7 +508,7 @@ enum SubscriptionKill {
 
 #[test]
 fn subscription_delivers_at_least_once_and_again_only_after_its_checkpoint_after_kill_9() -> TestResult {
-    let seed = seed();
+    let seed = seed_from(SEED_VAR);
     eprintln!("subscription crash test: {SEED_VAR}={seed}");
     let mut rng = Rng::new(seed);
     let dir = tempfile::Builder::new().prefix("annals-subscription-crash-").tempdir()?;
@@ -770,53 +763,4 @@ fn run_child(
     stdout.join().unwrap();
     seen.extend(lines.try_iter());
     seen
-}
-
-/// Reads the child's complete stdout lines in a thread; a line cut short by the kill is dropped.
-fn read_lines(child: &mut Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
-    let pipe = child.stdout.take().unwrap();
-    let (send, lines) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut pipe = BufReader::new(pipe);
-        let mut line = String::new();
-        while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if let Some(complete) = line.strip_suffix('\n') {
-                let _ = send.send(complete.to_owned());
-            }
-            line.clear();
-        }
-    });
-    (lines, reader)
-}
-
-fn seed() -> u64 {
-    env_number(SEED_VAR)
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64) | 1)
-}
-
-/// A small xorshift64* generator: enough randomness for kill moments and event shapes.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // splitmix64 of the seed, so that nearby seeds give unrelated sequences; never zero.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }

@@ -23,17 +23,20 @@
 // The helpers below check and fail like the tests they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)] // the seed and the child's output are reported on stderr
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use annals::{
     AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, ReadStream, RecordedEvent,
     SledConfig, SledStore, StreamAppend, StreamId,
 };
+use common::child::{env_number, read_lines, say, seed_from, Rng};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
@@ -78,7 +81,7 @@ fn buffered_store_recovers_consistently_after_kill_9() {
 fn crash_child() {
     let Some(dir) = std::env::var_os(DIR_VAR) else { return };
     let round: u64 = env_number(ROUND_VAR).unwrap_or(0);
-    let seed = env_number(SEED_VAR).unwrap_or(1);
+    let seed: u64 = env_number(SEED_VAR).unwrap_or(1);
     let durability = match std::env::var(DURABILITY_VAR).as_deref() {
         Ok("buffered") => Durability::Buffered,
         _ => Durability::Fsync,
@@ -222,16 +225,6 @@ fn ack_line(batch: &str, stream: &str, result: &AppendResult, ids: &[Uuid]) -> S
     )
 }
 
-fn say(text: &str) {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).unwrap();
-    out.flush().unwrap();
-}
-
-fn env_number(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.parse().ok()
-}
-
 // ---------------------------------------------------------------------------------------------------
 // The parent's side.
 
@@ -258,8 +251,7 @@ struct Ack {
 /// Runs one child per round on one directory, kills it, and checks the store after each kill. Returns
 /// how many appends were acknowledged in all rounds.
 fn crash_rounds(durability: Durability, kills: &[Kill]) -> usize {
-    let seed = env_number(SEED_VAR)
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64) | 1);
+    let seed = seed_from(SEED_VAR);
     eprintln!("{durability:?} crash test: {SEED_VAR}={seed}");
     let dir = tempfile::Builder::new().prefix("annals-crash-").tempdir().unwrap();
     let mut rng = Rng::new(seed);
@@ -340,23 +332,6 @@ fn run_child(dir: &Path, durability: Durability, round: u64, seed: u64, kill: Ki
     stdout.join().unwrap();
     early.extend(lines.try_iter());
     early
-}
-
-/// Reads the child's complete stdout lines in a thread; a line cut short by the kill is dropped.
-fn read_lines(child: &mut Child) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
-    let pipe = child.stdout.take().unwrap();
-    let (send, lines) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut pipe = BufReader::new(pipe);
-        let mut line = String::new();
-        while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if let Some(complete) = line.strip_suffix('\n') {
-                let _ = send.send(complete.to_owned());
-            }
-            line.clear();
-        }
-    });
-    (lines, reader)
 }
 
 fn parse_ack(line: &str) -> Option<Ack> {
@@ -450,32 +425,5 @@ fn check_acks(log: &[RecordedEvent], acks: &[Ack], durability: Durability, conte
             assert_eq!(event.version.get(), version, "{context}: acknowledged event {id} changed version");
             assert_eq!(event.metadata.headers.get(BATCH_HEADER), Some(&ack.batch), "{context}: {id} changed append");
         }
-    }
-}
-
-/// A small xorshift64* generator: enough randomness for kill times and append shapes, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // splitmix64 of the seed, so that nearby seeds give unrelated sequences; never zero.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }

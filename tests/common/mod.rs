@@ -2,5 +2,6 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bank;
+pub mod child;
 pub mod counting;
 pub mod raw_sled;
