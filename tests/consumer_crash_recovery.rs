@@ -327,7 +327,10 @@ fn persisted_projection_state_is_a_replay_up_to_its_checkpoint_after_kill_9() ->
         let started = Instant::now();
         let version = round as u32 + 1;
         let kill = match round {
-            0 | 1 => ProjectionKill::AtEvent(1 + rng.below(counted)),
+            0 => ProjectionKill::AtEvent(1 + rng.below(counted)),
+            // Early in the first shadow rebuild, and killed at once (below): a rebuild of 20,000
+            // events takes only tens of milliseconds, so this round makes sure one kill lands in it.
+            1 => ProjectionKill::AtEvent(counted / 10 + rng.below(counted / 5)),
             2 => ProjectionKill::AtEvent(counted / 2 + rng.below(counted / 2)),
             3 => ProjectionKill::AfterCaughtUp,
             // Near the end of the rebuild: around its last checkpoints and the swap.
@@ -337,7 +340,7 @@ fn persisted_projection_state_is_a_replay_up_to_its_checkpoint_after_kill_9() ->
             ProjectionKill::AtEvent(n) => n,
             ProjectionKill::AfterCaughtUp => 0,
         };
-        let delay = Duration::from_millis(rng.below(20));
+        let delay = if round == 1 { Duration::ZERO } else { Duration::from_millis(rng.below(20)) };
         let context = format!("projection round {round} (version {version}, {kill:?} + {delay:?}), seed {seed}");
         let envs = [
             (DIR_VAR, dir.path().display().to_string()),
