@@ -173,36 +173,34 @@ mod consumer;
 mod envelope;
 mod error;
 mod event;
-mod export;
-mod follow;
 pub mod import;
 mod position;
-mod projection;
-mod repository;
-mod snapshot;
 mod store;
 mod stream_id;
-mod subscription;
 pub mod testing;
-mod time_travel;
+mod transfer;
 mod upcast;
 
 #[doc(hidden)]
 pub mod __private;
 
+pub use crate::aggregate::repository::{
+    CommandContext, CommandError, Committed, CommittedEvent, Loaded, Repository, DEFAULT_MAX_RETRIES,
+};
+pub use crate::aggregate::snapshot_policy::SnapshotPolicy;
+pub use crate::aggregate::time_travel::AsOf;
 pub use crate::aggregate::Aggregate;
+pub use crate::consumer::follow::{follow, Delivery, DeliveryStream, Phase};
+pub use crate::consumer::projection::{replay, Projection, ProjectionHandle, Projector};
+pub use crate::consumer::subscription::{
+    handler_fn, FnHandler, Handler, OnFailure, Parked, ParkedReplay, RetryPolicy, SavedSubscription, Subscription,
+    SubscriptionConfig, SubscriptionGroup, SubscriptionHandle,
+};
 pub use crate::consumer::{HandlerError, Start};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use crate::error::{Error, InvalidName, Result};
 pub use crate::event::{DecodeError, Event};
-pub use crate::export::{export_jsonl, import_jsonl, Transfer};
-pub use crate::follow::{follow, Delivery, DeliveryStream, Phase};
 pub use crate::position::{ExpectedVersion, Position, Version};
-pub use crate::projection::{replay, Projection, ProjectionHandle, Projector};
-pub use crate::repository::{
-    CommandContext, CommandError, Committed, CommittedEvent, Loaded, Repository, DEFAULT_MAX_RETRIES,
-};
-pub use crate::snapshot::SnapshotPolicy;
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::sled::{Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT};
 pub use crate::store::{
@@ -210,11 +208,7 @@ pub use crate::store::{
     ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE, MAX_CHECKPOINT_NAME_LEN,
 };
 pub use crate::stream_id::StreamId;
-pub use crate::subscription::{
-    handler_fn, FnHandler, Handler, OnFailure, Parked, ParkedReplay, RetryPolicy, SavedSubscription, Subscription,
-    SubscriptionConfig, SubscriptionGroup, SubscriptionHandle,
-};
-pub use crate::time_travel::AsOf;
+pub use crate::transfer::{export_jsonl, import_jsonl, Transfer};
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
 
 /// `#[derive(Aggregate)]`: see [`Aggregate`](trait@Aggregate).

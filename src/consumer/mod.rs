@@ -1,6 +1,10 @@
 //! What projections and subscriptions share: where they start, when they checkpoint, and how their
 //! progress is watched (lag, read-your-writes).
 
+pub(crate) mod follow;
+pub(crate) mod projection;
+pub(crate) mod subscription;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::consumer::follow::Phase;
 use crate::consumer::{CheckpointPolicy, HandlerError, Start};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::follow::Phase;
 use crate::position::Position;
 use crate::store::{EventStore, LogFilter};
 

@@ -9,12 +9,12 @@ use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::aggregate::snapshot_policy::SnapshotPolicy;
 use crate::aggregate::Aggregate;
 use crate::envelope::{Metadata, NewEvent};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::position::{ExpectedVersion, Position, Version};
-use crate::snapshot::SnapshotPolicy;
 use crate::store::{EventStore, ReadStream, Snapshot, StreamAppend};
 use crate::stream_id::StreamId;
 

@@ -13,10 +13,10 @@ use super::group::Coordinator;
 use super::{
     drop_parked, partition_key, partition_of, Handler, OnFailure, Parked, ParkedReplay, SavedPartition, Setup,
 };
+use crate::consumer::follow::{Batch, Follower, Phase};
 use crate::consumer::{occurred_before, sleep_until, HandlerError, Pending, ProgressWatch};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::follow::{Batch, Follower, Phase};
 use crate::position::Position;
 use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter};
 

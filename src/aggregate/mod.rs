@@ -1,5 +1,9 @@
 //! The [`Aggregate`] trait: a consistency boundary that decides on commands and evolves by events.
 
+pub(crate) mod repository;
+pub(crate) mod snapshot_policy;
+pub(crate) mod time_travel;
+
 use crate::error::Result;
 use crate::event::Event;
 use crate::stream_id::StreamId;

@@ -5,11 +5,11 @@
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 
+use crate::aggregate::repository::{Loaded, Repository};
 use crate::aggregate::Aggregate;
 use crate::error::Result;
 use crate::event::Event;
 use crate::position::Version;
-use crate::repository::{Loaded, Repository};
 use crate::store::{Direction, EventStore, ReadStream};
 use crate::stream_id::StreamId;
 

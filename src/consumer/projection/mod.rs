@@ -10,12 +10,12 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, watch, RwLock, RwLockReadGuard};
 use tokio::task::JoinHandle;
 
+use crate::consumer::follow::{Batch, Follower, Phase};
 use crate::consumer::{
     occurred_before, sleep_until, CheckpointPolicy, HandlerError, Pending, Progress, ProgressWatch, Start,
 };
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::follow::{Batch, Follower, Phase};
 use crate::position::Position;
 use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter, Until};
 
