@@ -24,7 +24,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use annals::import::{CsvImport, ImportSummary};
+use annals::import::{CsvImport, ImportError, ImportSummary};
 use annals::{
     replay, Aggregate, AsOf, Event, EventStore, HandlerError, Loaded, LogFilter, Phase, Projection, RecordedEvent,
     Repository, SledStore, Start, Until,
@@ -146,7 +146,7 @@ pub(crate) fn helpdesk_import() -> CsvImport {
 }
 
 /// Imports the CSV at `csv` into `store`; returns the summary and how long it took.
-pub(crate) async fn import(store: &SledStore, csv: &Path) -> Result<(ImportSummary, Duration), annals::Error> {
+pub(crate) async fn import(store: &SledStore, csv: &Path) -> Result<(ImportSummary, Duration), ImportError> {
     let started = Instant::now();
     let summary = helpdesk_import().import_file(store, csv, |_progress| {}).await?;
     Ok((summary, started.elapsed()))

@@ -252,22 +252,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A CSV import ([`import::CsvImport`](crate::import::CsvImport)) stopped at `line` of its input
-    /// (1 is the header; 0: the input did not open). `problem` says why, and how to go on: bad rows
-    /// under [`BadRows::Abort`](crate::import::BadRows::Abort) (nothing was written: fix the rows it
-    /// lists, or leave them out with [`BadRows::Skip`](crate::import::BadRows::Skip)), a header
-    /// without a configured column (fix the options or the file), or input that does not read (fix
-    /// the path or the file; an I/O failure may be retried). Batches appended before a failure stay
-    /// stored, and running the same import again completes it without storing anything twice.
-    #[error("cannot import the input{}", if *line == 0 { String::new() } else { format!(" at line {line}") })]
-    Import {
-        /// The 1-based line where the import stopped (for bad rows, the first bad row's).
-        line: u64,
-        /// What is wrong.
-        #[source]
-        problem: crate::import::ImportProblem,
-    },
-
     /// Another process (or another handle in this one) has the database open. Close it, or wait.
     #[error("the database at {path:?} is locked by another process")]
     Locked {

@@ -166,6 +166,7 @@
 //! # Features
 //!
 //! - `derive` (default): the derive macros of the `annals-derive` crate.
+//! - `csv` (default): [`import`], CSV event logs into events.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregate;
@@ -173,6 +174,8 @@ mod consumer;
 mod envelope;
 mod error;
 mod event;
+#[cfg(feature = "csv")]
+#[cfg_attr(docsrs, doc(cfg(feature = "csv")))]
 pub mod import;
 mod position;
 mod store;

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use annals::import::{BadRowReason, BadRows, ImportProblem};
+use annals::import::{BadRowReason, BadRows, ImportError, ImportProblem};
 use annals::{EventStore, SledStore};
 
 use helpdesk::{desk_as_of, helpdesk_import, import, start_of, ticket_as_of, CLOSED};
@@ -224,7 +224,7 @@ async fn abort_with_a_bad_row_writes_nothing_and_names_its_line() -> TestResult 
     let bad = with_bad_time(150, dir.path())?;
     let store = SledStore::open(dir.path().join("db"))?;
     let result = helpdesk_import().bad_rows(BadRows::Abort).batch_size(25).import_file(&store, &bad, |_| {}).await;
-    let Err(annals::Error::Import { line, problem: ImportProblem::BadRows { rows } }) = result else {
+    let Err(ImportError::Input { line, problem: ImportProblem::BadRows { rows } }) = result else {
         unreachable!("expected the bad row, got {result:?}");
     };
     assert_eq!(line, 150);

@@ -10,6 +10,8 @@ use std::process::ExitCode;
 pub(crate) enum Failure {
     /// The library said no.
     Store(annals::Error),
+    /// A CSV import stopped on its input (the store's errors are `Store`).
+    Import(annals::import::ImportError),
     /// Reading an input or writing the output failed.
     Io {
         /// What was being done, e.g. `cannot create "backup.jsonl"`.
@@ -44,6 +46,7 @@ impl Failure {
     pub(crate) fn is_broken_pipe(&self) -> bool {
         let mut source: Option<&(dyn std::error::Error + 'static)> = match self {
             Failure::Store(error) => Some(error),
+            Failure::Import(error) => Some(error),
             Failure::Io { source, .. } => Some(source),
             Failure::Usage(_) | Failure::Damaged { .. } => None,
         };
@@ -64,6 +67,7 @@ impl Failure {
         let mut line = self.to_string();
         let mut source = match self {
             Failure::Store(error) => error.source(),
+            Failure::Import(error) => error.source(),
             Failure::Io { source, .. } => Some(source as &(dyn std::error::Error + 'static)),
             Failure::Usage(_) | Failure::Damaged { .. } => None,
         };
@@ -80,6 +84,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Store(error) => error.fmt(f),
+            Failure::Import(error) => error.fmt(f),
             Failure::Io { doing, .. } => f.write_str(doing),
             Failure::Usage(message) => f.write_str(message),
             Failure::Damaged { problems } => write!(f, "the store is damaged: verify found {problems} problem(s)"),
@@ -90,6 +95,15 @@ impl fmt::Display for Failure {
 impl From<annals::Error> for Failure {
     fn from(error: annals::Error) -> Self {
         Failure::Store(error)
+    }
+}
+
+impl From<annals::import::ImportError> for Failure {
+    fn from(error: annals::import::ImportError) -> Self {
+        match error {
+            annals::import::ImportError::Store(error) => Failure::Store(error),
+            input => Failure::Import(input),
+        }
     }
 }
 

@@ -35,7 +35,7 @@
 //! field count other than the header's, an empty case or activity, a time that does not parse, a name
 //! the store refuses) is reported with its line number and reason ([`BadRow`]). With
 //! [`BadRows::Abort`] (the default) the whole input is checked before anything is written, and any
-//! bad row fails the import with [`Error::Import`] listing them all; with [`BadRows::Skip`] bad rows
+//! bad row fails the import with [`ImportError::Input`] listing them all; with [`BadRows::Skip`] bad rows
 //! are left out and listed in [`ImportSummary::skipped`].
 //!
 //! The library never prints: a progress callback receives an [`ImportProgress`] after every batch.
@@ -43,22 +43,25 @@
 //! Input is read on the calling task, one buffered batch at a time (a thousand rows of a local file
 //! take well under a millisecond to parse); the store's writes run on its own writer.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
+mod batch;
+mod rows;
+mod time_format;
+
+use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::Path;
 
-use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use uuid::Uuid;
 
-use crate::envelope::{NewEvent, MAX_EVENT_TYPE_LEN};
-use crate::error::{Error, InvalidName, Result};
-use crate::position::ExpectedVersion;
-use crate::store::{AppendResult, EventStore, StreamAppend};
-use crate::stream_id::{check_name, StreamId};
+use crate::error::{Error, Result};
+use crate::store::EventStore;
+use crate::stream_id::StreamId;
+
+use self::batch::append_batch;
+pub use self::rows::{BadRow, BadRowReason};
+use self::rows::{Build, ReadBatch, RowReader};
+pub use self::time_format::TimeFormat;
 
 /// How many rows go into one atomic append unless [`CsvImport::batch_size`] says otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 1_000;
@@ -115,23 +118,10 @@ pub struct CsvImport {
     delimiter: u8,
 }
 
-/// How the time column is written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TimeFormat {
-    /// RFC 3339 with an offset, e.g. `2012-10-09T14:50:17+00:00` or `2012-10-09T16:50:17.5+02:00`.
-    Rfc3339,
-    /// A chrono `strftime` format without an offset (e.g. `"%Y-%m-%d %H:%M:%S"`), the time taken as
-    /// UTC. A format with a date only (`"%d/%m/%Y"`) gives midnight.
-    NaiveUtc(String),
-    /// A chrono `strftime` format with an offset (`%z` or `%:z`), e.g. `"%d/%m/%Y %H:%M %z"`.
-    WithOffset(String),
-}
-
 /// What an import does with a bad row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BadRows {
-    /// Check the whole input first; write nothing and fail with [`Error::Import`] if any row is bad.
+    /// Check the whole input first; write nothing and fail with [`ImportError::Input`] if any row is bad.
     #[default]
     Abort,
     /// Leave bad rows out, list them in [`ImportSummary::skipped`], import the others.
@@ -173,73 +163,44 @@ pub struct ImportSummary {
     pub streams: u64,
 }
 
-/// A row that does not make an event: where it is and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BadRow {
-    /// The row's 1-based line number in the input (the header is line 1; a row whose quoted field
-    /// spans lines has the number of its first line).
-    pub line: u64,
-    /// What is wrong with it.
-    pub reason: BadRowReason,
+/// Why an import stopped: the input (with the line where it stopped), or the store and the library.
+///
+/// Shaped like [`CommandError`](crate::CommandError): the import's own problems apart from the
+/// errors of the store it writes to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The import stopped at `line` of its input (1 is the header; 0: the input did not open).
+    /// `problem` says why, and how to go on: bad rows under [`BadRows::Abort`] (nothing was written:
+    /// fix the rows it lists, or leave them out with [`BadRows::Skip`]), a header without a
+    /// configured column (fix the options or the file), or input that does not read (fix the path or
+    /// the file; an I/O failure may be retried). Batches appended before a failure stay stored, and
+    /// running the same import again completes it without storing anything twice.
+    #[error("cannot import the input{}", if *line == 0 { String::new() } else { format!(" at line {line}") })]
+    Input {
+        /// The 1-based line where the import stopped (for bad rows, the first bad row's).
+        line: u64,
+        /// What is wrong.
+        #[source]
+        problem: ImportProblem,
+    },
+    /// The store failed, or an option is out of range ([`Error::Config`] for a malformed `strftime`
+    /// format). Handle it as the [`Error`] variant's documentation says.
+    #[error(transparent)]
+    Store(#[from] Error),
 }
 
-impl fmt::Display for BadRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
+impl ImportError {
+    /// The input's problem and its line, if the import stopped on its input.
+    pub fn input_problem(&self) -> Option<(u64, &ImportProblem)> {
+        match self {
+            ImportError::Input { line, problem } => Some((*line, problem)),
+            ImportError::Store(_) => None,
+        }
     }
 }
 
-/// Why a row does not make an event.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BadRowReason {
-    /// The row has more or fewer fields than the header.
-    #[error("it has {found} field(s), the header has {expected}")]
-    FieldCount {
-        /// The header's number of fields.
-        expected: usize,
-        /// The row's.
-        found: usize,
-    },
-    /// The case or activity field is empty (or only spaces).
-    #[error("its {column:?} field is empty")]
-    Empty {
-        /// The column.
-        column: String,
-    },
-    /// A field is not valid UTF-8.
-    #[error("its {column:?} field is not valid UTF-8")]
-    NotUtf8 {
-        /// The column.
-        column: String,
-    },
-    /// The time does not parse in the import's time format.
-    #[error("its time {value:?} does not parse as {format}")]
-    BadTime {
-        /// The time field.
-        value: String,
-        /// The format it was parsed with.
-        format: TimeFormat,
-    },
-    /// The stream name (prefix and case) is not a valid [`StreamId`].
-    #[error("stream name {name:?} is invalid: {reason}")]
-    InvalidStream {
-        /// The rejected name.
-        name: String,
-        /// What is wrong with it.
-        reason: InvalidName,
-    },
-    /// The activity is not a valid event type name.
-    #[error("event type {event_type:?} is invalid: {reason}")]
-    InvalidEventType {
-        /// The rejected name.
-        event_type: String,
-        /// What is wrong with it.
-        reason: InvalidName,
-    },
-}
-
-/// Why an import stopped: the `problem` of [`Error::Import`].
+/// What is wrong with an import's input: the `problem` of [`ImportError::Input`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportProblem {
@@ -275,43 +236,6 @@ fn bad_rows_message(rows: &[BadRow]) -> String {
     let listed: Vec<String> = rows.iter().take(SHOWN).map(BadRow::to_string).collect();
     let more = if rows.len() > SHOWN { format!("; and {} more", rows.len() - SHOWN) } else { String::new() };
     format!("{} bad row(s): {}{more}", rows.len(), listed.join("; "))
-}
-
-impl fmt::Display for TimeFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TimeFormat::Rfc3339 => f.write_str("RFC 3339"),
-            TimeFormat::NaiveUtc(format) => write!(f, "{format:?} (UTC)"),
-            TimeFormat::WithOffset(format) => write!(f, "{format:?}"),
-        }
-    }
-}
-
-impl TimeFormat {
-    /// Parses `value` (surrounding spaces ignored), or `None` when it does not fit the format.
-    fn parse(&self, value: &str) -> Option<DateTime<Utc>> {
-        let value = value.trim();
-        match self {
-            TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(value).ok().map(|t| t.to_utc()),
-            TimeFormat::NaiveUtc(format) => NaiveDateTime::parse_from_str(value, format)
-                .ok()
-                .or_else(|| NaiveDate::parse_from_str(value, format).ok().map(|day| day.and_time(NaiveTime::MIN)))
-                .map(|t| t.and_utc()),
-            TimeFormat::WithOffset(format) => DateTime::parse_from_str(value, format).ok().map(|t| t.to_utc()),
-        }
-    }
-
-    /// Whether a `strftime` format is well formed.
-    fn check(&self) -> Result<()> {
-        let format = match self {
-            TimeFormat::Rfc3339 => return Ok(()),
-            TimeFormat::NaiveUtc(format) | TimeFormat::WithOffset(format) => format,
-        };
-        if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
-            return Err(Error::Config("the import's time format is not a valid strftime format"));
-        }
-        Ok(())
-    }
 }
 
 impl CsvImport {
@@ -402,8 +326,8 @@ impl CsvImport {
     /// must not change in between.
     ///
     /// # Errors
-    /// [`Error::Import`] when the file does not read, its header lacks a configured column, or (with
-    /// [`BadRows::Abort`]) rows are bad; [`Error::Config`] for a malformed `strftime` format; the
+    /// [`ImportError::Input`] when the file does not read, its header lacks a configured column, or (with
+    /// [`BadRows::Abort`]) rows are bad; [`ImportError::Store`] with [`Error::Config`] for a malformed `strftime` format, and with the
     /// store's errors, unchanged. Batches appended before an error stay stored; running the import
     /// again completes it.
     pub async fn import_file<S: EventStore + ?Sized>(
@@ -411,11 +335,11 @@ impl CsvImport {
         store: &S,
         path: impl AsRef<Path>,
         mut progress: impl FnMut(ImportProgress),
-    ) -> Result<ImportSummary> {
+    ) -> Result<ImportSummary, ImportError> {
         self.time_format.check()?;
         let path = path.as_ref();
         let open =
-            || File::open(path).map_err(|source| Error::Import { line: 0, problem: ImportProblem::Read(source) });
+            || File::open(path).map_err(|source| ImportError::Input { line: 0, problem: ImportProblem::Read(source) });
         let mut check = RowReader::new(self, open()?)?;
         let (mut total, mut bad) = (0, Vec::new());
         while let Some(batch) = check.next_batch(Build::CheckOnly)? {
@@ -424,7 +348,7 @@ impl CsvImport {
         }
         if self.bad_rows == BadRows::Abort {
             if let Some(first) = bad.first() {
-                return Err(Error::Import { line: first.line, problem: ImportProblem::BadRows { rows: bad } });
+                return Err(ImportError::Input { line: first.line, problem: ImportProblem::BadRows { rows: bad } });
             }
         }
         let mut rows = RowReader::new(self, open()?)?;
@@ -445,7 +369,7 @@ impl CsvImport {
         store: &S,
         input: R,
         mut progress: impl FnMut(ImportProgress),
-    ) -> Result<ImportSummary> {
+    ) -> Result<ImportSummary, ImportError> {
         self.time_format.check()?;
         let mut rows = RowReader::new(self, input)?;
         if self.bad_rows == BadRows::Skip {
@@ -458,7 +382,7 @@ impl CsvImport {
             batches.push(batch);
         }
         if let Some(first) = bad.first() {
-            return Err(Error::Import { line: first.line, problem: ImportProblem::BadRows { rows: bad } });
+            return Err(ImportError::Input { line: first.line, problem: ImportProblem::BadRows { rows: bad } });
         }
         let total = batches.iter().map(|b| b.rows).sum();
         let mut batches = batches.into_iter();
@@ -469,10 +393,10 @@ impl CsvImport {
     async fn write<S: EventStore + ?Sized>(
         &self,
         store: &S,
-        mut next: impl FnMut() -> Result<Option<ReadBatch>>,
+        mut next: impl FnMut() -> Result<Option<ReadBatch>, ImportError>,
         rows_total: Option<u64>,
         progress: &mut impl FnMut(ImportProgress),
-    ) -> Result<ImportSummary> {
+    ) -> Result<ImportSummary, ImportError> {
         let mut summary = ImportSummary::default();
         let mut streams: HashSet<StreamId> = HashSet::new();
         let report = |summary: &ImportSummary| ImportProgress {
@@ -488,7 +412,7 @@ impl CsvImport {
                 if let Some(first) = batch.bad.first() {
                     // Only when the input changed since it was checked.
                     let line = first.line;
-                    return Err(Error::Import { line, problem: ImportProblem::BadRows { rows: batch.bad } });
+                    return Err(ImportError::Input { line, problem: ImportProblem::BadRows { rows: batch.bad } });
                 }
             }
             summary.rows += batch.rows;
@@ -508,277 +432,13 @@ impl CsvImport {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Reading rows.
-
-/// Where the columns the import uses are in the header.
-#[derive(Debug)]
-struct Layout {
-    stream: usize,
-    event_type: usize,
-    time: usize,
-    /// The payload's columns: name and index.
-    payload: Vec<(String, usize)>,
-    /// The header's number of fields.
-    width: usize,
-}
-
-impl Layout {
-    fn new(import: &CsvImport, header: &csv::ByteRecord) -> Result<Self> {
-        let names: Vec<String> = header.iter().map(|name| String::from_utf8_lossy(name).into_owned()).collect();
-        let find = |column: &str| -> Result<usize> {
-            let mut at = names.iter().enumerate().filter(|(_, name)| *name == column).map(|(i, _)| i);
-            let problem = match (at.next(), at.next()) {
-                (Some(index), None) => return Ok(index),
-                (None, _) => ImportProblem::MissingColumn { column: column.to_owned() },
-                (Some(_), Some(_)) => ImportProblem::DuplicateColumn { column: column.to_owned() },
-            };
-            Err(Error::Import { line: 1, problem })
-        };
-        let stream = find(&import.stream_column)?;
-        let event_type = find(&import.type_column)?;
-        let time = find(&import.time_column)?;
-        let payload = match &import.payload_columns {
-            Some(columns) => columns.iter().map(|c| Ok((c.clone(), find(c)?))).collect::<Result<Vec<_>>>()?,
-            None => {
-                let others = names.iter().enumerate().filter(|(i, _)| ![stream, event_type, time].contains(i));
-                others.map(|(_, name)| Ok((name.clone(), find(name)?))).collect::<Result<Vec<_>>>()?
-            }
-        };
-        Ok(Layout { stream, event_type, time, payload, width: names.len() })
-    }
-}
-
-/// Whether a read builds the events or only checks the rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Build {
-    CheckOnly,
-    Events,
-}
-
-/// One good row, as the event it makes.
-#[derive(Debug)]
-struct Row {
-    stream: StreamId,
-    event: NewEvent,
-}
-
-/// What reading up to a batch of rows gave.
-#[derive(Debug, Default)]
-struct ReadBatch {
-    /// Rows read, good and bad.
-    rows: u64,
-    /// The good rows' events (none when only checking).
-    events: Vec<Row>,
-    bad: Vec<BadRow>,
-}
-
-/// The rows of a CSV input, read a batch at a time.
-struct RowReader<'a, R> {
-    import: &'a CsvImport,
-    csv: csv::Reader<R>,
-    layout: Layout,
-    record: csv::ByteRecord,
-    /// A reused buffer for the bytes an event id is made from.
-    id_input: Vec<u8>,
-}
-
-impl<'a, R: io::Read> RowReader<'a, R> {
-    /// Reads the header and finds the columns.
-    fn new(import: &'a CsvImport, input: R) -> Result<Self> {
-        let mut csv = csv::ReaderBuilder::new().delimiter(import.delimiter).flexible(true).from_reader(input);
-        let header = csv.byte_headers().map_err(|e| read_error(1, e))?.clone();
-        if header.is_empty() {
-            return Err(Error::Import { line: 1, problem: ImportProblem::NoHeader });
-        }
-        let layout = Layout::new(import, &header)?;
-        Ok(RowReader { import, csv, layout, record: csv::ByteRecord::new(), id_input: Vec::new() })
-    }
-
-    /// Reads the next batch of rows, or `None` at the end of the input.
-    fn next_batch(&mut self, build: Build) -> Result<Option<ReadBatch>> {
-        let mut batch = ReadBatch::default();
-        while batch.rows < self.import.batch_size as u64 {
-            let line = self.csv.position().line();
-            let more = self.csv.read_byte_record(&mut self.record).map_err(|e| read_error(line, e))?;
-            if !more {
-                break;
-            }
-            batch.rows += 1;
-            let line = self.record.position().map_or(line, csv::Position::line);
-            match convert(self.import, &self.layout, &self.record, line, build, &mut self.id_input)? {
-                Ok(Some(row)) => batch.events.push(row),
-                Ok(None) => {}
-                Err(reason) => batch.bad.push(BadRow { line, reason }),
-            }
-        }
-        Ok((batch.rows > 0).then_some(batch))
-    }
-}
-
-fn read_error(line: u64, error: csv::Error) -> Error {
-    let source = match error.into_kind() {
-        csv::ErrorKind::Io(source) => source,
-        other => io::Error::new(io::ErrorKind::InvalidData, format!("{other:?}")),
-    };
-    Error::Import { line, problem: ImportProblem::Read(source) }
-}
-
-/// A row checked, and turned into its event when asked (`Ok(None)` when only checking).
-type Converted = std::result::Result<Option<Row>, BadRowReason>;
-
-/// Checks one row and, when `build` says so, makes its event.
-fn convert(
-    import: &CsvImport,
-    layout: &Layout,
-    record: &csv::ByteRecord,
-    line: u64,
-    build: Build,
-    id_input: &mut Vec<u8>,
-) -> Result<Converted> {
-    if record.len() != layout.width {
-        return Ok(Err(BadRowReason::FieldCount { expected: layout.width, found: record.len() }));
-    }
-    let field = |index: usize, column: &str| -> std::result::Result<&str, BadRowReason> {
-        let bytes = record.get(index).unwrap_or_default();
-        std::str::from_utf8(bytes).map_err(|_| BadRowReason::NotUtf8 { column: column.to_owned() })
-    };
-    let named = |index: usize, column: &str| -> std::result::Result<&str, BadRowReason> {
-        let value = field(index, column)?;
-        if value.trim().is_empty() {
-            return Err(BadRowReason::Empty { column: column.to_owned() });
-        }
-        Ok(value)
-    };
-    let checked = (|| {
-        let case = named(layout.stream, &import.stream_column)?;
-        let event_type = named(layout.event_type, &import.type_column)?;
-        let time = field(layout.time, &import.time_column)?;
-        let stream = format!("{}{case}", import.stream_prefix);
-        if let Err(reason) = check_name(&stream, StreamId::MAX_LEN) {
-            return Err(BadRowReason::InvalidStream { name: stream, reason });
-        }
-        if let Err(reason) = check_name(event_type, MAX_EVENT_TYPE_LEN) {
-            return Err(BadRowReason::InvalidEventType { event_type: event_type.to_owned(), reason });
-        }
-        let Some(occurred) = import.time_format.parse(time) else {
-            return Err(BadRowReason::BadTime { value: time.to_owned(), format: import.time_format.clone() });
-        };
-        let values = layout.payload.iter().map(|(name, index)| field(*index, name)).collect::<Result<Vec<_>, _>>()?;
-        Ok((stream, event_type, occurred, values))
-    })();
-    let (stream, event_type, occurred, values) = match checked {
-        Ok(checked) => checked,
-        Err(reason) => return Ok(Err(reason)),
-    };
-    if build == Build::CheckOnly {
-        return Ok(Ok(None));
-    }
-    let payload = Payload { columns: &layout.payload, values: &values };
-    let event = NewEvent::json(event_type, &payload)?.with_occurred_at(occurred);
-    id_input.clear();
-    // Writing to a Vec cannot fail.
-    let _ = write!(id_input, "{line}\u{1f}{stream}\u{1f}{event_type}\u{1f}{}\u{1f}", occurred.timestamp_micros());
-    id_input.extend_from_slice(event.payload().as_bytes());
-    let id = Uuid::new_v5(&import.id_namespace, id_input);
-    let stream = StreamId::new(stream)?;
-    Ok(Ok(Some(Row { stream, event: event.with_id(id) })))
-}
-
-/// A row's payload: its columns' names and values as a JSON object, in column order.
-struct Payload<'a> {
-    columns: &'a [(String, usize)],
-    values: &'a [&'a str],
-}
-
-impl Serialize for Payload<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.values.len()))?;
-        for ((name, _), value) in self.columns.iter().zip(self.values) {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Writing batches.
-
-/// Events appended and found already stored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Tally {
-    written: u64,
-    present: u64,
-}
-
-impl Tally {
-    fn add(&mut self, events: usize, result: &AppendResult) {
-        if result.already_appended {
-            self.present += events as u64;
-        } else {
-            self.written += events as u64;
-        }
-    }
-}
-
-/// Groups a batch's rows by stream, keeping their order: one part per stream, streams in the order
-/// of their first row.
-fn group(rows: Vec<Row>) -> Vec<StreamAppend> {
-    let mut parts: Vec<StreamAppend> = Vec::new();
-    let mut index: HashMap<StreamId, usize> = HashMap::new();
-    for Row { stream, event } in rows {
-        match index.get(&stream) {
-            Some(&at) => parts[at].events.push(event),
-            None => {
-                index.insert(stream.clone(), parts.len());
-                parts.push(StreamAppend::new(stream, ExpectedVersion::Any, vec![event]));
-            }
-        }
-    }
-    parts
-}
-
-/// Appends one batch atomically. A batch the store holds partly (see the module docs) goes again
-/// stream by stream, and a stream's part that is itself partly stored event by event.
-async fn append_batch<S: EventStore + ?Sized>(store: &S, rows: Vec<Row>) -> Result<Tally> {
-    let mut tally = Tally::default();
-    if rows.is_empty() {
-        return Ok(tally);
-    }
-    let parts = group(rows);
-    let sizes: Vec<usize> = parts.iter().map(|part| part.events.len()).collect();
-    match store.append_multi(parts.clone()).await {
-        Ok(results) => {
-            for (size, result) in sizes.iter().zip(&results) {
-                tally.add(*size, result);
-            }
-            Ok(tally)
-        }
-        Err(Error::DuplicateEventId { .. }) => {
-            for part in parts {
-                let size = part.events.len();
-                match store.append_multi(vec![part.clone()]).await {
-                    Ok(results) => results.iter().for_each(|result| tally.add(size, result)),
-                    Err(Error::DuplicateEventId { .. }) => {
-                        for event in part.events {
-                            let result = store.append(&part.stream, ExpectedVersion::Any, vec![event]).await?;
-                            tally.add(1, &result);
-                        }
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-            Ok(tally)
-        }
-        Err(error) => Err(error),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use futures_util::TryStreamExt;
 
     use super::*;
+    use crate::envelope::MAX_EVENT_TYPE_LEN;
+    use crate::error::InvalidName;
     use crate::store::{ReadLog, ReadStream};
     use crate::{MemoryStore, RecordedEvent};
 
@@ -798,7 +458,7 @@ Case 3,Open,2013-01-01T00:00:00+00:00,Cy,last
         CsvImport::new("case", "activity", "timestamp").stream_prefix("ticket-")
     }
 
-    async fn run(import: &CsvImport, store: &MemoryStore, csv: &str) -> Result<ImportSummary> {
+    async fn run(import: &CsvImport, store: &MemoryStore, csv: &str) -> Result<ImportSummary, ImportError> {
         import.import_reader(store, csv.as_bytes(), |_| {}).await
     }
 
@@ -810,9 +470,9 @@ Case 3,Open,2013-01-01T00:00:00+00:00,Cy,last
         store.read_stream(&StreamId::new(name)?, ReadStream::forward()).try_collect().await
     }
 
-    fn bad_rows(result: Result<ImportSummary>) -> Vec<BadRow> {
+    fn bad_rows(result: Result<ImportSummary, ImportError>) -> Vec<BadRow> {
         match result {
-            Err(Error::Import { problem: ImportProblem::BadRows { rows }, .. }) => rows,
+            Err(ImportError::Input { problem: ImportProblem::BadRows { rows }, .. }) => rows,
             other => unreachable!("expected bad rows, got {other:?}"),
         }
     }
@@ -848,7 +508,7 @@ Case 3,Open,2013-01-01T00:00:00+00:00,Cy,last
         let missing = run(&import().payload_columns(["colour"]), &store, LOG).await;
         assert!(matches!(
             missing,
-            Err(Error::Import { line: 1, problem: ImportProblem::MissingColumn { ref column } }) if column == "colour"
+            Err(ImportError::Input { line: 1, problem: ImportProblem::MissingColumn { ref column } }) if column == "colour"
         ));
         Ok(())
     }
@@ -860,13 +520,13 @@ Case 3,Open,2013-01-01T00:00:00+00:00,Cy,last
         let result = run(&no_time, &store, LOG).await;
         assert!(matches!(
             result,
-            Err(Error::Import { line: 1, problem: ImportProblem::MissingColumn { ref column } }) if column == "time"
+            Err(ImportError::Input { line: 1, problem: ImportProblem::MissingColumn { ref column } }) if column == "time"
         ));
         let twice = "case,activity,timestamp,case\n1,A,2012-10-09T14:50:17Z,2\n";
         let result = run(&import(), &store, twice).await;
-        assert!(matches!(result, Err(Error::Import { line: 1, problem: ImportProblem::DuplicateColumn { .. } })));
+        assert!(matches!(result, Err(ImportError::Input { line: 1, problem: ImportProblem::DuplicateColumn { .. } })));
         let result = run(&import(), &store, "").await;
-        assert!(matches!(result, Err(Error::Import { line: 1, problem: ImportProblem::NoHeader })), "{result:?}");
+        assert!(matches!(result, Err(ImportError::Input { line: 1, problem: ImportProblem::NoHeader })), "{result:?}");
         assert_eq!(store.head().await?.get(), 0);
         Ok(())
     }
@@ -908,7 +568,7 @@ Case 1,Closed,2012-10-25T11:54:26+00:00,Ada
         let store = MemoryStore::new();
         let result = run(&import().batch_size(2), &store, BAD).await;
         let line = match &result {
-            Err(Error::Import { line, .. }) => *line,
+            Err(ImportError::Input { line, .. }) => *line,
             _ => 0,
         };
         assert_eq!(line, 5, "the error names the first bad row's line");
@@ -985,7 +645,7 @@ Case 1,Closed,2012-10-25T11:54:26+00:00,Ada
         assert_eq!(stream(&store, "ticket-2").await?[0].occurred_at.to_rfc3339(), "2012-10-09T14:50:00+00:00");
 
         let broken = CsvImport { time_format: TimeFormat::NaiveUtc("%Q".into()), ..by_day };
-        assert!(matches!(run(&broken, &store, naive).await, Err(Error::Config(_))));
+        assert!(matches!(run(&broken, &store, naive).await, Err(ImportError::Store(Error::Config(_)))));
         Ok(())
     }
 
@@ -1051,7 +711,7 @@ Case 1,Closed,2012-10-25T11:54:26+00:00,Ada
         let dir = tempfile::tempdir()?;
         let store = MemoryStore::new();
         let result = import().import_file(&store, dir.path().join("missing.csv"), |_| {}).await;
-        let Err(error @ Error::Import { line: 0, problem: ImportProblem::Read(_) }) = result else {
+        let Err(error @ ImportError::Input { line: 0, problem: ImportProblem::Read(_) }) = result else {
             unreachable!("expected a read error, got {result:?}");
         };
         assert_eq!(error.to_string(), "cannot import the input");
