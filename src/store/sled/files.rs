@@ -16,7 +16,7 @@ use super::codec::{
     insert_type_entries, log_key, snapshot_key, stream_key, stream_prefix, type_key, type_prefix, IndexEntry, Record,
     FORMAT_KEY, FORMAT_VERSION, LOG, STREAM, TYPE_INDEX_KEY,
 };
-use super::SledConfig;
+use super::config::SledConfig;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;

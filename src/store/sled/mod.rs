@@ -6,123 +6,34 @@
 //! `docs/guarantees.md` what survives a crash.
 
 mod codec;
+mod config;
 mod files;
+mod read;
 mod verify;
 mod writer;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use self::codec::{encode_body, FORMAT_VERSION};
+pub use self::config::{Durability, SledConfig, MAX_EVENT_SIZE_LIMIT};
 use self::files::Files;
 pub use self::verify::{VerifyProblem, VerifyReport};
-use self::writer::{PreparedAppend, Request, Syncer, Writer};
+use self::writer::{PreparedAppend, Request, WriterHandle};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::{
     plan_restore, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
     CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend,
-    DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
-/// The largest maximum event size a sled store accepts: 1 MiB.
-pub const MAX_EVENT_SIZE_LIMIT: usize = 1024 * 1024;
-
-/// How many events a filtered log read looks at before it returns a page.
-const SCAN_BUDGET: u64 = 16 * 1024;
-
-/// When an acknowledged append is safe.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Durability {
-    /// An append is acknowledged only after its group was flushed and `fsync`ed (`fdatasync`): it
-    /// survives `kill -9` of the process and the loss of power. The default.
-    #[default]
-    Fsync,
-    /// An append is acknowledged once it is in sled's buffers; sled writes them out every
-    /// `flush_every_ms` (500 ms by default) without `fsync`. After `kill -9`, appends acknowledged
-    /// in the last half-second or so may be lost (never half of one); after a power loss, more.
-    /// Several times faster for small appends.
-    Buffered,
-}
-
-/// How to open a [`SledStore`].
-///
-/// ```no_run
-/// use annals::{Durability, SledConfig};
-///
-/// let store = SledConfig::new("data/events")
-///     .durability(Durability::Fsync)
-///     .cache_capacity(256 * 1024 * 1024)
-///     .max_event_size(128 * 1024)
-///     .open()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct SledConfig {
-    path: PathBuf,
-    durability: Durability,
-    cache_capacity: u64,
-    max_event_size: usize,
-    create_if_missing: bool,
-    flush_every_ms: u64,
-}
-
 impl SledConfig {
-    /// The defaults for a store in the directory `path`: `Fsync` durability, a 64 MiB cache, 64 KiB
-    /// events at most, and the directory created when missing.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        SledConfig {
-            path: path.into(),
-            durability: Durability::Fsync,
-            cache_capacity: 64 * 1024 * 1024,
-            max_event_size: DEFAULT_MAX_EVENT_SIZE,
-            create_if_missing: true,
-            flush_every_ms: 500,
-        }
-    }
-
-    /// When an acknowledged append is safe (default [`Durability::Fsync`]).
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
-
-    /// sled's page cache size in bytes (default 64 MiB). The process may use several times this.
-    pub fn cache_capacity(mut self, bytes: u64) -> Self {
-        self.cache_capacity = bytes;
-        self
-    }
-
-    /// The largest event accepted, in bytes of payload, type name and metadata (default 64 KiB, at
-    /// most [`MAX_EVENT_SIZE_LIMIT`]).
-    pub fn max_event_size(mut self, bytes: usize) -> Self {
-        self.max_event_size = bytes;
-        self
-    }
-
-    /// Whether to create the store when the directory holds none (default `true`). With `false`, a
-    /// missing store is [`Error::NotFound`].
-    pub fn create_if_missing(mut self, create: bool) -> Self {
-        self.create_if_missing = create;
-        self
-    }
-
-    /// How often sled writes its buffers out in the background, in milliseconds (default 500). This is
-    /// the loss window of [`Durability::Buffered`].
-    pub fn flush_every_ms(mut self, ms: u64) -> Self {
-        self.flush_every_ms = ms;
-        self
-    }
-
     /// Opens (or creates) the store: recovers the last durable state and rebuilds the in-memory id
     /// index from the log. Blocks the calling thread while it does (and for up to 500 ms while a
     /// just-closed store's lock is released).
@@ -170,24 +81,10 @@ pub struct SledStore {
 #[derive(Debug)]
 struct Inner {
     files: Arc<Files>,
-    queue: Option<mpsc::Sender<Request>>,
-    /// The writer's second stage, here for its count of queued requests.
-    pipeline: Arc<Syncer>,
-    writer: Option<JoinHandle<()>>,
-    head: watch::Receiver<Position>,
+    /// The writer threads; dropping the handle stops them after the appends already queued.
+    writer: WriterHandle,
     max_event_size: usize,
     durability: Durability,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the queue stops the writer after the groups already queued; joining it makes sure
-        // sled can release its lock, which it does shortly after the last database handle is gone.
-        drop(self.queue.take());
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
-    }
 }
 
 impl SledStore {
@@ -204,52 +101,11 @@ impl SledStore {
             return Err(Error::Config("max_event_size must be between 1 byte and 1 MiB"));
         }
         let files = Arc::new(Files::open(&config)?);
-        let last = files.last_record()?;
-        let next_position = last.as_ref().map_or(1, |r| r.last() + 1);
-        let head_now = Position::new(next_position - 1);
-        let (head_tx, head_rx) = watch::channel(head_now);
-        let poisoned = Arc::new(AtomicBool::new(false));
-        let (synced, applied) = mpsc::channel();
-        let syncer = Arc::new(Syncer {
-            files: Arc::clone(&files),
-            durability: config.durability,
-            head: head_tx,
-            poisoned: Arc::clone(&poisoned),
-            in_flight: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
-        });
-        let writer = Writer {
-            files: Arc::clone(&files),
-            durability: config.durability,
-            synced,
-            syncer: Arc::clone(&syncer),
-            next_position,
-            last_recorded: last.map_or(DateTime::<Utc>::MIN_UTC, |r| r.recorded_at),
-            heads: Default::default(),
-            ids: files.event_ids()?,
-            poisoned,
-        };
-        let pipeline = Arc::clone(&syncer);
-        let (queue, requests) = mpsc::channel();
-        let syncer = std::thread::Builder::new()
-            .name("annals-syncer".into())
-            .spawn(move || syncer.run(applied))
-            .map_err(Error::storage)?;
-        let writer = std::thread::Builder::new()
-            .name("annals-writer".into())
-            .spawn(move || {
-                writer.run(requests);
-                // The writer dropped its end of the syncer's queue: the syncer ends after the last group.
-                let _ = syncer.join();
-            })
-            .map_err(Error::storage)?;
+        let writer = writer::spawn(Arc::clone(&files), config.durability)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
                 files,
-                queue: Some(queue),
-                pipeline,
-                writer: Some(writer),
-                head: head_rx,
+                writer,
                 max_event_size: config.max_event_size,
                 durability: config.durability,
             }),
@@ -296,51 +152,12 @@ impl SledStore {
             })
             .collect();
         let (reply, answer) = oneshot::channel();
-        let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
-        self.inner.pipeline.queued.fetch_add(1, Ordering::AcqRel);
-        if queue.send(Request { appends, reply, restore }).is_err() {
-            self.inner.pipeline.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::Closed);
-        }
+        self.inner.writer.send(Request { appends, reply, restore })?;
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    /// A filtered log read through the event-type index: only the records holding wanted events are
-    /// read, so its cost follows the matching events, not the log's length.
-    fn read_log_indexed(&self, start: u64, max: usize, filter: &LogFilter, head: u64) -> Result<LogChunk> {
-        let files = &self.inner.files;
-        let mut positions = Vec::new();
-        // One more than a page per type tells whether anything is left after the page.
-        for event_type in &filter.event_types {
-            positions.extend(files.type_positions(event_type, start, head, max + 1)?);
-        }
-        positions.sort_unstable();
-        positions.dedup();
-        let complete = positions.len() <= max;
-        positions.truncate(max);
-        let mut events = Vec::with_capacity(positions.len());
-        let mut cache = None;
-        let mut next = start;
-        for position in positions {
-            match files.event_at(position, &mut cache) {
-                Ok(event) => {
-                    if filter.admits(event.stream.as_str(), &event.event_type) {
-                        events.push(event);
-                    }
-                }
-                Err(error) => return partial(events, next, error),
-            }
-            next = position + 1;
-        }
-        if complete {
-            // Every wanted event up to the head was found: the read has looked at everything.
-            next = next.max(head + 1);
-        }
-        Ok(LogChunk { events, next: Position::new(next.max(start)), end: complete })
-    }
-
     fn durable_head(&self) -> u64 {
-        self.inner.head.borrow().get()
+        self.inner.writer.head().get()
     }
 }
 
@@ -357,75 +174,11 @@ impl EventStore for SledStore {
         direction: Direction,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let head = self.durable_head();
-        let files = &self.inner.files;
-        let mut cache = None;
-        let mut events = Vec::new();
-        let from = from.get().max(1);
-        for entry in files.stream_entries(stream.as_str(), from, direction) {
-            let entry = entry?;
-            if entry.first_position > head {
-                // Not acknowledged yet; neither is anything after it.
-                if direction == Direction::Forward {
-                    break;
-                }
-                continue;
-            }
-            let versions: Box<dyn Iterator<Item = u64>> = match direction {
-                Direction::Forward => Box::new(from.max(entry.first_version)..=entry.last_version()),
-                Direction::Backward => Box::new((entry.first_version..=from.min(entry.last_version())).rev()),
-            };
-            for version in versions {
-                if events.len() >= max {
-                    return Ok(events);
-                }
-                let position = entry.first_position + (version - entry.first_version);
-                match files.event_at(position, &mut cache) {
-                    Ok(event) => events.push(event),
-                    // Give back the events before a damaged one; the next page starts at it and fails.
-                    Err(_) if !events.is_empty() => return Ok(events),
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-        Ok(events)
+        read::stream_chunk(&self.inner.files, self.durable_head(), stream, from, direction, max)
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
-        let head = self.durable_head();
-        let start = from.get().max(1);
-        if !filter.event_types.is_empty() {
-            return self.read_log_indexed(start, max.max(1), filter, head);
-        }
-        let mut events = Vec::new();
-        let mut next = start;
-        for record in self.inner.files.records_from(start) {
-            let record = match record {
-                Ok(record) => record,
-                Err(error) => return partial(events, next, error),
-            };
-            if record.first > head {
-                break;
-            }
-            for position in next.max(record.first)..=record.last() {
-                if events.len() >= max || position - start >= SCAN_BUDGET {
-                    return Ok(LogChunk { events, next: Position::new(next), end: next > head });
-                }
-                let event = if filter.is_all() {
-                    record.event(position).map(Some)
-                } else {
-                    record.event_if(position, |stream, event_type| filter.admits(stream, event_type))
-                };
-                match event {
-                    Ok(Some(event)) => events.push(event),
-                    Ok(None) => {}
-                    Err(error) => return partial(events, next, error),
-                }
-                next = position + 1;
-            }
-        }
-        let next = next.max(head + 1).max(start);
-        Ok(LogChunk { events, next: Position::new(next), end: true })
+        read::log_chunk(&self.inner.files, self.durable_head(), from, max, filter)
     }
 
     async fn head(&self) -> Result<Position> {
@@ -437,41 +190,11 @@ impl EventStore for SledStore {
     }
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
-        let head = self.durable_head();
-        let mut streams = Vec::new();
-        for name in self.inner.files.stream_names(prefix) {
-            let name = name?;
-            // A stream whose first events are not acknowledged yet does not exist yet.
-            if let Some(version) = self.inner.files.stream_version(&name, head)? {
-                let stream = StreamId::new(name).map_err(|_| Error::Corrupt {
-                    what: "stream index entry",
-                    position: Position::ZERO,
-                    reason: "its stream name is not valid",
-                })?;
-                streams.push((stream, Version::new(version)));
-            }
-        }
-        Ok(streams)
+        read::list_streams(&self.inner.files, self.durable_head(), prefix)
     }
 
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>> {
-        let head = self.durable_head();
-        // Binary search over positions; every probe lands in a record whose events share one time.
-        let (mut low, mut high) = (1, head + 1);
-        while low < high {
-            let middle = low + (high - low) / 2;
-            let record = self.inner.files.record_at(middle)?.ok_or(Error::Corrupt {
-                what: "log record",
-                position: Position::new(middle),
-                reason: "missing below the head",
-            })?;
-            if record.recorded_at >= at {
-                high = record.first.min(middle);
-            } else {
-                low = record.last() + 1;
-            }
-        }
-        Ok((low <= head).then(|| Position::new(low)))
+        read::seek_recorded(&self.inner.files, self.durable_head(), at)
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
@@ -507,7 +230,7 @@ impl EventStore for SledStore {
     }
 
     fn watch_head(&self) -> HeadWatch {
-        HeadWatch::new(self.inner.head.clone())
+        HeadWatch::new(self.inner.writer.watch_head())
     }
 }
 
@@ -517,15 +240,5 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => runtime.spawn_blocking(work).await.map_err(Error::storage)?,
         Err(_) => work(),
-    }
-}
-
-/// The answer of a log read that met a damaged event at `next`: the events before it, if any (the
-/// next page starts at the damaged one and fails), or the error.
-fn partial(events: Vec<RecordedEvent>, next: u64, error: Error) -> Result<LogChunk> {
-    if events.is_empty() {
-        Err(error)
-    } else {
-        Ok(LogChunk { events, next: Position::new(next), end: false })
     }
 }

@@ -6,13 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::codec::{insert_type_entries, stream_key, IndexEntry, RecordBuilder};
-use super::{Durability, Files};
+use super::config::Durability;
+use super::files::Files;
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::{plan_retry, AppendResult, StoredId};
@@ -20,6 +22,94 @@ use crate::stream_id::StreamId;
 
 /// The most appends one group takes from the queue.
 const MAX_GROUP: usize = 1024;
+
+/// The running writer and syncer threads of a store, owned by the store: appends go in through
+/// [`send`](Self::send), the durable head comes out through [`head`](Self::head). Dropping it closes
+/// the queue and waits for both threads to finish the groups already queued, so that sled can release
+/// its lock, which it does shortly after the last database handle is gone.
+#[derive(Debug)]
+pub(super) struct WriterHandle {
+    queue: Option<mpsc::Sender<Request>>,
+    /// The second stage, here for its count of queued requests.
+    syncer: Arc<Syncer>,
+    thread: Option<JoinHandle<()>>,
+    head: watch::Receiver<Position>,
+}
+
+/// Starts the writer and syncer threads of the store in `files`, which continue its log.
+pub(super) fn spawn(files: Arc<Files>, durability: Durability) -> Result<WriterHandle> {
+    let last = files.last_record()?;
+    let next_position = last.as_ref().map_or(1, |r| r.last() + 1);
+    let (head_tx, head_rx) = watch::channel(Position::new(next_position - 1));
+    let poisoned = Arc::new(AtomicBool::new(false));
+    let (synced, applied) = mpsc::channel();
+    let syncer = Arc::new(Syncer {
+        files: Arc::clone(&files),
+        durability,
+        head: head_tx,
+        poisoned: Arc::clone(&poisoned),
+        in_flight: AtomicUsize::new(0),
+        queued: AtomicUsize::new(0),
+    });
+    let writer = Writer {
+        ids: files.event_ids()?,
+        files,
+        durability,
+        synced,
+        syncer: Arc::clone(&syncer),
+        next_position,
+        last_recorded: last.map_or(DateTime::<Utc>::MIN_UTC, |r| r.recorded_at),
+        heads: HashMap::new(),
+        poisoned,
+    };
+    let (queue, requests) = mpsc::channel();
+    let second = Arc::clone(&syncer);
+    let syncer_thread = std::thread::Builder::new()
+        .name("annals-syncer".into())
+        .spawn(move || second.run(applied))
+        .map_err(Error::storage)?;
+    let thread = std::thread::Builder::new()
+        .name("annals-writer".into())
+        .spawn(move || {
+            writer.run(requests);
+            // The writer dropped its end of the syncer's queue: the syncer ends after the last group.
+            let _ = syncer_thread.join();
+        })
+        .map_err(Error::storage)?;
+    Ok(WriterHandle { queue: Some(queue), syncer, thread: Some(thread), head: head_rx })
+}
+
+impl WriterHandle {
+    /// Queues a request; its answer comes through its reply channel.
+    pub(super) fn send(&self, request: Request) -> Result<()> {
+        let queue = self.queue.as_ref().ok_or(Error::Closed)?;
+        self.syncer.queued.fetch_add(1, Ordering::AcqRel);
+        if queue.send(request).is_err() {
+            self.syncer.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// The durable head: the last acknowledged position.
+    pub(super) fn head(&self) -> Position {
+        *self.head.borrow()
+    }
+
+    /// A receiver of the durable head.
+    pub(super) fn watch_head(&self) -> watch::Receiver<Position> {
+        self.head.clone()
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
 
 /// One stream's part of a request, encoded by the caller.
 pub(super) struct PreparedAppend {
@@ -40,25 +130,25 @@ pub(super) struct Request {
 }
 
 /// The state only the writer thread touches.
-pub(super) struct Writer {
-    pub(super) files: Arc<Files>,
-    pub(super) durability: Durability,
+struct Writer {
+    files: Arc<Files>,
+    durability: Durability,
     /// Where applied groups go to be synced and acknowledged.
-    pub(super) synced: mpsc::Sender<Applied>,
+    synced: mpsc::Sender<Applied>,
     /// The syncer, shared with its thread: a lone append with nothing in flight is synced and
     /// acknowledged here instead, saving a thread hand-off (the latency of a sequential caller).
-    pub(super) syncer: Arc<Syncer>,
+    syncer: Arc<Syncer>,
     /// The next position to assign.
-    pub(super) next_position: u64,
-    pub(super) last_recorded: DateTime<Utc>,
+    next_position: u64,
+    last_recorded: DateTime<Utc>,
     /// Known current versions of streams (only streams that exist).
-    pub(super) heads: HashMap<StreamId, u64>,
+    heads: HashMap<StreamId, u64>,
     /// The position of every stored event id. Kept in memory rather than as sled keys: sled spends
     /// about 8 µs per key written, which would halve append throughput (docs/DESIGN.md).
-    pub(super) ids: HashMap<Uuid, u64>,
+    ids: HashMap<Uuid, u64>,
     /// Set after a failed commit (by either thread): the outcome on disk is unknown, so no more
     /// appends until reopen.
-    pub(super) poisoned: Arc<AtomicBool>,
+    poisoned: Arc<AtomicBool>,
 }
 
 /// A group that sled has applied and flushed, waiting for `fdatasync` before it is acknowledged.
@@ -72,15 +162,15 @@ pub(super) struct Applied {
 /// with no group in flight and no request waiting, is finished by the writer itself (`Syncer::finish`
 /// on its thread): there is nothing to overlap, and a thread hand-off less makes a sequential caller
 /// ~18 % faster.
-pub(super) struct Syncer {
-    pub(super) files: Arc<Files>,
-    pub(super) durability: Durability,
-    pub(super) head: watch::Sender<Position>,
-    pub(super) poisoned: Arc<AtomicBool>,
+struct Syncer {
+    files: Arc<Files>,
+    durability: Durability,
+    head: watch::Sender<Position>,
+    poisoned: Arc<AtomicBool>,
     /// Groups handed to the syncer thread and not acknowledged yet.
-    pub(super) in_flight: AtomicUsize,
+    in_flight: AtomicUsize,
     /// Requests sent to the writer and not taken off its queue yet.
-    pub(super) queued: AtomicUsize,
+    queued: AtomicUsize,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -94,7 +184,7 @@ impl std::fmt::Debug for Syncer {
 }
 
 impl Syncer {
-    pub(super) fn run(&self, applied: Receiver<Applied>) {
+    fn run(&self, applied: Receiver<Applied>) {
         while let Ok(first) = applied.recv() {
             let mut groups = vec![first];
             groups.extend(applied.try_iter());
@@ -151,7 +241,7 @@ struct Group {
 
 impl Writer {
     /// Runs until every sender is gone, then flushes once more.
-    pub(super) fn run(mut self, queue: Receiver<Request>) {
+    fn run(mut self, queue: Receiver<Request>) {
         while let Ok(first) = queue.recv() {
             let mut requests = vec![first];
             while requests.len() < MAX_GROUP {

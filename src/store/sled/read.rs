@@ -1,0 +1,174 @@
+//! The read path of a [`SledStore`](super::SledStore): stream pages, log pages (scanned, or through
+//! the event-type index), stream listing and the search by recorded time. Every read is bounded by the
+//! durable head it is given, so it shows acknowledged events only.
+
+use chrono::{DateTime, Utc};
+
+use super::files::Files;
+use crate::envelope::RecordedEvent;
+use crate::error::{Error, Result};
+use crate::position::{Position, Version};
+use crate::store::{Direction, LogChunk, LogFilter};
+use crate::stream_id::StreamId;
+
+/// How many events a filtered log read looks at before it returns a page.
+const SCAN_BUDGET: u64 = 16 * 1024;
+
+/// Up to `max` events of `stream` from version `from` on, in `direction`, up to the durable `head`.
+pub(super) fn stream_chunk(
+    files: &Files,
+    head: u64,
+    stream: &StreamId,
+    from: Version,
+    direction: Direction,
+    max: usize,
+) -> Result<Vec<RecordedEvent>> {
+    let mut cache = None;
+    let mut events = Vec::new();
+    let from = from.get().max(1);
+    for entry in files.stream_entries(stream.as_str(), from, direction) {
+        let entry = entry?;
+        if entry.first_position > head {
+            // Not acknowledged yet; neither is anything after it.
+            if direction == Direction::Forward {
+                break;
+            }
+            continue;
+        }
+        let versions: Box<dyn Iterator<Item = u64>> = match direction {
+            Direction::Forward => Box::new(from.max(entry.first_version)..=entry.last_version()),
+            Direction::Backward => Box::new((entry.first_version..=from.min(entry.last_version())).rev()),
+        };
+        for version in versions {
+            if events.len() >= max {
+                return Ok(events);
+            }
+            let position = entry.first_position + (version - entry.first_version);
+            match files.event_at(position, &mut cache) {
+                Ok(event) => events.push(event),
+                // Give back the events before a damaged one; the next page starts at it and fails.
+                Err(_) if !events.is_empty() => return Ok(events),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// A page of the log from `from`: the events `filter` admits, up to `max`, up to the durable `head`.
+pub(super) fn log_chunk(files: &Files, head: u64, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
+    let start = from.get().max(1);
+    if !filter.event_types.is_empty() {
+        return log_indexed(files, start, max.max(1), filter, head);
+    }
+    let mut events = Vec::new();
+    let mut next = start;
+    for record in files.records_from(start) {
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => return partial(events, next, error),
+        };
+        if record.first > head {
+            break;
+        }
+        for position in next.max(record.first)..=record.last() {
+            if events.len() >= max || position - start >= SCAN_BUDGET {
+                return Ok(LogChunk { events, next: Position::new(next), end: next > head });
+            }
+            let event = if filter.is_all() {
+                record.event(position).map(Some)
+            } else {
+                record.event_if(position, |stream, event_type| filter.admits(stream, event_type))
+            };
+            match event {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
+                Err(error) => return partial(events, next, error),
+            }
+            next = position + 1;
+        }
+    }
+    let next = next.max(head + 1).max(start);
+    Ok(LogChunk { events, next: Position::new(next), end: true })
+}
+
+/// A filtered log read through the event-type index: only the records holding wanted events are
+/// read, so its cost follows the matching events, not the log's length.
+fn log_indexed(files: &Files, start: u64, max: usize, filter: &LogFilter, head: u64) -> Result<LogChunk> {
+    let mut positions = Vec::new();
+    // One more than a page per type tells whether anything is left after the page.
+    for event_type in &filter.event_types {
+        positions.extend(files.type_positions(event_type, start, head, max + 1)?);
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    let complete = positions.len() <= max;
+    positions.truncate(max);
+    let mut events = Vec::with_capacity(positions.len());
+    let mut cache = None;
+    let mut next = start;
+    for position in positions {
+        match files.event_at(position, &mut cache) {
+            Ok(event) => {
+                if filter.admits(event.stream.as_str(), &event.event_type) {
+                    events.push(event);
+                }
+            }
+            Err(error) => return partial(events, next, error),
+        }
+        next = position + 1;
+    }
+    if complete {
+        // Every wanted event up to the head was found: the read has looked at everything.
+        next = next.max(head + 1);
+    }
+    Ok(LogChunk { events, next: Position::new(next.max(start)), end: complete })
+}
+
+/// Every stream whose name starts with `prefix` and that has acknowledged events, with its version.
+pub(super) fn list_streams(files: &Files, head: u64, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
+    let mut streams = Vec::new();
+    for name in files.stream_names(prefix) {
+        let name = name?;
+        // A stream whose first events are not acknowledged yet does not exist yet.
+        if let Some(version) = files.stream_version(&name, head)? {
+            let stream = StreamId::new(name).map_err(|_| Error::Corrupt {
+                what: "stream index entry",
+                position: Position::ZERO,
+                reason: "its stream name is not valid",
+            })?;
+            streams.push((stream, Version::new(version)));
+        }
+    }
+    Ok(streams)
+}
+
+/// The first position recorded at or after `at`, up to the durable `head`.
+pub(super) fn seek_recorded(files: &Files, head: u64, at: DateTime<Utc>) -> Result<Option<Position>> {
+    // Binary search over positions; every probe lands in a record whose events share one time.
+    let (mut low, mut high) = (1, head + 1);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let record = files.record_at(middle)?.ok_or(Error::Corrupt {
+            what: "log record",
+            position: Position::new(middle),
+            reason: "missing below the head",
+        })?;
+        if record.recorded_at >= at {
+            high = record.first.min(middle);
+        } else {
+            low = record.last() + 1;
+        }
+    }
+    Ok((low <= head).then(|| Position::new(low)))
+}
+
+/// The answer of a log read that met a damaged event at `next`: the events before it, if any (the
+/// next page starts at the damaged one and fails), or the error.
+fn partial(events: Vec<RecordedEvent>, next: u64, error: Error) -> Result<LogChunk> {
+    if events.is_empty() {
+        Err(error)
+    } else {
+        Ok(LogChunk { events, next: Position::new(next), end: false })
+    }
+}
