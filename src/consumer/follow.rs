@@ -9,10 +9,7 @@ use futures_core::Stream;
 use crate::envelope::RecordedEvent;
 use crate::error::Result;
 use crate::position::Position;
-use crate::store::{EventStore, HeadWatch, LogFilter};
-
-/// How many events one read of a follower fetches.
-const PAGE: usize = 512;
+use crate::store::{EventStore, HeadWatch, LogCursor, LogFilter};
 
 /// Whether a delivered event was already in the log when the follower reached it (catch-up, a
 /// replay) or arrived while it was waiting at the head (live). Handlers with side effects (emails,
@@ -118,14 +115,12 @@ pub(crate) struct Batch {
     pub(crate) caught_up: bool,
 }
 
-/// Reads the log in order from a position, page by page, waiting on the head once it has caught up.
-/// `D` is how the store is held: `&S` for a borrowed stream, `Arc<S>` for a task.
+/// Reads the log in order from a position, page by page (through the store's one paging loop,
+/// [`LogCursor`]), waiting on the head once it has caught up. `D` is how the store is held: `&S` for a
+/// borrowed stream, `Arc<S>` for a task.
 pub(crate) struct Follower<D> {
-    store: D,
+    cursor: LogCursor<D>,
     head: HeadWatch,
-    /// The first position not read yet.
-    next: Position,
-    filter: LogFilter,
     phase: Phase,
 }
 
@@ -136,12 +131,12 @@ where
 {
     pub(crate) fn new(store: D, from: Position, filter: LogFilter) -> Self {
         let head = store.watch_head();
-        Follower { store, head, next: from.max(Position::FIRST), filter, phase: Phase::CatchUp }
+        Follower { cursor: LogCursor::new(store, from, filter), head, phase: Phase::CatchUp }
     }
 
     /// Every position before this one has been read.
     pub(crate) fn through(&self) -> Position {
-        Position::new(self.next.get() - 1)
+        self.cursor.through()
     }
 
     /// Reads the next page; once live, first waits until an append is acknowledged past what was read.
@@ -151,8 +146,7 @@ where
         if phase == Phase::Live {
             self.head.wait_past(self.through()).await?;
         }
-        let chunk = self.store.read_log_chunk(self.next, PAGE, &self.filter).await?;
-        self.next = chunk.next.max(self.next);
+        let chunk = self.cursor.read_page().await?;
         let caught_up = phase == Phase::CatchUp && chunk.end;
         if caught_up {
             self.phase = Phase::Live;

@@ -11,6 +11,7 @@ pub(crate) use append::{plan_restore, plan_retry, validate_appends, StoredId};
 pub use append::{AppendResult, StreamAppend};
 pub(crate) use checkpoint::{validate_checkpoint_name, validate_checkpoint_writes};
 pub use checkpoint::{Checkpoint, CheckpointWrite, MAX_CHECKPOINT_NAME_LEN};
+pub(crate) use read::LogCursor;
 pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
 pub use snapshot::Snapshot;
 

@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
@@ -376,18 +375,66 @@ where
     }))
 }
 
+/// The one loop that pages through the log: where the next page starts, and when the log has been
+/// read to its head. [`read_log`](EventStore::read_log), the consumers' follower and replays all read
+/// the log through it. `D` is how the store is held: `&S` for a borrowed read, `Arc<S>` for a task.
+#[derive(Debug)]
+pub(crate) struct LogCursor<D> {
+    store: D,
+    /// The first position not read yet.
+    next: Position,
+    filter: LogFilter,
+}
+
+impl<D, S> LogCursor<D>
+where
+    D: std::ops::Deref<Target = S>,
+    S: EventStore + ?Sized,
+{
+    /// A cursor at `from` (inclusive; position 0 reads as the first).
+    pub(crate) fn new(store: D, from: Position, filter: LogFilter) -> Self {
+        LogCursor { store, next: from.max(Position::FIRST), filter }
+    }
+
+    /// The first position not read yet.
+    pub(crate) fn next(&self) -> Position {
+        self.next
+    }
+
+    /// Every position before this one has been read.
+    pub(crate) fn through(&self) -> Position {
+        Position::new(self.next.get() - 1)
+    }
+
+    /// Reads the next page of at most `PAGE` events the filter admits and moves past everything it
+    /// looked at. The chunk's `end` says whether the read reached the head as it was then; a store
+    /// that answers without moving forward is taken as at its end, so a read never spins. Cancel-safe:
+    /// nothing changes until the page is in.
+    pub(crate) async fn read_page(&mut self) -> Result<LogChunk> {
+        let from = self.next;
+        let mut chunk = self.store.read_log_chunk(from, PAGE, &self.filter).await?;
+        if chunk.next <= from {
+            chunk.end = true;
+        }
+        self.next = chunk.next.max(from);
+        Ok(chunk)
+    }
+}
+
 /// The lazy stream behind [`EventStore::read_log`]: it hands out buffered events synchronously and
 /// creates a future only to fetch the next page, so replays pay per page, not per event.
 struct LogPages<'a, S: ?Sized> {
-    store: &'a S,
-    filter: Arc<LogFilter>,
+    /// The cursor while no page is being fetched; `None` once the end (or an error) was reached.
+    cursor: Option<LogCursor<&'a S>>,
     until: Until,
-    /// Where the next page starts; `None` once the end (or an error) was reached.
-    next: Option<Position>,
     buffer: std::vec::IntoIter<RecordedEvent>,
     remaining: usize,
-    fetching: Option<Pin<Box<dyn Future<Output = Result<LogChunk>> + Send + 'a>>>,
+    /// A page being fetched: the future owns the cursor and gives it back with the page.
+    fetching: Option<Pin<Box<dyn Future<Output = PageRead<'a, S>> + Send + 'a>>>,
 }
+
+/// A fetched page with the cursor that read it.
+type PageRead<'a, S> = (LogCursor<&'a S>, Result<LogChunk>);
 
 /// The lazy stream behind [`EventStore::read_log`].
 pub(crate) fn log_pages<S>(store: &S, options: ReadLog) -> EventStream<'_>
@@ -395,10 +442,8 @@ where
     S: EventStore + ?Sized,
 {
     Box::pin(LogPages {
-        store,
-        filter: Arc::new(options.filter),
+        cursor: Some(LogCursor::new(store, options.from, options.filter)),
         until: options.until,
-        next: Some(options.from.max(Position::FIRST)),
         buffer: Vec::new().into_iter(),
         remaining: options.limit.unwrap_or(usize::MAX),
         fetching: None,
@@ -428,22 +473,24 @@ impl<S: EventStore + ?Sized> Stream for LogPages<'_, S> {
             let fetching = match &mut this.fetching {
                 Some(fetching) => fetching,
                 None => {
-                    let Some(from) = this.next else { return Poll::Ready(None) };
-                    if this.until.position.is_some_and(|p| from > p) {
+                    let Some(mut cursor) = this.cursor.take() else { return Poll::Ready(None) };
+                    if this.until.position.is_some_and(|p| cursor.next() > p) {
                         return Poll::Ready(None);
                     }
-                    let (store, filter) = (this.store, Arc::clone(&this.filter));
-                    this.fetching.insert(Box::pin(async move { store.read_log_chunk(from, PAGE, &filter).await }))
+                    this.fetching.insert(Box::pin(async move {
+                        let page = cursor.read_page().await;
+                        (cursor, page)
+                    }))
                 }
             };
-            let chunk = match fetching.as_mut().poll(cx) {
+            let (cursor, chunk) = match fetching.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(chunk) => chunk,
+                Poll::Ready(read) => read,
             };
             this.fetching = None;
             match chunk {
                 Ok(chunk) => {
-                    this.next = (!chunk.end).then_some(chunk.next);
+                    this.cursor = (!chunk.end).then_some(cursor);
                     this.buffer = chunk.events.into_iter();
                 }
                 Err(error) => {

@@ -17,7 +17,7 @@ use crate::consumer::{
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;
-use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter, Until};
+use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogCursor, LogFilter, Until};
 
 /// A read model: it handles the events it asks for, in log order, and is rebuilt by replaying them.
 ///
@@ -117,11 +117,14 @@ where
     S: EventStore + ?Sized,
     P: Projection,
 {
-    let (mut next, occurred_from) = start.resolve(store).await?;
-    let filter = projection.filter();
-    // Page by page through the chunk primitive: no per-event stream machinery on the replay path.
+    let (from, occurred_from) = start.resolve(store).await?;
+    // A cursor driven to its bound: the store's one paging loop, without per-event stream machinery.
+    let mut cursor = LogCursor::new(store, from, projection.filter());
     loop {
-        let chunk = store.read_log_chunk(next, REPLAY_PAGE, &filter).await?;
+        if until.position.is_some_and(|bound| cursor.next() > bound) {
+            return Ok(projection);
+        }
+        let chunk = cursor.read_page().await?;
         for event in &chunk.events {
             if until.is_past(event) {
                 return Ok(projection);
@@ -133,15 +136,11 @@ where
                 return Err(handler_error(&projection, event, source));
             }
         }
-        if chunk.end || chunk.next <= next {
+        if chunk.end {
             return Ok(projection);
         }
-        next = chunk.next;
     }
 }
-
-/// How many events one read of a replay fetches.
-const REPLAY_PAGE: usize = 512;
 
 fn handler_error<P: Projection>(projection: &P, event: &RecordedEvent, source: HandlerError) -> Error {
     Error::Handler { consumer: projection.name().to_owned(), position: event.position, attempts: 1, source }
