@@ -10,30 +10,33 @@
 //!   often each activity happened;
 //! - an aggregate loaded as of an occurred time: what ticket "Case 7" looked like on a given day.
 //!
-//! Run it with `cargo run --release --example helpdesk`. It reads `../shared/data/helpdesk.csv`
-//! beside the repository, or the CSV file given as its argument
-//! (`cargo run --release --example helpdesk -- path/to/helpdesk.csv`); without the file it says so
-//! and exits successfully. `tests/helpdesk_import.rs` checks its answers against a plain computation
-//! over the CSV rows.
+//! Run it with `cargo run --release --example helpdesk`. It reads the log shipped with the repository,
+//! `data/helpdesk.csv.gz` (gzip, decompressed as it is read; `data/README.md` has its origin and
+//! licence), or the log given as its argument, a CSV file or a gzipped one if its name ends in `.gz`
+//! (`cargo run --release --example helpdesk -- path/to/helpdesk.csv`). A log that does not open is an
+//! error. `tests/helpdesk_import.rs` checks its answers against a plain computation over the CSV rows.
 
 #![allow(clippy::print_stdout)] // printing is what the example is for
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::error::Error;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use annals::import::{CsvImport, ImportError, ImportSummary};
+use annals::import::{CsvImport, ImportSummary};
 use annals::{
     replay, Aggregate, AsOf, Event, EventStore, HandlerError, Loaded, LogFilter, Phase, Projection, RecordedEvent,
     Repository, SledStore, Start, Until,
 };
 use chrono::{DateTime, NaiveDate, Utc};
+use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
 
-/// Where the data set is, relative to the repository.
-const DEFAULT_CSV: &str = "../shared/data/helpdesk.csv";
+/// The log shipped with the repository, relative to it.
+const SHIPPED_LOG: &str = "data/helpdesk.csv.gz";
 
 /// The credit line of the data set.
 pub(crate) const CREDIT: &str =
@@ -145,10 +148,27 @@ pub(crate) fn helpdesk_import() -> CsvImport {
     CsvImport::new("case", "activity", "timestamp").stream_prefix(format!("{}-", Ticket::TYPE))
 }
 
-/// Imports the CSV at `csv` into `store`; returns the summary and how long it took.
-pub(crate) async fn import(store: &SledStore, csv: &Path) -> Result<(ImportSummary, Duration), ImportError> {
+/// The log shipped with the repository, `data/helpdesk.csv.gz`.
+pub(crate) fn shipped_log() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(SHIPPED_LOG)
+}
+
+/// Opens the log at `path` for reading: decompressed as it is read if its name ends in `.gz`, as it
+/// is otherwise. The error names the path.
+pub(crate) fn open_log(path: &Path) -> Result<Box<dyn Read>, Box<dyn Error>> {
+    let file = File::open(path).map_err(|error| format!("cannot open the log {}: {error}", path.display()))?;
+    if path.extension().is_some_and(|extension| extension == "gz") {
+        Ok(Box::new(GzDecoder::new(file)))
+    } else {
+        Ok(Box::new(file))
+    }
+}
+
+/// Imports the log at `path` (see [`open_log`]) into `store`; returns the summary and how long it
+/// took, decompression included.
+pub(crate) async fn import(store: &SledStore, path: &Path) -> Result<(ImportSummary, Duration), Box<dyn Error>> {
     let started = Instant::now();
-    let summary = helpdesk_import().import_file(store, csv, |_progress| {}).await?;
+    let summary = helpdesk_import().import_reader(store, open_log(path)?, |_progress| {}).await?;
     Ok((summary, started.elapsed()))
 }
 
@@ -230,10 +250,10 @@ fn describe(ticket: &Loaded<Ticket>) -> String {
 // ---------------------------------------------------------------------------------------------------
 // The demo.
 
-async fn run(csv: &Path, db: &Path) -> Result<(), Box<dyn Error>> {
+async fn run(log: &Path, db: &Path) -> Result<(), Box<dyn Error>> {
     let store = SledStore::open(db)?;
-    println!("Importing {} into a sled store (fsync on every batch)...", csv.display());
-    let (first, took) = import(&store, csv).await?;
+    println!("Importing {} into a sled store (fsync on every batch)...", log.display());
+    let (first, took) = import(&store, log).await?;
     println!(
         "  {} rows -> {} events in {} ticket streams in {:.2} s ({} skipped)",
         first.rows,
@@ -242,7 +262,7 @@ async fn run(csv: &Path, db: &Path) -> Result<(), Box<dyn Error>> {
         took.as_secs_f64(),
         first.skipped.len()
     );
-    let (again, took) = import(&store, csv).await?;
+    let (again, took) = import(&store, log).await?;
     println!(
         "  the same import again: {} written, {} already present, head still {} ({:.2} s)",
         again.events_written,
@@ -280,14 +300,7 @@ async fn run(csv: &Path, db: &Path) -> Result<(), Box<dyn Error>> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let csv = match std::env::args_os().nth(1) {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CSV),
-    };
-    if !csv.is_file() {
-        println!("helpdesk: no data at {}; give the CSV's path as the argument. Nothing to do.", csv.display());
-        return Ok(());
-    }
+    let log = std::env::args_os().nth(1).map_or_else(shipped_log, PathBuf::from);
     let dir = tempfile::tempdir()?;
-    run(&csv, dir.path()).await
+    run(&log, dir.path()).await
 }
