@@ -221,13 +221,25 @@ pub enum Error {
     },
 
     /// A consumer's saved state or configuration does not match the code that reads it (a different
-    /// partition count, an undecodable saved state). A deployment error: the message says what differs.
+    /// partition count, an undecodable saved state), or it was asked for something after it stopped.
+    /// `problem` says which; each [`ConsumerProblem`] variant says how to handle it.
     #[error("consumer {consumer:?}: {problem}")]
     Consumer {
         /// The projection or subscription.
         consumer: String,
-        /// What does not match.
-        problem: String,
+        /// What does not match, or that it stopped.
+        problem: ConsumerProblem,
+    },
+
+    /// A projection or subscription handler panicked. The consumer stopped at once, without
+    /// committing the event it was handling, so a restart handles that event again. A bug in the
+    /// handler: fix it, then restart the consumer.
+    #[error("consumer {consumer:?} stopped: its handler panicked{}", match message { Some(m) => format!(" with {m:?}"), None => String::new() })]
+    HandlerPanicked {
+        /// The projection or subscription.
+        consumer: String,
+        /// The panic's message, when it was a string.
+        message: Option<String>,
     },
 
     /// Events given to [`EventStore::restore`](crate::EventStore::restore) do not continue the log:
@@ -244,12 +256,13 @@ pub enum Error {
 
     /// A line given to [`import_jsonl`](crate::import_jsonl) is not a line of an export. The lines
     /// before it were imported; fix the input and run the import again (it skips what is stored).
-    #[error("line {line} of the export: {reason}")]
+    #[error("line {line} of the export is not an export line")]
     InvalidExport {
         /// The 1-based line number in the input.
         line: u64,
-        /// What is wrong with it.
-        reason: String,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
     },
 
     /// Another process (or another handle in this one) has the database open. Close it, or wait.
@@ -257,6 +270,17 @@ pub enum Error {
     Locked {
         /// The database directory.
         path: PathBuf,
+    },
+
+    /// The database directory cannot be opened: the path is a regular file, or is not readable or
+    /// writable by this process, or the directory cannot be created. Fix the path or its permissions.
+    #[error("cannot open the database at {path:?}")]
+    CannotOpen {
+        /// The database directory.
+        path: PathBuf,
+        /// What the operating system or the storage engine said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// There is no database at the path and the config said not to create one.
@@ -332,7 +356,98 @@ pub enum InvalidName {
     },
 }
 
+/// What is wrong with a projection or subscription: the `problem` of [`Error::Consumer`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerProblem {
+    /// It has stopped (asked to, or on an error that its own `stop()` returns); the request could
+    /// not be served. Restart it if it should be running.
+    #[error("it has stopped")]
+    Stopped,
+    /// It stopped before its state was complete (a projection that never caught up once). See its
+    /// `stop()` for why.
+    #[error("it stopped before its state was complete")]
+    StoppedBeforeComplete,
+    /// It stopped before the rebuild it was asked for finished; the previous state stays saved.
+    #[error("it stopped before the rebuild finished")]
+    StoppedBeforeRebuilt,
+    /// It stopped before it reached a position it was waited on for.
+    #[error("it stopped before reaching position {wanted}")]
+    StoppedBeforePosition {
+        /// The position waited for.
+        wanted: Position,
+    },
+    /// Its saved state does not decode into the projection at the same version: the projection's
+    /// type changed without a version bump. Bump its version (it is then rebuilt) or restore the
+    /// old type.
+    #[error("its saved state does not decode")]
+    SavedStateUndecodable,
+    /// It was saved without a state but is now run as a persisted projection at the same version.
+    /// Bump its version to rebuild it.
+    #[error("it was saved without its state, but is kept with its state")]
+    SavedWithoutState,
+    /// Its state does not serialize to JSON: a bug in its `Serialize` implementation.
+    #[error("its state does not encode")]
+    StateDoesNotEncode(#[source] serde_json::Error),
+    /// A checkpoint under its name was not written by a consumer of this kind (another program
+    /// uses the same name, or the data is damaged). Use another name, or delete the checkpoint.
+    #[error("a saved checkpoint is not a {kind}'s")]
+    ForeignCheckpoint {
+        /// `"projection"` or `"subscription"`.
+        kind: &'static str,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A subscription's checkpoints were saved with another partition count than it is configured
+    /// with. Configure the saved count, or start under a new name.
+    #[error("saved with {saved} partitions, configured with {configured}")]
+    PartitionCount {
+        /// The partition count of the saved checkpoints.
+        saved: u32,
+        /// The configured partition count.
+        configured: u32,
+    },
+}
+
 impl Error {
+    /// Whether the error is an optimistic-concurrency conflict ([`Error::WrongExpectedVersion`]):
+    /// another writer appended first. Reload and decide again (the repository does this itself).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::WrongExpectedVersion { .. })
+    }
+
+    /// Whether the same call may succeed if made again later, unchanged: a storage failure, a lock
+    /// held by another process, or a wait that ran out of time. Conflicts are not counted here (they
+    /// need a new decision, see [`is_conflict`](Self::is_conflict)), nor is anything the caller or
+    /// the data must fix first.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Storage(_) | Error::Locked { .. } | Error::Timeout { .. })
+    }
+
+    /// Whether the error reports damaged or unreadable stored data ([`Error::Corrupt`], or a format
+    /// this version cannot read): never retried; restore from a backup or export what still reads.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::UnsupportedFormat { .. })
+    }
+
+    /// Whether the error was caused by the caller's input (a name, an event, an append's shape, a
+    /// configuration value): fix the input; retrying it unchanged fails the same way.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::EmptyAppend { .. }
+                | Error::DuplicateStreamInAppend { .. }
+                | Error::InvalidStreamId { .. }
+                | Error::InvalidEventType { .. }
+                | Error::InvalidCheckpointName { .. }
+                | Error::EventTooLarge { .. }
+                | Error::InvalidPayload { .. }
+                | Error::DuplicateEventId { .. }
+                | Error::Config(_)
+        )
+    }
+
     /// Wraps a storage engine's error without naming its type in the public API.
     pub(crate) fn storage(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::Storage(Box::new(source))
@@ -351,6 +466,31 @@ mod tests {
             actual: Some(Version::new(4)),
         };
         assert_eq!(err.to_string(), r#"stream "order-7" is at version 4, expected version 3"#);
+        assert!(err.is_conflict());
+        assert!(!err.is_retryable() && !err.is_corruption() && !err.is_invalid_input());
         Ok(())
+    }
+
+    #[test]
+    fn the_helpers_sort_errors_by_what_to_do() {
+        let storage = Error::storage(std::io::Error::other("disk full"));
+        assert!(storage.is_retryable() && !storage.is_conflict());
+        assert!(Error::Locked { path: PathBuf::from("db") }.is_retryable());
+        let corrupt = Error::Corrupt { what: "log record", position: Position::new(3), reason: "bad checksum" };
+        assert!(corrupt.is_corruption() && !corrupt.is_retryable());
+        let empty = Error::EmptyAppend { stream: "a".into() };
+        assert!(empty.is_invalid_input() && !empty.is_retryable() && !empty.is_conflict());
+        assert!(!Error::Closed.is_retryable() && !Error::Closed.is_invalid_input());
+    }
+
+    #[test]
+    fn consumer_problems_are_typed_and_named_in_the_message() {
+        let err = Error::Consumer {
+            consumer: "emails".into(),
+            problem: ConsumerProblem::PartitionCount { saved: 4, configured: 8 },
+        };
+        assert_eq!(err.to_string(), r#"consumer "emails": saved with 4 partitions, configured with 8"#);
+        let panicked = Error::HandlerPanicked { consumer: "emails".into(), message: Some("boom".into()) };
+        assert_eq!(panicked.to_string(), r#"consumer "emails" stopped: its handler panicked with "boom""#);
     }
 }

@@ -201,7 +201,7 @@ pub use crate::consumer::subscription::{
 };
 pub use crate::consumer::{HandlerError, Start};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
-pub use crate::error::{Error, InvalidName, Result};
+pub use crate::error::{ConsumerProblem, Error, InvalidName, Result};
 pub use crate::event::{DecodeError, Event};
 pub use crate::position::{ExpectedVersion, Position, Version};
 pub use crate::store::memory::MemoryStore;

@@ -119,8 +119,8 @@ where
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line)
-            .map_err(|e| Error::InvalidExport { line: index as u64 + 1, reason: format!("not an export line: {e}") })?;
+        let parsed: Line =
+            serde_json::from_str(&line).map_err(|source| Error::InvalidExport { line: index as u64 + 1, source })?;
         match parsed {
             Line::Event(event) => {
                 let cut =

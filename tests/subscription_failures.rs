@@ -3,8 +3,7 @@
 //! replayed or skipped on request) while the subscription goes on; or, with `OnFailure::Stop`, the
 //! worker stops with `Error::Handler`, its checkpoint before the event, which a restart delivers first.
 //! Each property runs on both stores; the sled runs reopen the store across restarts. A handle kept
-//! after its worker stopped answers waits with `Error::Consumer` (two tests, ignored until that is
-//! fixed in src).
+//! after its worker stopped answers waits with `Error::Consumer`.
 
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -5,14 +5,16 @@ pub(crate) mod follow;
 pub(crate) mod projection;
 pub(crate) mod subscription;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use crate::envelope::RecordedEvent;
-use crate::error::{Error, Result};
+use crate::error::{ConsumerProblem, Error, Result};
 use crate::position::Position;
 use crate::store::{EventStore, HeadWatch};
 
@@ -170,7 +172,7 @@ impl ProgressWatch {
                 .await;
         match reached {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(self.stopped()),
+            Ok(Err(_)) => Err(self.stopped(ConsumerProblem::StoppedBeforePosition { wanted: position })),
             Err(_) => Err(Error::Timeout {
                 consumer: self.name.clone(),
                 wanted: position,
@@ -186,11 +188,55 @@ impl ProgressWatch {
         let result = progress.wait_for(|p| p.caught_up.is_some()).await.map(|p| p.caught_up);
         match result {
             Ok(Some(position)) => Ok(position),
-            _ => Err(self.stopped()),
+            _ => Err(self.stopped(ConsumerProblem::StoppedBeforeComplete)),
         }
     }
 
-    fn stopped(&self) -> Error {
-        Error::Consumer { consumer: self.name.clone(), problem: "stopped before reaching the position".into() }
+    fn stopped(&self, problem: ConsumerProblem) -> Error {
+        Error::Consumer { consumer: self.name.clone(), problem }
+    }
+}
+
+/// The task of a running consumer (a projector, or a subscription worker), shared by its handles:
+/// the one way to stop one and learn how it ended.
+#[derive(Clone, Debug)]
+pub(crate) struct Running {
+    name: String,
+    task: Arc<Mutex<Option<JoinHandle<Result<()>>>>>,
+}
+
+impl Running {
+    pub(crate) fn new(name: String, task: JoinHandle<Result<()>>) -> Self {
+        Running { name, task: Arc::new(Mutex::new(Some(task))) }
+    }
+
+    /// Sends `stop` to the task (a task that has ended already ignores it), waits for the task to
+    /// end, and returns how it ended: `Ok`, the error that stopped it, or
+    /// [`Error::HandlerPanicked`] when a handler panicked. Only the first call waits; later ones
+    /// answer `Ok(())`.
+    pub(crate) async fn stop<C>(&self, commands: &mpsc::Sender<C>, stop: C) -> Result<()> {
+        let _ = commands.send(stop).await;
+        let task = self.task.lock().ok().and_then(|mut task| task.take());
+        match task {
+            Some(task) => ended(&self.name, task.await),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How a consumer's task ended, from what joining it gave.
+fn ended(name: &str, joined: std::result::Result<Result<()>, JoinError>) -> Result<()> {
+    match joined {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => {
+            let payload = error.into_panic();
+            let message = match payload.downcast::<String>() {
+                Ok(message) => Some(*message),
+                Err(payload) => payload.downcast_ref::<&str>().map(|message| (*message).to_owned()),
+            };
+            Err(Error::HandlerPanicked { consumer: name.to_owned(), message })
+        }
+        // Cancelled: the runtime shut down under it.
+        Err(_) => Err(Error::Closed),
     }
 }

@@ -8,14 +8,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, watch, RwLock, RwLockReadGuard};
-use tokio::task::JoinHandle;
 
 use crate::consumer::follow::{Batch, Follower, Phase};
 use crate::consumer::{
-    occurred_before, sleep_until, CheckpointPolicy, HandlerError, Pending, Progress, ProgressWatch, Start,
+    occurred_before, sleep_until, CheckpointPolicy, HandlerError, Pending, Progress, ProgressWatch, Running, Start,
 };
 use crate::envelope::RecordedEvent;
-use crate::error::{Error, Result};
+use crate::error::{ConsumerProblem, Error, Result};
 use crate::position::Position;
 use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogCursor, LogFilter, Until};
 
@@ -308,6 +307,7 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
         let (commands, inbox) = mpsc::channel(8);
         let state = Arc::new(RwLock::new(restored.live));
         let watch = ProgressWatch { name: name.clone(), progress: progress_rx, head: self.store.watch_head() };
+        let running_name = name.clone();
         let task = Task {
             name,
             live_key: live_key(&restored.name_key),
@@ -318,13 +318,7 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
             runner: self,
         };
         let handle = tokio::spawn(task.run(restored.live_from, restored.rebuild, inbox));
-        Ok(ProjectionHandle {
-            state,
-            watch,
-            ready: ready_rx,
-            commands,
-            task: Arc::new(std::sync::Mutex::new(Some(handle))),
-        })
+        Ok(ProjectionHandle { state, watch, ready: ready_rx, commands, running: Running::new(running_name, handle) })
     }
 
     /// Decides where the live projection stands, and whether a rebuild must run first.
@@ -353,7 +347,8 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
         let restored_state = self.decode_state(&name_key, stored.state.as_deref(), first)?;
         let live_from = Run::at(Position::new(saved.position.get() + 1), None);
         if stored.version == version {
-            let live = restored_state.ok_or_else(|| consumer_error(&name_key, "saved state does not decode"))?;
+            let live =
+                restored_state.ok_or_else(|| consumer_error(&name_key, ConsumerProblem::SavedStateUndecodable))?;
             return Ok(Restored { name_key, live, live_from, committed: saved.position, ready: true, rebuild: None });
         }
         // Another version was saved: rebuild it in the shadow. Readers keep the old state if it still
@@ -385,7 +380,7 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
     fn decode_state(&self, name: &str, state: Option<&str>, fresh: P) -> Result<Option<P>> {
         match (&self.keep, state) {
             (Keep::State { decode, .. }, Some(state)) => Ok(decode(state).ok()),
-            (Keep::State { .. }, None) => Err(consumer_error(name, "saved without state, but kept with state")),
+            (Keep::State { .. }, None) => Err(consumer_error(name, ConsumerProblem::SavedWithoutState)),
             _ => Ok(Some(fresh)),
         }
     }
@@ -395,7 +390,7 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
         match &self.keep {
             Keep::State { encode, .. } => {
                 let state =
-                    encode(instance).map_err(|e| consumer_error(name, &format!("state does not encode: {e}")))?;
+                    encode(instance).map_err(|e| consumer_error(name, ConsumerProblem::StateDoesNotEncode(e)))?;
                 Ok(format!(r#"{{"version":{version},"state":{state}}}"#))
             }
             _ => Ok(format!(r#"{{"version":{version}}}"#)),
@@ -434,8 +429,8 @@ fn shadow_key(name: &str) -> String {
     format!("projection-rebuild/{name}")
 }
 
-fn consumer_error(name: &str, problem: &str) -> Error {
-    Error::Consumer { consumer: name.to_owned(), problem: problem.to_owned() }
+fn consumer_error(name: &str, problem: ConsumerProblem) -> Error {
+    Error::Consumer { consumer: name.to_owned(), problem }
 }
 
 /// The JSON a projector saves in a checkpoint's state.
@@ -454,7 +449,7 @@ struct Decoded {
 fn decode_saved(name: &str, checkpoint: &Checkpoint) -> Result<Decoded> {
     let text = checkpoint.state.as_deref().unwrap_or(r#"{"version":0}"#);
     let saved: Saved = serde_json::from_str(text)
-        .map_err(|e| consumer_error(name, &format!("saved checkpoint is not a projection's: {e}")))?;
+        .map_err(|source| consumer_error(name, ConsumerProblem::ForeignCheckpoint { kind: "projection", source }))?;
     Ok(Decoded { version: saved.version, state: saved.state.map(|raw| raw.get().to_owned()) })
 }
 
@@ -570,7 +565,7 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
             Err(error) => Err(error),
         };
         for reply in waiting_rebuild {
-            let _ = reply.send(Err(consumer_error(&self.name, "stopped before the rebuild finished")));
+            let _ = reply.send(Err(consumer_error(&self.name, ConsumerProblem::StoppedBeforeRebuilt)));
         }
         result
     }
@@ -688,10 +683,11 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
     }
 
     /// Swaps a caught-up shadow in: one atomic write makes it the saved projection and drops the
-    /// shadow's key; then readers see it at once.
+    /// shadow's key; then readers see it at once. A live lane is live already and comes back as it is.
     async fn swap(&self, lane: Lane<S, P>, filter: &LogFilter) -> Result<Lane<S, P>> {
-        let Target::Shadow(instance) = lane.instance else {
-            return Err(consumer_error(&self.name, "only a shadow can be swapped in"));
+        let instance = match lane.instance {
+            Target::Shadow(instance) => instance,
+            Target::Live(state) => return Ok(Lane { instance: Target::Live(state), ..lane }),
         };
         let through = lane.follower.through();
         if !matches!(self.runner.keep, Keep::Nothing) {
@@ -749,7 +745,7 @@ pub struct ProjectionHandle<P> {
     watch: ProgressWatch,
     ready: watch::Receiver<bool>,
     commands: mpsc::Sender<Command>,
-    task: Arc<std::sync::Mutex<Option<JoinHandle<Result<()>>>>>,
+    running: Running,
 }
 
 impl<P> Clone for ProjectionHandle<P> {
@@ -759,7 +755,7 @@ impl<P> Clone for ProjectionHandle<P> {
             watch: self.watch.clone(),
             ready: self.ready.clone(),
             commands: self.commands.clone(),
-            task: Arc::clone(&self.task),
+            running: self.running.clone(),
         }
     }
 }
@@ -775,7 +771,7 @@ impl<P: Projection> ProjectionHandle<P> {
     pub async fn read(&self) -> Result<RwLockReadGuard<'_, P>> {
         let mut ready = self.ready.clone();
         if ready.wait_for(|ready| *ready).await.is_err() {
-            return Err(consumer_error(&self.watch.name, "stopped before its state was complete"));
+            return Err(consumer_error(&self.watch.name, ConsumerProblem::StoppedBeforeComplete));
         }
         Ok(self.state.read().await)
     }
@@ -819,7 +815,7 @@ impl<P: Projection> ProjectionHandle<P> {
     /// [`Error::Consumer`] when the projector stopped first; the rebuild's errors.
     pub async fn rebuild(&self) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || consumer_error(&self.watch.name, "stopped");
+        let stopped = || consumer_error(&self.watch.name, ConsumerProblem::Stopped);
         self.commands.send(Command::Rebuild(reply)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -828,13 +824,9 @@ impl<P: Projection> ProjectionHandle<P> {
     /// the error that stopped it earlier, if one did.
     ///
     /// # Errors
-    /// The projector's error ([`Error::Handler`], store errors).
+    /// The projector's error ([`Error::Handler`], store errors); [`Error::HandlerPanicked`] when the
+    /// projection's `handle` panicked.
     pub async fn stop(self) -> Result<()> {
-        let _ = self.commands.send(Command::Stop).await;
-        let task = self.task.lock().ok().and_then(|mut task| task.take());
-        match task {
-            Some(task) => task.await.map_err(Error::storage)?,
-            None => Ok(()),
-        }
+        self.running.stop(&self.commands, Command::Stop).await
     }
 }

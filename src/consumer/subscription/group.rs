@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, watch};
 use super::worker::{SubscriptionHandle, Worker};
 use super::{partition_key, saved_partitions, Handler, SavedPartition, Setup, SubscriptionConfig};
 use crate::consumer::{Progress, ProgressWatch};
-use crate::error::{Error, Result};
+use crate::error::{ConsumerProblem, Error, Result};
 use crate::position::Position;
 use crate::store::EventStore;
 
@@ -65,10 +65,10 @@ impl<S: EventStore + 'static> SubscriptionGroup<S> {
                 _ => {
                     return Err(Error::Consumer {
                         consumer: config.name.clone(),
-                        problem: format!(
-                            "saved with {} partitions, configured with {}",
-                            state.partitions, config.partitions
-                        ),
+                        problem: ConsumerProblem::PartitionCount {
+                            saved: state.partitions,
+                            configured: config.partitions,
+                        },
                     })
                 }
             }

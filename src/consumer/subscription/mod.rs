@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::consumer::follow::Phase;
 use crate::consumer::{CheckpointPolicy, HandlerError, Start};
 use crate::envelope::RecordedEvent;
-use crate::error::{Error, Result};
+use crate::error::{ConsumerProblem, Error, Result};
 use crate::position::Position;
 use crate::store::{EventStore, LogFilter};
 
@@ -500,9 +500,9 @@ pub(crate) struct SavedPartition {
 impl SavedPartition {
     pub(crate) fn decode(name: &str, state: Option<&str>) -> Result<SavedPartition> {
         let state = state.unwrap_or("{}");
-        serde_json::from_str(state).map_err(|e| Error::Consumer {
+        serde_json::from_str(state).map_err(|source| Error::Consumer {
             consumer: name.to_owned(),
-            problem: format!("saved checkpoint is not a subscription's: {e}"),
+            problem: ConsumerProblem::ForeignCheckpoint { kind: "subscription", source },
         })
     }
 }

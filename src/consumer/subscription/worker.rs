@@ -2,7 +2,7 @@
 //! its handler with retries, parks what keeps failing, and commits checkpoints in batches.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
@@ -14,9 +14,9 @@ use super::{
     drop_parked, partition_key, partition_of, Handler, OnFailure, Parked, ParkedReplay, SavedPartition, Setup,
 };
 use crate::consumer::follow::{Batch, Follower, Phase};
-use crate::consumer::{occurred_before, sleep_until, HandlerError, Pending, ProgressWatch};
+use crate::consumer::{occurred_before, sleep_until, HandlerError, Pending, ProgressWatch, Running};
 use crate::envelope::RecordedEvent;
-use crate::error::{Error, Result};
+use crate::error::{ConsumerProblem, Error, Result};
 use crate::position::Position;
 use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter};
 
@@ -35,7 +35,7 @@ pub struct SubscriptionHandle {
     coordinator: Arc<Coordinator>,
     watch: ProgressWatch,
     commands: mpsc::Sender<Command>,
-    task: Arc<Mutex<Option<JoinHandle<Result<()>>>>>,
+    running: Running,
     /// Closed when the worker's task ends.
     alive: watch::Receiver<()>,
 }
@@ -49,7 +49,8 @@ impl SubscriptionHandle {
         alive: watch::Receiver<()>,
     ) -> Self {
         let watch = coordinator.watch();
-        SubscriptionHandle { worker, coordinator, watch, commands, task: Arc::new(Mutex::new(Some(task))), alive }
+        let running = Running::new(coordinator.name.clone(), task);
+        SubscriptionHandle { worker, coordinator, watch, commands, running, alive }
     }
 
     /// Resolves when the worker's task has ended.
@@ -146,14 +147,10 @@ impl SubscriptionHandle {
     /// earlier, if one did.
     ///
     /// # Errors
-    /// The worker's error ([`Error::Handler`] under [`OnFailure::Stop`], store errors).
+    /// The worker's error ([`Error::Handler`] under [`OnFailure::Stop`], store errors);
+    /// [`Error::HandlerPanicked`] when its handler panicked.
     pub async fn stop(self) -> Result<()> {
-        let _ = self.commands.send(Command::Stop).await;
-        let task = self.task.lock().ok().and_then(|mut task| task.take());
-        match task {
-            Some(task) => task.await.map_err(Error::storage)?,
-            None => Ok(()),
-        }
+        self.running.stop(&self.commands, Command::Stop).await
     }
 
     async fn send(&self, command: Command) -> Result<()> {
@@ -161,7 +158,7 @@ impl SubscriptionHandle {
     }
 
     fn stopped(&self) -> Error {
-        Error::Consumer { consumer: self.coordinator.name.clone(), problem: "the worker has stopped".into() }
+        Error::Consumer { consumer: self.coordinator.name.clone(), problem: ConsumerProblem::Stopped }
     }
 }
 

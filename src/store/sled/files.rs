@@ -51,6 +51,10 @@ pub(super) struct Files {
 impl Files {
     pub(super) fn open(config: &SledConfig) -> Result<Self> {
         let path = config.path.clone();
+        if path.exists() && !path.is_dir() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotADirectory, "the path is not a directory");
+            return Err(cannot_open(&path, source));
+        }
         if !config.create_if_missing && !path.join("db").is_file() {
             return Err(Error::NotFound { path });
         }
@@ -74,7 +78,7 @@ impl Files {
         ensure_type_index(&db, &tree)?;
         let snapshots = db.open_tree(SNAPSHOTS).map_err(Error::storage)?;
         let checkpoints = db.open_tree(CHECKPOINTS).map_err(Error::storage)?;
-        let data = File::options().read(true).write(true).open(path.join("db")).map_err(Error::storage)?;
+        let data = File::options().read(true).write(true).open(path.join("db")).map_err(|e| cannot_open(&path, e))?;
         Ok(Files { path, db, tree, snapshots, checkpoints, data, synced_blobs: Mutex::new(HashSet::new()) })
     }
 
@@ -437,6 +441,13 @@ fn open_error(path: &Path, error: sled::Error) -> Error {
         sled::Error::Corruption { .. } => {
             Error::Corrupt { what: "sled database", position: Position::ZERO, reason: "sled reports corruption" }
         }
+        // The directory or its files cannot be created or read: permissions, a file in the way.
+        sled::Error::Io(source) => cannot_open(path, source),
         other => Error::storage(other),
     }
+}
+
+/// The store's directory cannot be opened, and why.
+fn cannot_open(path: &Path, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::CannotOpen { path: path.to_owned(), source: Box::new(source) }
 }
