@@ -1,0 +1,106 @@
+//! [`ProjectionHandle`]: reading a running projection, waiting for it, rebuilding and stopping it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, RwLock, RwLockReadGuard};
+
+use super::saved::consumer_error;
+use super::task::Command;
+use super::Projection;
+use crate::consumer::{ProgressWatch, Running};
+use crate::error::{ConsumerProblem, Result};
+use crate::position::Position;
+
+/// A running projection: read its state, wait for it to reach a position, rebuild it, stop it.
+/// Cloning gives another handle; when the last one is dropped, the projector stops.
+pub struct ProjectionHandle<P> {
+    pub(super) state: Arc<RwLock<P>>,
+    pub(super) watch: ProgressWatch,
+    pub(super) ready: watch::Receiver<bool>,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) running: Running,
+}
+
+impl<P> Clone for ProjectionHandle<P> {
+    fn clone(&self) -> Self {
+        ProjectionHandle {
+            state: Arc::clone(&self.state),
+            watch: self.watch.clone(),
+            ready: self.ready.clone(),
+            commands: self.commands.clone(),
+            running: self.running.clone(),
+        }
+    }
+}
+
+impl<P: Projection> ProjectionHandle<P> {
+    /// The projection's state, once it is complete: restored from its saved state, or caught up with
+    /// the head once. During a rebuild, readers keep the previous complete state (if the saved one
+    /// still decodes) until the shadow copy has caught up and is swapped in; they never see a
+    /// half-built one.
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when the projector stopped before the state was complete.
+    pub async fn read(&self) -> Result<RwLockReadGuard<'_, P>> {
+        let mut ready = self.ready.clone();
+        if ready.wait_for(|ready| *ready).await.is_err() {
+            return Err(consumer_error(&self.watch.name, ConsumerProblem::StoppedBeforeComplete));
+        }
+        Ok(self.state.read().await)
+    }
+
+    /// The last position handled (events the filter skips count as handled).
+    pub fn position(&self) -> Position {
+        self.watch.now().processed
+    }
+
+    /// The last position saved in the store.
+    pub fn checkpoint(&self) -> Position {
+        self.watch.now().checkpoint
+    }
+
+    /// How many events the projection is behind the head.
+    pub fn lag(&self) -> u64 {
+        self.watch.lag()
+    }
+
+    /// Waits until the projection has handled `position` (read-your-writes: pass the position an
+    /// append returned), for at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when it did not get there in time; [`Error::Consumer`] when it stopped.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<()> {
+        self.watch.wait_for(position, timeout).await
+    }
+
+    /// Waits until the projection has caught up with the head once, and returns that head.
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when it stopped first.
+    pub async fn caught_up(&self) -> Result<Position> {
+        self.watch.caught_up().await
+    }
+
+    /// Rebuilds the projection from its start in a shadow copy, while readers keep the current state;
+    /// returns once the copy has caught up and was swapped in (atomically, also in the store).
+    ///
+    /// # Errors
+    /// [`Error::Consumer`] when the projector stopped first; the rebuild's errors.
+    pub async fn rebuild(&self) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || consumer_error(&self.watch.name, ConsumerProblem::Stopped);
+        self.commands.send(Command::Rebuild(reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Stops the projector after the page it is on, saves its checkpoint, and returns how it ended:
+    /// the error that stopped it earlier, if one did.
+    ///
+    /// # Errors
+    /// The projector's error ([`Error::Handler`], store errors); [`Error::HandlerPanicked`] when the
+    /// projection's `handle` panicked.
+    pub async fn stop(self) -> Result<()> {
+        self.running.stop(&self.commands, Command::Stop).await
+    }
+}
