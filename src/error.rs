@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
+use crate::name::InvalidName;
 use crate::position::{ExpectedVersion, Position, Version};
 use crate::stream_id::StreamId;
 
@@ -307,29 +308,6 @@ pub enum Error {
     /// that fails this way was not acknowledged and may or may not be in the log after a crash.
     #[error("storage failure")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
-}
-
-/// Why a stream or event type name was rejected.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InvalidName {
-    /// The name is empty.
-    #[error("it is empty")]
-    Empty,
-    /// The name is longer than allowed.
-    #[error("it is {len} bytes long, over the maximum of {max}")]
-    TooLong {
-        /// Its length in bytes.
-        len: usize,
-        /// The maximum.
-        max: usize,
-    },
-    /// The name holds a control character.
-    #[error("it holds a control character at byte {at}")]
-    ControlCharacter {
-        /// The byte offset of the first one.
-        at: usize,
-    },
 }
 
 impl Error {
