@@ -9,9 +9,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::{Error, InvalidName};
+use crate::error::Error;
+use crate::name::{check_name, InvalidName};
 use crate::position::{Position, Version};
-use crate::stream_id::{check_name, StreamId};
+use crate::stream_id::StreamId;
 
 /// The longest event type name, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 256;
@@ -42,6 +43,11 @@ impl Metadata {
 }
 
 /// An event to append: type, schema version, payload and metadata. The store adds the rest.
+///
+/// The event type is a name like a stream's and follows the same rule, described at
+/// [`InvalidName`]: non-empty, at most [`MAX_EVENT_TYPE_LEN`] bytes, no control character and no
+/// bidirectional control. It is checked when the event is appended: a bad one fails the append with
+/// [`Error::InvalidEventType`] and nothing is written.
 ///
 /// ```
 /// use annals::NewEvent;

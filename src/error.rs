@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
+use crate::name::InvalidName;
 use crate::position::{ExpectedVersion, Position, Version};
 use crate::stream_id::StreamId;
 
@@ -45,7 +46,8 @@ pub enum Error {
         stream: StreamId,
     },
 
-    /// A stream name is empty, too long or holds a control character. A user or caller error.
+    /// A stream name breaks the name rule (see [`InvalidName`]): empty, too long, or holding a control or
+    /// bidirectional control character. A user or caller error.
     #[error("invalid stream name {name:?}: {reason}")]
     InvalidStreamId {
         /// The rejected name.
@@ -54,7 +56,8 @@ pub enum Error {
         reason: InvalidName,
     },
 
-    /// An event type name is empty, too long or holds a control character. A caller error.
+    /// An event type name breaks the name rule (see [`InvalidName`]): empty, too long, or holding a control or
+    /// bidirectional control character. A caller error.
     #[error("invalid event type {event_type:?}: {reason}")]
     InvalidEventType {
         /// The rejected name.
@@ -181,7 +184,8 @@ pub enum Error {
         problem: &'static str,
     },
 
-    /// A checkpoint (consumer) name is empty, too long or holds a control character. A caller bug.
+    /// A checkpoint (consumer) name breaks the name rule (see [`InvalidName`]): empty, too long, or holding a control or
+    /// bidirectional control character. A caller bug.
     #[error("invalid checkpoint name {name:?}: {reason}")]
     InvalidCheckpointName {
         /// The rejected name.
@@ -331,29 +335,6 @@ pub enum Error {
     /// that fails this way was not acknowledged and may or may not be in the log after a crash.
     #[error("storage failure")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
-}
-
-/// Why a stream or event type name was rejected.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InvalidName {
-    /// The name is empty.
-    #[error("it is empty")]
-    Empty,
-    /// The name is longer than allowed.
-    #[error("it is {len} bytes long, over the maximum of {max}")]
-    TooLong {
-        /// Its length in bytes.
-        len: usize,
-        /// The maximum.
-        max: usize,
-    },
-    /// The name holds a control character.
-    #[error("it holds a control character at byte {at}")]
-    ControlCharacter {
-        /// The byte offset of the first one.
-        at: usize,
-    },
 }
 
 /// What is wrong with a projection or subscription: the `problem` of [`Error::Consumer`].

@@ -177,6 +177,7 @@ mod event;
 #[cfg(feature = "csv")]
 #[cfg_attr(docsrs, doc(cfg(feature = "csv")))]
 pub mod import;
+mod name;
 mod position;
 mod store;
 mod stream_id;
@@ -201,8 +202,9 @@ pub use crate::consumer::subscription::{
 };
 pub use crate::consumer::{HandlerError, Start};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
-pub use crate::error::{ConsumerProblem, Error, InvalidName, Result};
+pub use crate::error::{ConsumerProblem, Error, Result};
 pub use crate::event::{DecodeError, Event};
+pub use crate::name::InvalidName;
 pub use crate::position::{ExpectedVersion, Position, Version};
 pub use crate::store::memory::MemoryStore;
 pub use crate::store::sled::{Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT};

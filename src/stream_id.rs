@@ -5,13 +5,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, InvalidName};
+use crate::error::Error;
+use crate::name::check_name;
 
 /// The name of a stream: the events of one aggregate instance, e.g. `order-42`.
 ///
-/// A valid name is 1 to [`StreamId::MAX_LEN`] bytes of UTF-8 without control characters (U+0000 to
-/// U+001F and U+007F). The part before the first `-` is the stream's *category* (`order` for
-/// `order-42`), which log reads and subscriptions can filter on.
+/// A valid name is 1 to [`StreamId::MAX_LEN`] bytes of UTF-8 without control characters or
+/// bidirectional controls: the rule every name in Annals follows, described at
+/// [`InvalidName`](crate::InvalidName). The part before the first `-` is the stream's *category*
+/// (`order` for `order-42`), which log reads and subscriptions can filter on.
 ///
 /// ```
 /// use annals::StreamId;
@@ -19,6 +21,7 @@ use crate::error::{Error, InvalidName};
 /// let id = StreamId::new("order-42")?;
 /// assert_eq!(id.category(), "order");
 /// assert!(StreamId::new("").is_err());
+/// assert!(StreamId::new("invoice-\u{202e}fdp.exe").is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -31,15 +34,26 @@ impl StreamId {
 
     /// Checks `name` and wraps it.
     ///
+    /// Stream names follow the same rule as event types and checkpoint names, described at
+    /// [`InvalidName`](crate::InvalidName): non-empty, at most [`StreamId::MAX_LEN`] bytes, no control
+    /// character and no bidirectional control.
+    ///
     /// # Errors
-    /// [`Error::InvalidStreamId`] when the name is empty, longer than [`StreamId::MAX_LEN`] bytes or
-    /// holds a control character.
+    /// [`Error::InvalidStreamId`] when the name breaks that rule; its `reason` says how.
     pub fn new(name: impl Into<String>) -> Result<Self, Error> {
         let name = name.into();
         match check_name(&name, Self::MAX_LEN) {
             Ok(()) => Ok(StreamId(name)),
             Err(reason) => Err(Error::InvalidStreamId { name, reason }),
         }
+    }
+
+    /// A name read back from a store: it passed the name rule of the version that wrote it. Earlier
+    /// versions allowed C1 controls and bidirectional controls, so only what every version refused
+    /// (empty, too long, C0 controls and DEL) makes a stored name undecodable; `None` then.
+    pub(crate) fn stored(name: &str) -> Option<Self> {
+        let valid = !name.is_empty() && name.len() <= Self::MAX_LEN && !name.bytes().any(|b| b < 0x20 || b == 0x7f);
+        valid.then(|| StreamId(name.to_owned()))
     }
 
     /// The name as a string slice.
@@ -51,20 +65,6 @@ impl StreamId {
     pub fn category(&self) -> &str {
         self.0.split_once('-').map_or(&self.0, |(category, _)| category)
     }
-}
-
-/// Checks a stream or event type name: non-empty, at most `max` bytes, no control characters.
-pub(crate) fn check_name(name: &str, max: usize) -> Result<(), InvalidName> {
-    if name.is_empty() {
-        return Err(InvalidName::Empty);
-    }
-    if name.len() > max {
-        return Err(InvalidName::TooLong { len: name.len(), max });
-    }
-    if let Some(at) = name.bytes().position(|b| b < 0x20 || b == 0x7f) {
-        return Err(InvalidName::ControlCharacter { at });
-    }
-    Ok(())
 }
 
 impl<'de> Deserialize<'de> for StreamId {
@@ -117,6 +117,19 @@ impl fmt::Debug for StreamId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::name::InvalidName;
+
+    #[test]
+    fn names_read_back_from_a_store_pass_if_an_earlier_version_could_write_them() {
+        // Earlier versions accepted C1 and bidirectional controls in stream names.
+        assert!(StreamId::new("a\u{85}b").is_err());
+        assert_eq!(StreamId::stored("a\u{85}b").map(|s| s.0), Some("a\u{85}b".to_owned()));
+        assert!(StreamId::stored("a\u{202e}b").is_some());
+        // What no version accepted stays undecodable.
+        assert!(StreamId::stored("").is_none());
+        assert!(StreamId::stored("a\nb").is_none());
+        assert!(StreamId::stored(&"x".repeat(StreamId::MAX_LEN + 1)).is_none());
+    }
 
     #[test]
     fn names_are_checked() {
@@ -128,6 +141,8 @@ mod tests {
             ("a".repeat(StreamId::MAX_LEN + 1), InvalidName::TooLong { len: 257, max: 256 }),
             ("a\0b".to_owned(), InvalidName::ControlCharacter { at: 1 }),
             ("ab\n".to_owned(), InvalidName::ControlCharacter { at: 2 }),
+            ("é\u{85}".to_owned(), InvalidName::ControlCharacter { at: 2 }),
+            ("ab\u{202e}".to_owned(), InvalidName::BidiControl { at: 2 }),
         ];
         for (name, expected) in cases {
             match StreamId::new(name.clone()) {

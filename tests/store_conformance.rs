@@ -32,6 +32,7 @@ macro_rules! conformance_suite {
                 store: bad_input::a_stream_named_twice_in_one_multi_stream_append_is_rejected,
                 store: bad_input::invalid_stream_names_are_rejected_and_the_longest_valid_one_is_stored,
                 store: bad_input::invalid_event_types_are_rejected,
+                store: bad_input::stream_names_event_types_and_checkpoint_names_follow_one_rule,
                 backend: bad_input::events_over_the_maximum_size_are_rejected,
                 store: bad_input::payloads_that_are_not_json_are_rejected,
                 store: bad_input::an_event_id_repeated_within_one_append_is_rejected,

@@ -82,10 +82,25 @@ pub(crate) fn aggregate_name(name: &str, span: Span, errors: &mut Errors) {
     control_characters(name, "an aggregate name", span, errors);
 }
 
+/// The name rule of `annals` (its `InvalidName`), checked at compile time: no control character (C0,
+/// DEL, C1) and no bidirectional control. The derive crate does not depend on `annals`, so the rule
+/// is repeated here: `src/name.rs` of `annals` holds the same rule, so change both together.
 fn control_characters(name: &str, what: &str, span: Span, errors: &mut Errors) {
-    if let Some(found) = name.chars().find(|c| matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}')) {
+    if let Some(found) = name.chars().find(|c| c.is_control()) {
         errors.at(span, format!("{what} cannot contain control characters, found {found:?}: use printable characters"));
+    } else if let Some(found) = name.chars().find(|c| is_bidi_control(*c)) {
+        errors.at(
+            span,
+            format!(
+                "{what} cannot contain bidirectional control characters, found {found:?}: use printable characters"
+            ),
+        );
     }
+}
+
+/// U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `BankAccount` -> `bank_account`, `HTTPServer` -> `http_server`.

@@ -438,7 +438,7 @@ mod tests {
 
     use super::*;
     use crate::envelope::MAX_EVENT_TYPE_LEN;
-    use crate::error::InvalidName;
+    use crate::name::InvalidName;
     use crate::store::{ReadLog, ReadStream};
     use crate::{MemoryStore, RecordedEvent};
 

@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::{CsvImport, ImportError, ImportProblem, TimeFormat};
 use crate::envelope::{NewEvent, MAX_EVENT_TYPE_LEN};
-use crate::error::{InvalidName, Result};
-use crate::stream_id::{check_name, StreamId};
+use crate::error::Result;
+use crate::name::{check_name, InvalidName};
+use crate::stream_id::StreamId;
 
 /// A row that does not make an event: where it is and why.
 #[derive(Clone, Debug, PartialEq, Eq)]

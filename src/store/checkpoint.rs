@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 
-use crate::error::{Error, InvalidName, Result};
+use crate::error::{Error, Result};
+use crate::name::check_name;
 use crate::position::Position;
 
 /// The longest checkpoint name, in bytes.
@@ -15,6 +16,11 @@ pub const MAX_CHECKPOINT_NAME_LEN: usize = 512;
 /// once, atomically and durably: a projection that keeps its state in `state` and its progress in
 /// `position` can never be seen with one and not the other, which is what makes local read models
 /// exactly-once.
+///
+/// A checkpoint's name follows the same rule as stream names and event types, described at
+/// [`InvalidName`](crate::InvalidName): non-empty, at most [`MAX_CHECKPOINT_NAME_LEN`] bytes, no
+/// control character and no bidirectional control. The store checks it on every save, delete and
+/// load, and refuses a bad one with [`Error::InvalidCheckpointName`].
 ///
 /// [`EventStore::save_checkpoints`]: crate::EventStore::save_checkpoints
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,17 +73,9 @@ pub(crate) fn validate_checkpoint_writes(writes: &[CheckpointWrite]) -> Result<(
     writes.iter().try_for_each(|write| validate_checkpoint_name(write.name()))
 }
 
-/// Checks a checkpoint name: 1 to [`MAX_CHECKPOINT_NAME_LEN`] bytes, no control characters.
+/// Checks a checkpoint name against the rule of every name (see [`check_name`]), with
+/// [`MAX_CHECKPOINT_NAME_LEN`] as its maximum.
 pub(crate) fn validate_checkpoint_name(name: &str) -> Result<()> {
-    let invalid = |reason| Error::InvalidCheckpointName { name: name.to_owned(), reason };
-    if name.is_empty() {
-        return Err(invalid(InvalidName::Empty));
-    }
-    if name.len() > MAX_CHECKPOINT_NAME_LEN {
-        return Err(invalid(InvalidName::TooLong { len: name.len(), max: MAX_CHECKPOINT_NAME_LEN }));
-    }
-    if let Some((at, _)) = name.char_indices().find(|(_, c)| c.is_control()) {
-        return Err(invalid(InvalidName::ControlCharacter { at }));
-    }
-    Ok(())
+    check_name(name, MAX_CHECKPOINT_NAME_LEN)
+        .map_err(|reason| Error::InvalidCheckpointName { name: name.to_owned(), reason })
 }

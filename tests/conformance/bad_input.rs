@@ -1,8 +1,8 @@
 //! Bad input is rejected with a typed error before anything is written.
 
 use annals::{
-    Error, EventStore, ExpectedVersion, InvalidName, NewEvent, ReadStream, StreamAppend, StreamId, Version,
-    DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_TYPE_LEN,
+    Checkpoint, CheckpointWrite, Error, EventStore, ExpectedVersion, InvalidName, NewEvent, Position, ReadStream,
+    StreamAppend, StreamId, Version, DEFAULT_MAX_EVENT_SIZE, MAX_CHECKPOINT_NAME_LEN, MAX_EVENT_TYPE_LEN,
 };
 use uuid::Uuid;
 
@@ -113,6 +113,77 @@ pub(crate) async fn invalid_event_types_are_rejected<S: TestStore>(store: &S) ->
     store.append(&seed, ExpectedVersion::Any, vec![NewEvent::raw(longest.clone(), "{}")]).await?;
     let last = read_stream(store, &seed, ReadStream::backward().limit(1)).await?;
     assert_eq!(last.first().map(|e| e.event_type.as_str()), Some(longest.as_str()));
+    Ok(())
+}
+
+/// Names that break the rule every name follows, for a kind of name whose maximum is `max` bytes,
+/// each with the reason it must be refused for.
+fn names_breaking_the_rule(max: usize) -> Vec<(String, InvalidName)> {
+    vec![
+        (String::new(), InvalidName::Empty),
+        ("n".repeat(max + 1), InvalidName::TooLong { len: max + 1, max }),
+        ("order-\n7".to_owned(), InvalidName::ControlCharacter { at: 6 }),
+        ("order-\u{7f}7".to_owned(), InvalidName::ControlCharacter { at: 6 }),
+        // U+0085 (NEXT LINE), a C1 control: two bytes in UTF-8.
+        ("order-\u{85}7".to_owned(), InvalidName::ControlCharacter { at: 6 }),
+        // RIGHT-TO-LEFT OVERRIDE: "order-\u{202e}7gnp.exe" displays as "order-exe.png7".
+        ("order-\u{202e}7gnp.exe".to_owned(), InvalidName::BidiControl { at: 6 }),
+        // LEFT-TO-RIGHT ISOLATE.
+        ("order-\u{2066}7".to_owned(), InvalidName::BidiControl { at: 6 }),
+    ]
+}
+
+/// Names the rule allows: letters beyond ASCII, spaces, other scripts.
+const NAMES_FOLLOWING_THE_RULE: [&str; 3] = ["café-42", "order 7", "注文-1"];
+
+/// What a name error says: the kind of name, the name and the reason (`None` for other results).
+fn refusal<T>(result: &Result<T, Error>) -> Option<(&'static str, &str, &InvalidName)> {
+    match result {
+        Err(Error::InvalidStreamId { name, reason }) => Some(("stream name", name, reason)),
+        Err(Error::InvalidEventType { event_type, reason }) => Some(("event type", event_type, reason)),
+        Err(Error::InvalidCheckpointName { name, reason }) => Some(("checkpoint name", name, reason)),
+        _ => None,
+    }
+}
+
+pub(crate) async fn stream_names_event_types_and_checkpoint_names_follow_one_rule<S: TestStore>(
+    store: &S,
+) -> TestResult {
+    let (seed, before) = seeded(store).await?;
+    for (name, reason) in names_breaking_the_rule(StreamId::MAX_LEN) {
+        let result = StreamId::new(name.clone());
+        assert_eq!(refusal(&result), Some(("stream name", name.as_str(), &reason)), "{result:?}");
+    }
+    for (name, reason) in names_breaking_the_rule(MAX_EVENT_TYPE_LEN) {
+        let append = vec![event(2), NewEvent::raw(name.clone(), "{}")];
+        let result = store.append(&seed, ExpectedVersion::Any, append).await;
+        assert_eq!(refusal(&result), Some(("event type", name.as_str(), &reason)), "{result:?}");
+    }
+    for (name, reason) in names_breaking_the_rule(MAX_CHECKPOINT_NAME_LEN) {
+        let expected = Some(("checkpoint name", name.as_str(), &reason));
+        let save = vec![
+            CheckpointWrite::Save(Checkpoint::new("good", Position::new(1))),
+            CheckpointWrite::Save(Checkpoint::new(name.clone(), Position::new(1))),
+        ];
+        let saved = store.save_checkpoints(save).await;
+        assert_eq!(refusal(&saved), expected, "saving: {saved:?}");
+        let deleted = store.save_checkpoints(vec![CheckpointWrite::Delete(name.clone())]).await;
+        assert_eq!(refusal(&deleted), expected, "deleting: {deleted:?}");
+        let loaded = store.load_checkpoint(&name).await;
+        assert_eq!(refusal(&loaded), expected, "loading: {loaded:?}");
+    }
+    before.assert_unchanged(store, &[&seed]).await?;
+    assert_eq!(store.list_checkpoints("").await?, Vec::new(), "a refused batch saved a checkpoint");
+
+    for name in NAMES_FOLLOWING_THE_RULE {
+        let stream = StreamId::new(name)?;
+        store.append(&stream, ExpectedVersion::NoStream, vec![NewEvent::raw(name, "{}")]).await?;
+        let read = read_stream(store, &stream, ReadStream::forward()).await?;
+        let found: Vec<_> = read.iter().map(|e| (e.stream.as_str(), e.event_type.as_str())).collect();
+        assert_eq!(found, [(name, name)]);
+        store.save_checkpoints(vec![CheckpointWrite::Save(Checkpoint::new(name, Position::new(7)))]).await?;
+        assert_eq!(store.load_checkpoint(name).await?.map(|c| c.position), Some(Position::new(7)), "{name}");
+    }
     Ok(())
 }
 

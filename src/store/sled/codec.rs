@@ -465,7 +465,7 @@ fn decode_entry(entry: &[u8], position: Position, recorded_at: DateTime<Utc>) ->
     let mut r = Reader { data: entry, at: 0 };
     let version = Version::new(u64::from_le_bytes(r.take(8)?.try_into().ok()?));
     let id = Uuid::from_slice(r.take(16)?).ok()?;
-    let stream = StreamId::new(r.str16()?).ok()?;
+    let stream = StreamId::stored(r.str16()?)?;
     let event_type = r.str16()?.to_owned();
     let schema_version = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
     let flags = r.take(1)?.first().copied()?;

@@ -132,7 +132,7 @@ pub(super) fn list_streams(files: &Files, head: u64, prefix: &str) -> Result<Vec
         let name = name?;
         // A stream whose first events are not acknowledged yet does not exist yet.
         if let Some(version) = files.stream_version(&name, head)? {
-            let stream = StreamId::new(name).map_err(|_| Error::Corrupt {
+            let stream = StreamId::stored(&name).ok_or(Error::Corrupt {
                 what: "stream index entry",
                 position: Position::ZERO,
                 reason: "its stream name is not valid",

@@ -271,7 +271,7 @@ impl SledStore {
             let split = key.len().saturating_sub(9);
             let name = String::from_utf8_lossy(key.get(..split).unwrap_or_default()).into_owned();
             let version = key.get(split + 1..).and_then(be_u64).unwrap_or(0);
-            let decoded = StreamId::new(name.clone()).ok().and_then(|stream| decode_snapshot(&stream, version, &value));
+            let decoded = StreamId::stored(&name).and_then(|stream| decode_snapshot(&stream, version, &value));
             match decoded {
                 Some(_) => report.snapshots += 1,
                 None => {
