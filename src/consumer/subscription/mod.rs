@@ -2,25 +2,31 @@
 //! from its checkpoint, then follows the log live; handler failures are retried, then parked; several
 //! workers of one subscription share its partitions.
 
+mod config;
+mod coordinator;
 mod group;
+mod parked;
 mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::consumer::follow::Phase;
-use crate::consumer::{CheckpointPolicy, HandlerError, Start};
+use crate::consumer::HandlerError;
 use crate::envelope::RecordedEvent;
 use crate::error::{ConsumerProblem, Error, Result};
 use crate::position::Position;
-use crate::store::{EventStore, LogFilter};
+use crate::store::EventStore;
 
+pub use self::config::{OnFailure, RetryPolicy, SubscriptionConfig};
 pub use self::group::SubscriptionGroup;
+pub(crate) use self::parked::drop_parked;
+use self::parked::edit_parked;
+pub use self::parked::{Parked, ParkedReplay};
 pub use self::worker::SubscriptionHandle;
 
 /// What a subscription does with each event. Handlers with outside effects should be idempotent:
@@ -67,192 +73,6 @@ where
 {
     async fn handle(&mut self, event: &RecordedEvent, phase: Phase) -> Result<(), HandlerError> {
         (self.0)(event.clone(), phase).await
-    }
-}
-
-/// How often a failing event is tried, and how long to wait between tries (doubling each time).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    max_attempts: u32,
-    first_backoff: Duration,
-    max_backoff: Duration,
-}
-
-impl RetryPolicy {
-    /// Try each event up to `max_attempts` times (at least once), waiting 100 ms after the first
-    /// failure, doubling up to 5 s.
-    pub fn attempts(max_attempts: u32) -> Self {
-        RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            first_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-        }
-    }
-
-    /// Try each event once.
-    pub fn never() -> Self {
-        RetryPolicy::attempts(1)
-    }
-
-    /// Wait `first` after the first failure, doubling each time up to `max`.
-    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.first_backoff = first;
-        self.max_backoff = max.max(first);
-        self
-    }
-
-    /// How many times an event is tried.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-
-    /// The wait after the `failures`-th failure.
-    pub(crate) fn delay(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1));
-        self.first_backoff.saturating_mul(factor).min(self.max_backoff)
-    }
-}
-
-impl Default for RetryPolicy {
-    /// Three attempts, 100 ms then 200 ms apart.
-    fn default() -> Self {
-        RetryPolicy::attempts(3)
-    }
-}
-
-/// What a subscription does with an event its handler still fails on after every retry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum OnFailure {
-    /// Park it (the dead-letter list, saved with the checkpoint) and go on with the next event.
-    /// Parked events can be listed, replayed and skipped. The default.
-    #[default]
-    Park,
-    /// Stop the worker with [`Error::Handler`]; its checkpoint stays before the event, which is
-    /// handled again when the subscription restarts.
-    Stop,
-}
-
-/// An event the handler kept failing on, set aside so the subscription could go on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Parked {
-    /// The event's position in the log.
-    pub position: Position,
-    /// The event's stream.
-    pub stream: String,
-    /// The event's type.
-    pub event_type: String,
-    /// The handler's last error message.
-    pub error: String,
-    /// How many times it was tried.
-    pub attempts: u32,
-    /// When it was parked (last tried).
-    pub parked_at: DateTime<Utc>,
-    /// Set by [`Subscription::requeue_parked`]: the next worker to hold its partition hands it to
-    /// the handler again before going on.
-    #[serde(default)]
-    pub requeued: bool,
-}
-
-/// What [`SubscriptionHandle::replay_parked`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ParkedReplay {
-    /// The positions handled successfully this time (no longer parked).
-    pub handled: Vec<Position>,
-    /// The positions that failed again (still parked, with the new error).
-    pub failed: Vec<Position>,
-}
-
-/// A subscription's settings. Start with [`SubscriptionConfig::new`].
-///
-/// ```
-/// use annals::{LogFilter, OnFailure, RetryPolicy, Start, SubscriptionConfig};
-/// use std::time::Duration;
-///
-/// let config = SubscriptionConfig::new("stock")
-///     .filter(LogFilter::all().event_types(["OrderPlaced"]))
-///     .start(Start::Beginning)
-///     .retry(RetryPolicy::attempts(5).backoff(Duration::from_millis(50), Duration::from_secs(2)))
-///     .on_failure(OnFailure::Park)
-///     .checkpoint_every(500)
-///     .partitions(4);
-/// # let _ = config;
-/// ```
-#[derive(Clone, Debug)]
-pub struct SubscriptionConfig {
-    pub(crate) name: String,
-    pub(crate) filter: LogFilter,
-    pub(crate) start: Start,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) on_failure: OnFailure,
-    pub(crate) policy: CheckpointPolicy,
-    pub(crate) partitions: u32,
-}
-
-impl SubscriptionConfig {
-    /// A subscription named `name` (its checkpoints are saved under it) to the whole log, from the
-    /// beginning, with [`RetryPolicy::default`], [`OnFailure::Park`], one partition, and checkpoints
-    /// every 1,000 events or 200 ms.
-    pub fn new(name: impl Into<String>) -> Self {
-        SubscriptionConfig {
-            name: name.into(),
-            filter: LogFilter::all(),
-            start: Start::Beginning,
-            retry: RetryPolicy::default(),
-            on_failure: OnFailure::Park,
-            policy: CheckpointPolicy::default(),
-            partitions: 1,
-        }
-    }
-
-    /// Only the events this filter admits (event types, stream categories).
-    pub fn filter(mut self, filter: LogFilter) -> Self {
-        self.filter = filter;
-        self
-    }
-
-    /// Where a subscription without a checkpoint starts (default: the beginning of the log).
-    pub fn start(mut self, start: Start) -> Self {
-        self.start = start;
-        self
-    }
-
-    /// How a failing event is retried.
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// What happens to an event that still fails after every retry.
-    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
-        self.on_failure = on_failure;
-        self
-    }
-
-    /// Commit checkpoints after this many events at most (default 1,000).
-    pub fn checkpoint_every(mut self, events: u64) -> Self {
-        self.policy.every = events.max(1);
-        self
-    }
-
-    /// Commit progress at most this long after it was made (default 200 ms).
-    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
-        self.policy.interval = interval;
-        self
-    }
-
-    /// Split the log into this many partitions by stream (default 1), so that several workers can
-    /// share it while each stream's events stay in order. Fixed for the life of the subscription.
-    pub fn partitions(mut self, partitions: u32) -> Self {
-        self.partitions = partitions.max(1);
-        self
-    }
-
-    /// The subscription's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
@@ -403,38 +223,6 @@ impl Subscription {
         let saved = saved_partitions(store, name).await?;
         Ok(saved.iter().map(|(_, c)| c.position).min())
     }
-}
-
-/// Drops the parked events at `position` (all of them with `None`) from a list; how many it dropped.
-pub(crate) fn drop_parked(parked: &mut Vec<Parked>, position: Option<Position>) -> usize {
-    let before = parked.len();
-    parked.retain(|p| position.is_some_and(|at| p.position != at));
-    before - parked.len()
-}
-
-/// Changes the saved parked lists of a subscription with `change` (which says how many entries it
-/// touched), and saves the partitions it touched in one write, at their saved positions.
-async fn edit_parked<S, F>(store: &S, name: &str, mut change: F) -> Result<usize>
-where
-    S: EventStore + ?Sized,
-    F: FnMut(&mut Vec<Parked>) -> usize,
-{
-    let mut touched = 0;
-    let mut writes = Vec::new();
-    for (_, saved) in saved_partitions(store, name).await? {
-        let mut state = SavedPartition::decode(name, saved.state.as_deref())?;
-        let count = change(&mut state.parked);
-        if count > 0 {
-            touched += count;
-            let text = serde_json::to_string(&state).map_err(Error::storage)?;
-            let checkpoint = crate::store::Checkpoint::new(saved.name, saved.position).with_state(text);
-            writes.push(crate::store::CheckpointWrite::Save(checkpoint));
-        }
-    }
-    if !writes.is_empty() {
-        store.save_checkpoints(writes).await?;
-    }
-    Ok(touched)
 }
 
 /// Where subscriptions save their checkpoints.

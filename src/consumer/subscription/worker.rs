@@ -9,7 +9,7 @@ use chrono::{SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::group::Coordinator;
+use super::coordinator::Coordinator;
 use super::{
     drop_parked, partition_key, partition_of, Handler, OnFailure, Parked, ParkedReplay, SavedPartition, Setup,
 };
