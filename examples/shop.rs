@@ -220,7 +220,7 @@ impl Projection for StockLevels {
 // The timeline: every service writes what it does here, and it is printed as it happens.
 
 /// The lines of the demo's output, kept for the test.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Timeline(Arc<Mutex<Vec<String>>>);
 
 impl Timeline {

@@ -22,6 +22,17 @@ pub struct ProjectionHandle<P> {
     pub(super) running: Running,
 }
 
+impl<P> std::fmt::Debug for ProjectionHandle<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let progress = self.watch.now();
+        f.debug_struct("ProjectionHandle")
+            .field("name", &self.watch.name)
+            .field("position", &progress.processed)
+            .field("checkpoint", &progress.checkpoint)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<P> Clone for ProjectionHandle<P> {
     fn clone(&self) -> Self {
         ProjectionHandle {

@@ -51,6 +51,18 @@ pub struct Projector<S, P> {
     settings: Settings<S, P>,
 }
 
+impl<S, P> std::fmt::Debug for Projector<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let settings = &self.settings;
+        f.debug_struct("Projector")
+            .field("keep", &settings.keep.describe())
+            .field("start", &settings.start)
+            .field("policy", &settings.policy)
+            .field("history_every", &settings.history_every)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
     fn with(store: S, factory: impl Fn() -> P + Send + Sync + 'static, keep: Keep<P>) -> Self {
         Projector {

@@ -22,6 +22,17 @@ pub(super) enum Keep<P> {
     State { encode: fn(&P) -> serde_json::Result<String>, decode: fn(&str) -> serde_json::Result<P> },
 }
 
+impl<P> Keep<P> {
+    /// How the projection is kept, in a word, for `Debug`.
+    pub(super) fn describe(&self) -> &'static str {
+        match self {
+            Keep::Nothing => "in memory",
+            Keep::Position => "checkpointed",
+            Keep::State { .. } => "persisted",
+        }
+    }
+}
+
 /// What a projector was built with, owned by its running task (the builder is consumed by
 /// [`Projector::run`](super::Projector::run)).
 pub(super) struct Settings<S, P> {

@@ -41,6 +41,16 @@ pub struct SubscriptionGroup<S> {
     coordinator: Arc<Coordinator>,
 }
 
+impl<S> std::fmt::Debug for SubscriptionGroup<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionGroup")
+            .field("name", &self.coordinator.name)
+            .field("partitions", &self.coordinator.partitions)
+            .field("assignment", &self.coordinator.assignment())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S> Clone for SubscriptionGroup<S> {
     fn clone(&self) -> Self {
         SubscriptionGroup { setup: Arc::clone(&self.setup), coordinator: Arc::clone(&self.coordinator) }

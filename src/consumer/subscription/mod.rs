@@ -44,6 +44,12 @@ pub trait Handler: Send + 'static {
 /// A [`Handler`] made of a closure; see [`handler_fn`].
 pub struct FnHandler<F>(F);
 
+impl<F> std::fmt::Debug for FnHandler<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnHandler")
+    }
+}
+
 /// Makes a [`Handler`] of a closure that takes the event (a clone) and its phase.
 ///
 /// ```

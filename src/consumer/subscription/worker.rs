@@ -40,6 +40,18 @@ pub struct SubscriptionHandle {
     alive: watch::Receiver<()>,
 }
 
+impl std::fmt::Debug for SubscriptionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let progress = self.watch.now();
+        f.debug_struct("SubscriptionHandle")
+            .field("name", &self.coordinator.name)
+            .field("worker", &self.worker)
+            .field("position", &progress.processed)
+            .field("checkpoint", &progress.checkpoint)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SubscriptionHandle {
     pub(crate) fn new(
         worker: u64,
