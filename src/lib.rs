@@ -155,7 +155,9 @@
 //! streams ([`EventStore::append_multi`]). A retry of an append whose event ids are stored answers with
 //! the original result instead of storing the events twice, also after a restart. Reads and
 //! [`HeadWatch`] only ever show acknowledged events. The full list, each backed by a test, is in
-//! `docs/guarantees.md` in the repository.
+//! [`guide::guarantees`]; the semantics of reads into the past are in [`guide::time_travel`], the
+//! decisions behind the design and the map of the source in [`guide::design`], the bytes on disk in
+//! [`guide::storage_format`], and every benchmark figure in [`guide::performance`].
 //!
 //! # Errors
 //!
@@ -167,6 +169,12 @@
 //!
 //! - `derive` (default): the derive macros of the `annals-derive` crate.
 //! - `csv` (default): [`import`], CSV event logs into events.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.85 for the library, the derive crate and the `annals` command line (`rust-version` in
+//! `Cargo.toml`; CI checks them with that toolchain). The tests and benchmarks need Rust 1.88, which
+//! their dev-dependencies (proptest, trybuild) require.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregate;
@@ -187,6 +195,20 @@ mod upcast;
 
 #[doc(hidden)]
 pub mod __private;
+
+/// The long documents of the repository's `docs/` folder, rendered here with the API.
+pub mod guide {
+    #[doc = include_str!("../docs/guarantees.md")]
+    pub mod guarantees {}
+    #[doc = include_str!("../docs/time-travel.md")]
+    pub mod time_travel {}
+    #[doc = include_str!("../docs/DESIGN.md")]
+    pub mod design {}
+    #[doc = include_str!("../docs/storage-format.md")]
+    pub mod storage_format {}
+    #[doc = include_str!("../docs/PERFORMANCE.md")]
+    pub mod performance {}
+}
 
 pub use crate::aggregate::repository::{
     CommandContext, CommandError, Committed, CommittedEvent, Loaded, Repository, DEFAULT_MAX_RETRIES,

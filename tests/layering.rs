@@ -7,6 +7,7 @@
 //! names, also through the crate root's flat re-exports (`crate::SledStore` is `store::sled`).
 
 #![allow(missing_docs)]
+#![allow(clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ use crate::stream_id::StreamId;
 /// changes the state by one event, and is pure, synchronous and infallible, because events are facts
 /// that already happened. Information from outside (a price, an exchange rate) is looked up before
 /// the command is built and travels inside it, so `handle` stays pure and testable
-/// (`docs/DESIGN.md`).
+/// ([`guide::design`](crate::guide::design)).
 ///
 /// Derive the glue with `#[derive(Aggregate)]` and write `handle` and `apply` as inherent methods:
 ///

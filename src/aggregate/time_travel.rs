@@ -1,5 +1,5 @@
 //! Time travel for aggregates: an aggregate's state at a version, as of a recorded time, as of an
-//! occurred (business) time, or both at once. `docs/time-travel.md` gives the semantics with worked
+//! occurred (business) time, or both at once. [`guide::time_travel`](crate::guide::time_travel) gives the semantics with worked
 //! examples.
 
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use crate::position::Version;
 use crate::store::{Direction, EventStore, ReadStream};
 use crate::stream_id::StreamId;
 
-/// A point in an aggregate's past. See `docs/time-travel.md` for the semantics on each time axis.
+/// A point in an aggregate's past. See [`guide::time_travel`](crate::guide::time_travel) for the semantics on each time axis.
 ///
 /// - `Version(v)`: the state after the events up to version `v`.
 /// - `Recorded(t)`: what the system knew at `t`: the events recorded at or before `t`.

@@ -31,7 +31,7 @@
 //!
 //! Rows are appended [`batch_size`](CsvImport::batch_size) rows read at a time, each batch in one
 //! atomic [`append_multi`](crate::EventStore::append_multi) (one part per stream, rows in file
-//! order, [`ExpectedVersion::Any`]): a crash leaves whole batches, never part of one. A bad row (a
+//! order, [`ExpectedVersion::Any`](crate::ExpectedVersion::Any)): a crash leaves whole batches, never part of one. A bad row (a
 //! field count other than the header's, an empty case or activity, a time that does not parse, a name
 //! the store refuses) is reported with its line number and reason ([`BadRow`]). With
 //! [`BadRows::Abort`] (the default) the whole input is checked before anything is written, and any

@@ -52,7 +52,7 @@ impl<P: Projection> ProjectionHandle<P> {
     /// half-built one.
     ///
     /// # Errors
-    /// [`Error::Consumer`] when the projector stopped before the state was complete.
+    /// [`Error::Consumer`](crate::Error::Consumer) when the projector stopped before the state was complete.
     pub async fn read(&self) -> Result<RwLockReadGuard<'_, P>> {
         let mut ready = self.ready.clone();
         if ready.wait_for(|ready| *ready).await.is_err() {
@@ -80,7 +80,7 @@ impl<P: Projection> ProjectionHandle<P> {
     /// append returned), for at most `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when it did not get there in time; [`Error::Consumer`] when it stopped.
+    /// [`Error::Timeout`](crate::Error::Timeout) when it did not get there in time; [`Error::Consumer`](crate::Error::Consumer) when it stopped.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<()> {
         self.watch.wait_for(position, timeout).await
     }
@@ -88,7 +88,7 @@ impl<P: Projection> ProjectionHandle<P> {
     /// Waits until the projection has caught up with the head once, and returns that head.
     ///
     /// # Errors
-    /// [`Error::Consumer`] when it stopped first.
+    /// [`Error::Consumer`](crate::Error::Consumer) when it stopped first.
     pub async fn caught_up(&self) -> Result<Position> {
         self.watch.caught_up().await
     }
@@ -97,7 +97,7 @@ impl<P: Projection> ProjectionHandle<P> {
     /// returns once the copy has caught up and was swapped in (atomically, also in the store).
     ///
     /// # Errors
-    /// [`Error::Consumer`] when the projector stopped first; the rebuild's errors.
+    /// [`Error::Consumer`](crate::Error::Consumer) when the projector stopped first; the rebuild's errors.
     pub async fn rebuild(&self) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         let stopped = || consumer_error(&self.watch.name, ConsumerProblem::Stopped);
@@ -109,7 +109,7 @@ impl<P: Projection> ProjectionHandle<P> {
     /// the error that stopped it earlier, if one did.
     ///
     /// # Errors
-    /// The projector's error ([`Error::Handler`], store errors); [`Error::HandlerPanicked`] when the
+    /// The projector's error ([`Error::Handler`](crate::Error::Handler), store errors); [`Error::HandlerPanicked`](crate::Error::HandlerPanicked) when the
     /// projection's `handle` panicked.
     pub async fn stop(self) -> Result<()> {
         self.running.stop(&self.commands, Command::Stop).await

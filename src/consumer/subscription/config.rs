@@ -64,7 +64,7 @@ pub enum OnFailure {
     /// Parked events can be listed, replayed and skipped. The default.
     #[default]
     Park,
-    /// Stop the worker with [`Error::Handler`]; its checkpoint stays before the event, which is
+    /// Stop the worker with [`Error::Handler`](crate::Error::Handler); its checkpoint stays before the event, which is
     /// handled again when the subscription restarts.
     Stop,
 }

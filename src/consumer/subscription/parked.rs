@@ -25,13 +25,13 @@ pub struct Parked {
     pub attempts: u32,
     /// When it was parked (last tried).
     pub parked_at: DateTime<Utc>,
-    /// Set by [`Subscription::requeue_parked`]: the next worker to hold its partition hands it to
+    /// Set by [`Subscription::requeue_parked`](crate::Subscription::requeue_parked): the next worker to hold its partition hands it to
     /// the handler again before going on.
     #[serde(default)]
     pub requeued: bool,
 }
 
-/// What [`SubscriptionHandle::replay_parked`] did.
+/// What [`SubscriptionHandle::replay_parked`](crate::SubscriptionHandle::replay_parked) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ParkedReplay {

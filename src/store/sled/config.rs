@@ -1,4 +1,4 @@
-//! How a [`SledStore`](super::SledStore) is opened: its directory, durability and limits.
+//! How a [`SledStore`](crate::SledStore)(super::SledStore) is opened: its directory, durability and limits.
 
 use std::path::PathBuf;
 
@@ -22,7 +22,7 @@ pub enum Durability {
     Buffered,
 }
 
-/// How to open a [`SledStore`].
+/// How to open a [`SledStore`](crate::SledStore).
 ///
 /// ```no_run
 /// use annals::{Durability, SledConfig};
