@@ -319,8 +319,13 @@ pub enum Error {
     },
 
     /// A configuration value is out of range. A caller bug.
-    #[error("invalid configuration: {0}")]
-    Config(&'static str),
+    #[error("invalid configuration: {setting} must be {expected}")]
+    Config {
+        /// The setting (a builder method's name, or what it limits).
+        setting: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
 
     /// An earlier write failed in a way that leaves its outcome unknown, so the store refuses further
     /// appends until it is reopened (reopening recovers the last durable state).
@@ -425,7 +430,7 @@ impl Error {
                 | Error::EventTooLarge { .. }
                 | Error::InvalidPayload { .. }
                 | Error::DuplicateEventId { .. }
-                | Error::Config(_)
+                | Error::Config { .. }
         )
     }
 

@@ -248,7 +248,7 @@ async fn a_max_event_size_of_0_or_over_1_mib_is_a_config_error() -> TestResult {
     let dir = tempfile::tempdir()?;
     for max in [0, MAX_EVENT_SIZE_LIMIT + 1, usize::MAX] {
         let opened = SledConfig::new(dir.path()).max_event_size(max).open();
-        assert!(matches!(&opened, Err(Error::Config(_))), "max {max}: {opened:?}");
+        assert!(matches!(&opened, Err(Error::Config { .. })), "max {max}: {opened:?}");
     }
     assert_eq!(std::fs::read_dir(dir.path())?.count(), 0, "a rejected config created files");
     let store = SledConfig::new(dir.path()).max_event_size(MAX_EVENT_SIZE_LIMIT).open()?;

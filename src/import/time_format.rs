@@ -51,7 +51,7 @@ impl TimeFormat {
             TimeFormat::NaiveUtc(format) | TimeFormat::WithOffset(format) => format,
         };
         if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
-            return Err(Error::Config("the import's time format is not a valid strftime format"));
+            return Err(Error::Config { setting: "time_format", expected: "a valid strftime format" });
         }
         Ok(())
     }

@@ -170,7 +170,10 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
     /// not persisted; store errors.
     pub async fn run(self) -> Result<ProjectionHandle<P>> {
         if self.settings.history_every.is_some() && !matches!(self.settings.keep, Keep::State { .. }) {
-            return Err(Error::Config("keep_history_every needs a persisted projector"));
+            return Err(Error::Config {
+                setting: "keep_history_every",
+                expected: "used on a persisted projector only",
+            });
         }
         let first = (self.settings.factory)();
         let name = first.name().to_owned();

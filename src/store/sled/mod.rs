@@ -98,7 +98,7 @@ impl SledStore {
 
     fn open_with(config: SledConfig) -> Result<Self> {
         if config.max_event_size == 0 || config.max_event_size > MAX_EVENT_SIZE_LIMIT {
-            return Err(Error::Config("max_event_size must be between 1 byte and 1 MiB"));
+            return Err(Error::Config { setting: "max_event_size", expected: "between 1 byte and 1 MiB" });
         }
         let files = Arc::new(Files::open(&config)?);
         let writer = writer::spawn(Arc::clone(&files), config.durability)?;

@@ -400,7 +400,10 @@ impl Writer {
             let entry = IndexEntry {
                 first_version: current + 1,
                 first_position,
-                count: u32::try_from(count).map_err(|_| Error::Config("more than 4 billion events in one append"))?,
+                count: u32::try_from(count).map_err(|_| Error::Config {
+                    setting: "events in one append",
+                    expected: "at most 4,294,967,295",
+                })?,
             };
             group.batch.insert(stream_key(append.stream.as_str(), current + 1), &entry.encode());
             group.heads.insert(append.stream.clone(), current + count);
