@@ -42,6 +42,8 @@ pub struct SledConfig {
     pub(super) max_event_size: usize,
     pub(super) create_if_missing: bool,
     pub(super) flush_every_ms: u64,
+    /// Test-only: skip the store's own `fdatasync` calls (see `skip_fdatasync_for_tests`).
+    pub(super) skip_fdatasync: bool,
 }
 
 impl SledConfig {
@@ -55,6 +57,7 @@ impl SledConfig {
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             create_if_missing: true,
             flush_every_ms: 500,
+            skip_fdatasync: false,
         }
     }
 
@@ -88,6 +91,15 @@ impl SledConfig {
     /// the loss window of [`Durability::Buffered`].
     pub fn flush_every_ms(mut self, ms: u64) -> Self {
         self.flush_every_ms = ms;
+        self
+    }
+
+    /// For the power-loss tests only: the store skips its own `fdatasync` of the data and blob files,
+    /// so that a test can show it would then lose acknowledged appends. Never use it otherwise:
+    /// `Durability::Fsync` no longer holds.
+    #[doc(hidden)]
+    pub fn skip_fdatasync_for_tests(mut self, skip: bool) -> Self {
+        self.skip_fdatasync = skip;
         self
     }
 }
