@@ -318,6 +318,21 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The log ends before the last position the store had acknowledged (kept in its head file,
+    /// outside sled): acknowledged events were lost, for example because the data file was truncated
+    /// or sled's recovery cut off a damaged tail. Nothing was changed, and the store does not open, so
+    /// that the lost positions are not given to new events. Restore from a backup, or export what
+    /// still reads.
+    #[error("the database at {path:?} ends at position {found}, but it had acknowledged position {acknowledged}")]
+    LogTruncated {
+        /// The database directory.
+        path: PathBuf,
+        /// The last position the store had acknowledged.
+        acknowledged: Position,
+        /// Where the log now ends.
+        found: Position,
+    },
+
     /// A configuration value is out of range. A caller bug.
     #[error("invalid configuration: {setting} must be {expected}")]
     Config {
@@ -411,10 +426,10 @@ impl Error {
         matches!(self, Error::Storage(_) | Error::Locked { .. } | Error::Timeout { .. })
     }
 
-    /// Whether the error reports damaged or unreadable stored data ([`Error::Corrupt`], or a format
-    /// this version cannot read): never retried; restore from a backup or export what still reads.
+    /// Whether the error reports damaged or unreadable stored data ([`Error::Corrupt`],
+    /// [`Error::LogTruncated`], or a format this version cannot read): never retried; restore from a backup or export what still reads.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corrupt { .. } | Error::UnsupportedFormat { .. })
+        matches!(self, Error::Corrupt { .. } | Error::LogTruncated { .. } | Error::UnsupportedFormat { .. })
     }
 
     /// Whether the error was caused by the caller's input (a name, an event, an append's shape, a

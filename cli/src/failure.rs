@@ -36,7 +36,8 @@ impl Failure {
     /// 2 when the store is damaged, 1 for every other failure.
     pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
-            Failure::Damaged { .. } | Failure::Store(annals::Error::Corrupt { .. }) => ExitCode::from(2),
+            Failure::Damaged { .. } => ExitCode::from(2),
+            Failure::Store(annals::Error::Corrupt { .. } | annals::Error::LogTruncated { .. }) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }

@@ -27,6 +27,8 @@ pub(crate) const TYPE: u8 = b'T';
 /// Present once the event-type index covers the whole log (stores written before it had none, and
 /// get it built at open).
 pub(crate) const TYPE_INDEX_KEY: &[u8] = b"M\x00type-index";
+/// The key of the store's id (16 bytes), which its head file repeats.
+pub(crate) const STORE_ID_KEY: &[u8] = b"M\x00store-id";
 
 /// A record is closed once it holds this many bytes, so that sled leaves (up to 17 keys) stay well
 /// under sled's 128 KiB blob threshold.
@@ -215,7 +217,13 @@ impl IndexEntry {
         let version = key.len().checked_sub(8).and_then(|at| key.get(at..)).ok_or_else(|| corrupt("key too short"))?;
         let (position, count) = (value.get(..8), value.get(8..12));
         match (be_u64(version), position.and_then(be_u64), count.and_then(be_u32), value.len()) {
-            (Some(first_version), Some(first_position), Some(count), 12) if count > 0 && first_version > 0 => {
+            (Some(first_version), Some(first_position), Some(count), 12)
+                if count > 0
+                    && first_version > 0
+                    && first_position > 0
+                    && first_version.checked_add(u64::from(count)).is_some()
+                    && first_position.checked_add(u64::from(count)).is_some() =>
+            {
                 Ok(IndexEntry { first_version, first_position, count })
             }
             _ => Err(corrupt("value is not 12 bytes of position and count")),

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,9 +15,10 @@ use uuid::Uuid;
 use super::codec::{
     be_u64, decode_checkpoint, decode_positions, decode_snapshot, encode_checkpoint, encode_snapshot,
     insert_type_entries, log_key, snapshot_key, stream_key, stream_prefix, type_key, type_prefix, IndexEntry, Record,
-    FORMAT_KEY, FORMAT_VERSION, LOG, STREAM, TYPE_INDEX_KEY,
+    FORMAT_KEY, FORMAT_VERSION, LOG, STORE_ID_KEY, STREAM, TYPE_INDEX_KEY,
 };
 use super::config::SledConfig;
+use super::recovery;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -48,42 +50,71 @@ pub(super) struct Files {
     synced_blobs: Mutex<HashSet<OsString>>,
     /// Test-only: skip `fdatasync` (`SledConfig::skip_fdatasync_for_tests`).
     skip_fdatasync: bool,
+    /// The store's id, which its head file repeats.
+    store: Uuid,
+    /// The last position written to sled so far, acknowledged or not: set by the writer before it
+    /// applies a group, so that no index entry a reader meets lies past it unless it is damaged.
+    applied: AtomicU64,
 }
 
 impl Files {
     pub(super) fn open(config: &SledConfig) -> Result<Self> {
         let path = config.path.clone();
-        if path.exists() && !path.is_dir() {
-            let source = std::io::Error::new(std::io::ErrorKind::NotADirectory, "the path is not a directory");
-            return Err(cannot_open(&path, source));
-        }
-        if !config.create_if_missing && !path.join("db").is_file() {
-            return Err(Error::NotFound { path });
-        }
+        recovery::inspect(&path, config.create_if_missing)?;
         let sled_config = sled::Config::new()
             .path(&path)
             .cache_capacity(config.cache_capacity)
             .flush_every_ms(Some(config.flush_every_ms.max(1)));
-        let started = Instant::now();
-        let db = loop {
-            match sled_config.open() {
-                // sled lets go of its file lock a little after its last `Db` is dropped (its background
-                // jobs still hold the file), so a store closed a moment ago may still look locked.
-                Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_PATIENCE => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                opened => break opened.map_err(|e| open_error(&path, e))?,
-            }
-        };
-        let tree = db.open_tree(TREE).map_err(|e| open_error(&path, e))?;
-        check_format(&path, &db, &tree)?;
-        ensure_type_index(&db, &tree)?;
-        let snapshots = db.open_tree(SNAPSHOTS).map_err(Error::storage)?;
-        let checkpoints = db.open_tree(CHECKPOINTS).map_err(Error::storage)?;
-        let data = File::options().read(true).write(true).open(path.join("db")).map_err(|e| cannot_open(&path, e))?;
+        // sled's recovery panics on some damaged files: a panic is damage, not a crash of the caller.
+        let db = recovery::guarded("data file (db)", || open_db(&path, &sled_config))?;
+        let opened = recovery::guarded("data file (db)", || {
+            let tree = db.open_tree(TREE).map_err(|e| open_error(&path, e))?;
+            check_format(&path, &db, &tree)?;
+            ensure_type_index(&db, &tree)?;
+            let store = ensure_store_id(&db, &tree)?;
+            let snapshots = db.open_tree(SNAPSHOTS).map_err(sled_error)?;
+            let checkpoints = db.open_tree(CHECKPOINTS).map_err(sled_error)?;
+            Ok((tree, store, snapshots, checkpoints))
+        })?;
+        let (tree, store, snapshots, checkpoints) = opened;
+        let data = File::options()
+            .read(true)
+            .write(true)
+            .open(path.join(recovery::DATA_FILE))
+            .map_err(|e| cannot_open(&path, e))?;
         let synced_blobs = Mutex::new(HashSet::new());
         let skip_fdatasync = config.skip_fdatasync;
-        Ok(Files { path, db, tree, snapshots, checkpoints, data, synced_blobs, skip_fdatasync })
+        let applied = AtomicU64::new(0);
+        let files =
+            Files { path, db, tree, snapshots, checkpoints, data, synced_blobs, skip_fdatasync, store, applied };
+        let log_head = recovery::guarded("data file (db)", || files.last_record())?.map_or(0, |r| r.last());
+        files.applied.store(log_head, Ordering::Release);
+        // What sled recovered (and any id just made) is durable before the head file names it.
+        files.sync_to_disk()?;
+        recovery::check_head(&files.path, store, log_head, !skip_fdatasync)?;
+        Ok(files)
+    }
+
+    /// The last position written to sled (see the field).
+    pub(super) fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Announces that positions up to `last` are about to be written.
+    pub(super) fn applying(&self, last: u64) {
+        self.applied.fetch_max(last, Ordering::AcqRel);
+    }
+
+    /// Writes everything sled buffers and makes it durable (a clean close under `Buffered`).
+    pub(super) fn flush_and_sync(&self) -> Result<()> {
+        self.db.flush().map_err(sled_error)?;
+        self.sync_to_disk()
+    }
+
+    /// Records `head` (durable now) in the head file, which the next open checks the log against.
+    pub(super) fn write_head(&self, head: u64) -> Result<()> {
+        let file = recovery::HeadFile { store: self.store, head };
+        recovery::write_head_file(&self.path, file, !self.skip_fdatasync)
     }
 
     /// Makes everything sled has flushed so far durable. sled's flush ends in `sync_file_range`,
@@ -132,7 +163,7 @@ impl Files {
         match self.tree.scan_prefix([LOG]).next_back() {
             None => Ok(None),
             Some(item) => {
-                let (key, value) = item.map_err(Error::storage)?;
+                let (key, value) = item.map_err(sled_error)?;
                 Ok(Some(parse_record(&key, value)?))
             }
         }
@@ -141,7 +172,7 @@ impl Files {
     /// The record holding `position`, if the log reaches that far.
     pub(super) fn record_at(&self, position: u64) -> Result<Option<Record<IVec>>> {
         let Some(item) = self.tree.range(log_key(0)..=log_key(position)).next_back() else { return Ok(None) };
-        let (key, value) = item.map_err(Error::storage)?;
+        let (key, value) = item.map_err(sled_error)?;
         let record = parse_record(&key, value)?;
         Ok(record.contains(position).then_some(record))
     }
@@ -158,7 +189,7 @@ impl Files {
             None => position,
         };
         Box::new(self.tree.range(log_key(start)..=log_key(u64::MAX)).map(|item| {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             parse_record(&key, value)
         }))
     }
@@ -188,7 +219,7 @@ impl Files {
         let prefix = stream_prefix(stream);
         let until = stream_key(stream, from);
         let decode = |item: sled::Result<(IVec, IVec)>| {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             IndexEntry::decode(&key, &value)
         };
         match direction {
@@ -251,7 +282,7 @@ impl Files {
         };
         let mut positions = Vec::new();
         for item in self.tree.range(start..=type_key(event_type, head)) {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             let first = key.len().checked_sub(8).and_then(|at| key.get(at..)).and_then(be_u64);
             let decoded = first.and_then(|first| decode_positions(first, &value)).ok_or(Error::Corrupt {
                 what: "event-type index entry",
@@ -282,7 +313,7 @@ impl Files {
     /// Stores a snapshot (not synced: snapshots are a cache).
     pub(super) fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         let key = snapshot_key(snapshot.stream.as_str(), snapshot.version.get());
-        self.snapshots.insert(key, encode_snapshot(snapshot)).map_err(Error::storage)?;
+        self.snapshots.insert(key, encode_snapshot(snapshot)).map_err(sled_error)?;
         Ok(())
     }
 
@@ -291,7 +322,7 @@ impl Files {
         let prefix = snapshot_key(stream.as_str(), 0);
         let until = snapshot_key(stream.as_str(), at);
         for item in self.snapshots.range(prefix..=until).rev() {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             let version = key.len().checked_sub(8).and_then(|at| key.get(at..)).and_then(be_u64);
             if let Some(snapshot) = version.and_then(|v| decode_snapshot(stream, v, &value)) {
                 return Ok(Some(snapshot));
@@ -307,7 +338,7 @@ impl Files {
 
     /// The checkpoint named `name`, if any.
     pub(super) fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
-        match self.checkpoints.get(name.as_bytes()).map_err(Error::storage)? {
+        match self.checkpoints.get(name.as_bytes()).map_err(sled_error)? {
             None => Ok(None),
             Some(value) => decode_checkpoint(name, &value).map(Some).ok_or_else(|| corrupt_checkpoint(name)),
         }
@@ -325,9 +356,9 @@ impl Files {
                 CheckpointWrite::Delete(name) => batch.remove(name.as_bytes()),
             }
         }
-        self.checkpoints.apply_batch(batch).map_err(Error::storage)?;
+        self.checkpoints.apply_batch(batch).map_err(sled_error)?;
         if sync {
-            self.checkpoints.flush().map_err(Error::storage)?;
+            self.checkpoints.flush().map_err(sled_error)?;
             self.sync_to_disk()?;
         }
         Ok(())
@@ -337,7 +368,7 @@ impl Files {
     pub(super) fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
         let mut checkpoints = Vec::new();
         for item in self.checkpoints.scan_prefix(prefix.as_bytes()) {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             let name = std::str::from_utf8(&key).map_err(|_| corrupt_checkpoint(prefix))?;
             checkpoints.push(decode_checkpoint(name, &value).ok_or_else(|| corrupt_checkpoint(name))?);
         }
@@ -355,7 +386,7 @@ impl Files {
     pub(super) fn event_ids(&self) -> Result<HashMap<Uuid, u64>> {
         let mut ids = HashMap::new();
         for item in self.tree.scan_prefix([LOG]) {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             let Ok(record) = parse_record(&key, value) else { continue };
             for position in record.first..=record.last() {
                 if let Ok(id) = record.id(position) {
@@ -382,7 +413,7 @@ fn parse_record(key: &[u8], value: IVec) -> Result<Record<IVec>> {
 
 fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
     let unsupported = |found| Error::UnsupportedFormat { path: path.to_owned(), found, supported: FORMAT_VERSION };
-    match tree.get(FORMAT_KEY).map_err(Error::storage)? {
+    match tree.get(FORMAT_KEY).map_err(sled_error)? {
         Some(value) => {
             let found = value.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| unsupported(0))?;
             if found != FORMAT_VERSION {
@@ -390,17 +421,17 @@ fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
             }
         }
         None => {
-            let foreign = tree.first().map_err(Error::storage)?.is_some()
+            let foreign = tree.first().map_err(sled_error)?.is_some()
                 || db
                     .tree_names()
                     .iter()
                     .any(|name| name.as_ref() != b"__sled__default" && name.as_ref() != TREE.as_bytes())
-                || db.first().map_err(Error::storage)?.is_some();
+                || db.first().map_err(sled_error)?.is_some();
             if foreign {
                 return Err(unsupported(0));
             }
-            tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()).map_err(Error::storage)?;
-            db.flush().map_err(Error::storage)?;
+            tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()).map_err(sled_error)?;
+            db.flush().map_err(sled_error)?;
         }
     }
     Ok(())
@@ -410,13 +441,13 @@ fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
 /// the marker that says the index is complete. Damaged records are left out (reading them still
 /// reports the damage; `verify` lists them).
 fn ensure_type_index(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
-    if tree.get(TYPE_INDEX_KEY).map_err(Error::storage)?.is_some() {
+    if tree.get(TYPE_INDEX_KEY).map_err(sled_error)?.is_some() {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
     let mut pending = 0;
     for item in tree.scan_prefix([LOG]) {
-        let (key, value) = item.map_err(Error::storage)?;
+        let (key, value) = item.map_err(sled_error)?;
         let Ok(record) = parse_record(&key, value) else { continue };
         let mut types: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
         for position in record.first..=record.last() {
@@ -426,14 +457,49 @@ fn ensure_type_index(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
         }
         pending += insert_type_entries(&mut batch, types);
         if pending >= 10_000 {
-            tree.apply_batch(std::mem::take(&mut batch)).map_err(Error::storage)?;
+            tree.apply_batch(std::mem::take(&mut batch)).map_err(sled_error)?;
             pending = 0;
         }
     }
     batch.insert(TYPE_INDEX_KEY, &[1u8]);
-    tree.apply_batch(batch).map_err(Error::storage)?;
-    db.flush().map_err(Error::storage)?;
+    tree.apply_batch(batch).map_err(sled_error)?;
+    db.flush().map_err(sled_error)?;
     Ok(())
+}
+
+/// Opens sled's database, waiting up to [`LOCK_PATIENCE`] for the lock of a store closed a moment ago.
+fn open_db(path: &Path, config: &sled::Config) -> Result<sled::Db> {
+    let started = Instant::now();
+    loop {
+        match config.open() {
+            // sled lets go of its file lock a little after its last `Db` is dropped (its background
+            // jobs still hold the file), so a store closed a moment ago may still look locked.
+            Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            opened => return opened.map_err(|e| open_error(path, e)),
+        }
+    }
+}
+
+/// The store's id, made when a store without one is opened (a new store, or one written before ids).
+fn ensure_store_id(db: &sled::Db, tree: &sled::Tree) -> Result<Uuid> {
+    if let Some(value) = tree.get(STORE_ID_KEY).map_err(sled_error)? {
+        return Uuid::from_slice(&value).map_err(|_| recovery::damaged("store id", "it is not 16 bytes"));
+    }
+    let id = Uuid::new_v4();
+    tree.insert(STORE_ID_KEY, id.as_bytes()).map_err(sled_error)?;
+    db.flush().map_err(sled_error)?;
+    Ok(id)
+}
+
+/// A sled error met while reading or writing: damage it reports is [`Error::Corrupt`], the rest
+/// (I/O, ...) [`Error::Storage`].
+pub(super) fn sled_error(error: sled::Error) -> Error {
+    match error {
+        sled::Error::Corruption { .. } => recovery::damaged("data file (db)", "sled reports corruption"),
+        other => Error::storage(other),
+    }
 }
 
 /// Whether sled failed to open because another handle holds the database's lock. sled reports it as
@@ -445,9 +511,10 @@ fn is_lock_error(error: &sled::Error) -> bool {
 fn open_error(path: &Path, error: sled::Error) -> Error {
     match error {
         ref locked if is_lock_error(locked) => Error::Locked { path: path.to_owned() },
-        sled::Error::Corruption { .. } => {
-            Error::Corrupt { what: "sled database", position: Position::ZERO, reason: "sled reports corruption" }
-        }
+        sled::Error::Corruption { .. } => recovery::damaged("data file (db)", "sled reports corruption"),
+        // sled checks its config file (`conf`) first; a damaged one reads as a config written by a
+        // sled older than 0.29, which no Annals store ever was.
+        sled::Error::Unsupported(_) => recovery::damaged("sled config file (conf)", "it does not read"),
         // The directory or its files cannot be created or read: permissions, a file in the way.
         sled::Error::Io(source) => cannot_open(path, source),
         other => Error::storage(other),

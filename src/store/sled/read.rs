@@ -26,33 +26,80 @@ pub(super) fn stream_chunk(
     let mut cache = None;
     let mut events = Vec::new();
     let from = from.get().max(1);
+    // The version the next event must have: the index must not skip one, and every event it points
+    // at must be this stream's at that version.
+    let mut expected = (direction == Direction::Forward).then_some(from);
+    // Later versions were appended later: once an entry is past the head (not acknowledged yet),
+    // every later one is too, and before one that is, every earlier one is.
+    let mut unacknowledged = false;
+    let mut acknowledged = false;
     for entry in files.stream_entries(stream.as_str(), from, direction) {
         let entry = entry?;
         if entry.first_position > head {
-            // Not acknowledged yet; neither is anything after it.
-            if direction == Direction::Forward {
-                break;
+            if entry.first_position > files.applied() {
+                return answer(events, index_damage(entry.first_position, "it lies past the end of the log"));
             }
+            if direction == Direction::Backward && acknowledged {
+                return answer(events, index_damage(entry.first_position, "it lies past the head"));
+            }
+            unacknowledged = true;
             continue;
         }
+        if direction == Direction::Forward && unacknowledged {
+            return answer(events, index_damage(entry.first_position, "it follows an entry past the head"));
+        }
+        acknowledged = true;
+        let (low, high) = match direction {
+            Direction::Forward => (from.max(entry.first_version), entry.last_version()),
+            Direction::Backward => (entry.first_version, from.min(entry.last_version())),
+        };
+        let wanted = expected.unwrap_or(high);
+        let next = match direction {
+            Direction::Forward => low,
+            Direction::Backward => high,
+        };
+        if next != wanted {
+            return answer(events, index_damage(entry.first_position, "the stream's versions skip or repeat"));
+        }
         let versions: Box<dyn Iterator<Item = u64>> = match direction {
-            Direction::Forward => Box::new(from.max(entry.first_version)..=entry.last_version()),
-            Direction::Backward => Box::new((entry.first_version..=from.min(entry.last_version())).rev()),
+            Direction::Forward => Box::new(low..=high),
+            Direction::Backward => Box::new((low..=high).rev()),
         };
         for version in versions {
             if events.len() >= max {
                 return Ok(events);
             }
             let position = entry.first_position + (version - entry.first_version);
-            match files.event_at(position, &mut cache) {
+            let event = files.event_at(position, &mut cache).and_then(|event| {
+                if event.stream != *stream || event.version.get() != version {
+                    return Err(index_damage(position, "it points at another event"));
+                }
+                Ok(event)
+            });
+            match event {
                 Ok(event) => events.push(event),
-                // Give back the events before a damaged one; the next page starts at it and fails.
-                Err(_) if !events.is_empty() => return Ok(events),
-                Err(error) => return Err(error),
+                Err(error) => return answer(events, error),
             }
+            expected = match direction {
+                Direction::Forward => Some(version + 1),
+                Direction::Backward => Some(version - 1),
+            };
         }
     }
     Ok(events)
+}
+
+/// The events before a damaged place, if any (the next page starts at it and fails), or the error.
+fn answer(events: Vec<RecordedEvent>, error: Error) -> Result<Vec<RecordedEvent>> {
+    if events.is_empty() {
+        Err(error)
+    } else {
+        Ok(events)
+    }
+}
+
+fn index_damage(position: u64, reason: &'static str) -> Error {
+    Error::Corrupt { what: "stream index entry", position: Position::new(position), reason }
 }
 
 /// A page of the log from `from`: the events `filter` admits, up to `max`, up to the durable `head`.
@@ -63,11 +110,18 @@ pub(super) fn log_chunk(files: &Files, head: u64, from: Position, max: usize, fi
     }
     let mut events = Vec::new();
     let mut next = start;
+    let mut first = true;
     for record in files.records_from(start) {
         let record = match record {
             Ok(record) => record,
             Err(error) => return partial(events, next, error),
         };
+        // Records follow each other without a gap or an overlap up to the head; the first one may
+        // start before `start`.
+        if next <= head && (record.first > next || (!first && record.first < next)) {
+            return partial(events, next, missing_record(next, record.first > next));
+        }
+        first = false;
         if record.first > head {
             break;
         }
@@ -88,8 +142,17 @@ pub(super) fn log_chunk(files: &Files, head: u64, from: Position, max: usize, fi
             next = position + 1;
         }
     }
+    if next <= head {
+        // The records ended before the head.
+        return partial(events, next, missing_record(next, true));
+    }
     let next = next.max(head + 1).max(start);
     Ok(LogChunk { events, next: Position::new(next), end: true })
+}
+
+fn missing_record(position: u64, missing: bool) -> Error {
+    let reason = if missing { "missing below the head" } else { "it overlaps the record before it" };
+    Error::Corrupt { what: "log record", position: Position::new(position), reason }
 }
 
 /// A filtered log read through the event-type index: only the records holding wanted events are

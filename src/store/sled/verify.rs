@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use super::codec::{
     be_u64, decode_checkpoint, decode_positions, decode_snapshot, IndexEntry, Record, LOG, STREAM, TYPE,
 };
+use super::files::sled_error;
 use super::SledStore;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::position::Position;
 use crate::stream_id::StreamId;
 
@@ -87,6 +88,10 @@ impl SledStore {
     /// # Errors
     /// [`Error::Storage`] when sled cannot be read; damage is reported in the report, not as an error.
     pub fn verify(&self) -> Result<VerifyReport> {
+        super::recovery::guarded("data file (db)", || self.verify_all())
+    }
+
+    fn verify_all(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut names: Vec<String> = Vec::new();
         let mut placed = self.verify_log(&mut report, &mut names)?;
@@ -110,7 +115,7 @@ impl SledStore {
         let mut last_recorded = DateTime::<Utc>::MIN_UTC;
         let (mut events, mut records) = (0, 0);
         for item in self.inner.files.tree.scan_prefix([LOG]) {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             let Some(first) = key.get(1..).and_then(be_u64) else {
                 problem(0, "a log key is not a position".into());
                 continue;
@@ -177,7 +182,7 @@ impl SledStore {
         let mut covered = vec![false; placed.len()];
         let mut last_version: HashMap<String, u64> = HashMap::new();
         for item in self.inner.files.tree.scan_prefix([STREAM]) {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             report.index_entries += 1;
             let name_end = key.len().saturating_sub(9);
             let name = String::from_utf8_lossy(key.get(1..name_end).unwrap_or_default()).into_owned();
@@ -225,7 +230,7 @@ impl SledStore {
     fn verify_type_index(&self, report: &mut VerifyReport, placed: &[Option<Placed>]) -> Result<()> {
         let mut covered = vec![false; placed.len()];
         for item in self.inner.files.tree.scan_prefix([TYPE]) {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             let split = key.len().saturating_sub(9);
             let event_type = String::from_utf8_lossy(key.get(1..split).unwrap_or_default()).into_owned();
             let first = key.get(split + 1..).and_then(be_u64).unwrap_or(0);
@@ -256,7 +261,7 @@ impl SledStore {
     /// Checks that every checkpoint and snapshot decodes.
     fn verify_side_trees(&self, report: &mut VerifyReport) -> Result<()> {
         for item in self.inner.files.checkpoints_tree().iter() {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             let name = String::from_utf8_lossy(&key).into_owned();
             match decode_checkpoint(&name, &value) {
                 Some(_) => report.checkpoints += 1,
@@ -267,7 +272,7 @@ impl SledStore {
             }
         }
         for item in self.inner.files.snapshots.iter() {
-            let (key, value) = item.map_err(Error::storage)?;
+            let (key, value) = item.map_err(sled_error)?;
             let split = key.len().saturating_sub(9);
             let name = String::from_utf8_lossy(key.get(..split).unwrap_or_default()).into_owned();
             let version = key.get(split + 1..).and_then(be_u64).unwrap_or(0);

@@ -5,8 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+use std::time::Instant;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{oneshot, watch};
@@ -14,7 +16,8 @@ use uuid::Uuid;
 
 use super::codec::{insert_type_entries, stream_key, IndexEntry, RecordBuilder};
 use super::config::Durability;
-use super::files::Files;
+use super::files::{sled_error, Files};
+use super::recovery::{guarded, HEAD_EVERY, HEAD_EVERY_GROUPS};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::{plan_retry, AppendResult, StoredId};
@@ -50,6 +53,7 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability) -> Result<WriterH
         poisoned: Arc::clone(&poisoned),
         in_flight: AtomicUsize::new(0),
         queued: AtomicUsize::new(0),
+        head_file: Mutex::new(HeadFileClock { groups: 0, written: Instant::now() }),
     });
     let writer = Writer {
         ids: files.event_ids()?,
@@ -106,7 +110,9 @@ impl Drop for WriterHandle {
     fn drop(&mut self) {
         drop(self.queue.take());
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if thread.join().is_ok() {
+                self.syncer.close();
+            }
         }
     }
 }
@@ -171,6 +177,15 @@ struct Syncer {
     in_flight: AtomicUsize,
     /// Requests sent to the writer and not taken off its queue yet.
     queued: AtomicUsize,
+    /// When the head file was last written, and how many groups were synced since.
+    head_file: Mutex<HeadFileClock>,
+}
+
+/// When the head file is due: after [`HEAD_EVERY_GROUPS`] synced groups or [`HEAD_EVERY`].
+#[derive(Debug)]
+struct HeadFileClock {
+    groups: u64,
+    written: Instant,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -196,6 +211,7 @@ impl Syncer {
 
     /// Makes the groups durable (one `fdatasync` for all), moves the head and answers every append.
     fn finish(&self, groups: Vec<Applied>) {
+        let count = groups.len() as u64;
         let outcome = match self.durability {
             Durability::Fsync if !self.poisoned.load(Ordering::Acquire) => self.files.sync_to_disk(),
             Durability::Fsync => Err(Error::Poisoned),
@@ -213,11 +229,46 @@ impl Syncer {
                 moved
             });
         }
+        let synced = failure.is_none() && self.durability == Durability::Fsync;
         for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
             let _ = reply.send(match &failure {
                 Some(error) => failed(result, error),
                 None => result,
             });
+        }
+        if synced {
+            self.record_head(count);
+        }
+    }
+}
+
+impl Syncer {
+    /// Counts `groups` synced groups and, when the head file is due, records the durable head in it
+    /// (after the replies, so no append waits for it). A failure to write it is left for the next
+    /// time: the head file may lag the log, never lead it.
+    fn record_head(&self, groups: u64) {
+        let mut clock = self.head_file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        clock.groups += groups;
+        if clock.groups < HEAD_EVERY_GROUPS && clock.written.elapsed() < HEAD_EVERY {
+            return;
+        }
+        if self.files.write_head(self.head.borrow().get()).is_ok() {
+            *clock = HeadFileClock { groups: 0, written: Instant::now() };
+        }
+    }
+
+    /// At a clean close, after the last group: makes everything durable (under `Buffered` too) and
+    /// records the head in the head file.
+    fn close(&self) {
+        if self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        let durable = match self.durability {
+            Durability::Fsync => Ok(()),
+            Durability::Buffered => self.files.flush_and_sync(),
+        };
+        if durable.is_ok() {
+            let _ = self.files.write_head(self.head.borrow().get());
         }
     }
 }
@@ -291,11 +342,12 @@ impl Writer {
             replies: Vec::with_capacity(requests.len()),
         };
         for request in requests {
-            let outcome = self.plan(&request, &mut group);
+            // A panic inside sled (damaged pages read back) answers the request as damage.
+            let outcome = guarded("data file (db)", || self.plan(&request, &mut group));
             group.replies.push((request.reply, outcome));
         }
         let wrote = group.next_position != self.next_position;
-        let outcome = if wrote { self.write(&mut group) } else { Ok(()) };
+        let outcome = if wrote { guarded("data file (db)", || self.write(&mut group)) } else { Ok(()) };
         let replies = std::mem::take(&mut group.replies);
         let replies = match outcome {
             Ok(()) => {
@@ -342,9 +394,10 @@ impl Writer {
             batch.insert(&super::codec::log_key(first), record);
         }
         insert_type_entries(&mut batch, std::mem::take(&mut group.types));
-        self.files.tree.apply_batch(batch).map_err(Error::storage)?;
+        self.files.applying(group.next_position - 1);
+        self.files.tree.apply_batch(batch).map_err(sled_error)?;
         if self.durability == Durability::Fsync {
-            self.files.db.flush().map_err(Error::storage)?;
+            self.files.db.flush().map_err(sled_error)?;
         }
         Ok(())
     }
