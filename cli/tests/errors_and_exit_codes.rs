@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use annals::SledStore;
+use annals::{EventStore as _, SledStore};
 use common::{annals, command, small_store, Run, TestResult};
 
 const READ_COMMANDS: [&[&str]; 9] = [
@@ -169,5 +169,41 @@ async fn a_command_that_reads_a_damaged_record_exits_with_2() -> TestResult {
     assert_eq!(log.json_lines()?.len(), 3, "the events before the damage are printed");
     let read = annals(dir.path(), &["read", "a"])?;
     assert!(read.one_line_error(2).contains("corrupt"), "{read:?}");
+    Ok(())
+}
+
+/// A store with many records, closed cleanly (its head file then holds its head).
+async fn larger_store(dir: &Path) -> TestResult {
+    let store = SledStore::open(dir)?;
+    for i in 0..300 {
+        let stream = annals::StreamId::new(format!("s-{}", i % 10))?;
+        let events = (0..10).map(|_| annals::NewEvent::raw("Touched", r#"{"padding":"to fill a few pages"}"#));
+        store.append(&stream, annals::ExpectedVersion::Any, events.collect()).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_store_damaged_past_opening_exits_2_on_every_command() -> TestResult {
+    // The reproductions of issue 10: a data file cut to 80 %, emptied, and deleted.
+    let cuts: [(&str, fn(&Path) -> std::io::Result<()>); 3] = [
+        ("cut to 80 %", |db| {
+            let file = std::fs::OpenOptions::new().write(true).open(db)?;
+            let len = file.metadata()?.len();
+            file.set_len(len * 8 / 10)
+        }),
+        ("emptied", |db| std::fs::OpenOptions::new().write(true).open(db)?.set_len(0)),
+        ("deleted", |db| std::fs::remove_file(db)),
+    ];
+    for (label, cut) in cuts {
+        let dir = tempfile::tempdir()?;
+        larger_store(dir.path()).await?;
+        cut(&dir.path().join("db"))?;
+        for args in [&["verify"][..], &["streams"], &["log"]] {
+            let run = annals(dir.path(), args)?;
+            assert_eq!(run.code, Some(2), "{label}, {args:?}: {run:?}");
+            assert!(!run.stderr.contains("panicked"), "{label}, {args:?}: {run:?}");
+        }
+    }
     Ok(())
 }
