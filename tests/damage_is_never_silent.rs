@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use annals::{Error, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, ReadStream, SledStore, StreamId};
-use common::raw_sled::{damage, log_key, stream_key};
+use common::raw_sled::{damage, log_key, stream_entry, stream_key};
 use futures_util::TryStreamExt;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -184,12 +184,12 @@ async fn a_removed_last_record_does_not_open() -> TestResult {
 
 /// Rewrites stream `s-1`'s first index entry through sled to `value` and reads the stream.
 async fn read_with_entry(
-    value: [u8; 12],
+    value: Vec<u8>,
 ) -> Result<Result<Vec<annals::RecordedEvent>, Error>, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     filled(dir.path()).await?;
     damage(dir.path(), "annals", |tree| {
-        tree.insert(stream_key("s-1", 1), &value)?;
+        tree.insert(stream_key("s-1", 1), value.as_slice())?;
         Ok(())
     })?;
     let store = open(dir.path()).await?;
@@ -198,11 +198,10 @@ async fn read_with_entry(
     Ok(tokio::time::timeout(Duration::from_secs(30), read).await.expect("the stream read hung"))
 }
 
-fn entry(first_position: u64, count: u32) -> [u8; 12] {
-    let mut value = [0; 12];
-    value[..8].copy_from_slice(&first_position.to_be_bytes());
-    value[8..].copy_from_slice(&count.to_be_bytes());
-    value
+/// A plausible entry for `s-1` version 1, with a valid checksum: only the store's other checks can
+/// tell it is wrong.
+fn entry(first_position: u64, count: u32) -> Vec<u8> {
+    stream_entry(&stream_key("s-1", 1), first_position, count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +215,12 @@ async fn a_rewritten_stream_index_entry_gives_an_error_not_wrong_events() -> Tes
         ("shrunk", entry(11, 3)),
         ("past the head", entry(1_000_000, 10)),
         ("overflowing", entry(u64::MAX - 1, u32::MAX)),
+        ("without a checksum", entry(11, 10)[..12].to_vec()),
+        ("with a wrong checksum", {
+            let mut value = entry(11, 10);
+            value[15] ^= 1;
+            value
+        }),
     ] {
         let read = read_with_entry(value).await?;
         match read {
@@ -230,5 +235,55 @@ async fn a_rewritten_stream_index_entry_gives_an_error_not_wrong_events() -> Tes
             }
         }
     }
+    Ok(())
+}
+
+/// The type-filtered log read of `Touched` events, within a time limit.
+async fn touched(store: &SledStore) -> Result<Vec<annals::RecordedEvent>, Error> {
+    let filter = annals::LogFilter::all().event_types(["Touched"]);
+    let read = store.read_log(ReadLog::from_start().filter(filter)).try_collect::<Vec<_>>();
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("the filtered read hung")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_event_type_index_entry_fails_a_filtered_read_instead_of_dropping_events() -> TestResult {
+    for which in ["a middle one", "the last one"] {
+        let dir = tempfile::tempdir()?;
+        let head = filled(dir.path()).await?;
+        damage(dir.path(), "annals", |tree| {
+            let keys: Vec<_> = tree.scan_prefix(b"TTouched\x00").keys().collect::<Result<_, _>>()?;
+            let key = if which == "the last one" { keys.last() } else { keys.get(keys.len() / 2) };
+            tree.remove(key.expect("entries"))?;
+            Ok(())
+        })?;
+        let store = open(dir.path()).await?;
+        match touched(&store).await {
+            Ok(events) => assert_eq!(events.len() as u64, head, "{which}: events dropped without an error"),
+            Err(error) => {
+                assert!(matches!(&error, Error::Corrupt { what: "event-type index entry", .. }), "{which}: {error:?}")
+            }
+        }
+        assert!(touched(&store).await.is_err(), "{which}: the damage was not reported");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_copied_under_another_name_is_damage() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let store = SledStore::open(dir.path())?;
+        let saved = annals::Checkpoint::new("projection/a", Position::new(7)).with_state("{}");
+        store.save_checkpoints(vec![annals::CheckpointWrite::Save(saved)]).await?;
+    }
+    damage(dir.path(), "annals-checkpoints", |tree| {
+        let value = tree.get("projection/a")?.expect("saved");
+        tree.insert("projection/b", value)?;
+        Ok(())
+    })?;
+    let store = open(dir.path()).await?;
+    assert_eq!(store.load_checkpoint("projection/a").await?.map(|c| c.position.get()), Some(7));
+    let copied = store.load_checkpoint("projection/b").await;
+    assert!(matches!(&copied, Err(Error::Corrupt { what: "checkpoint", .. })), "{copied:?}");
     Ok(())
 }

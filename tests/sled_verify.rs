@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use annals::{Checkpoint, CheckpointWrite, EventStore, ExpectedVersion, NewEvent, Position, SledStore, StreamId};
-use common::raw_sled::{damage, log_key, stream_key};
+use common::raw_sled::{damage, log_key, stream_entry, stream_key};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -75,9 +75,8 @@ async fn an_index_entry_pointing_elsewhere_is_reported() -> TestResult {
     healthy(dir.path()).await?;
     // Stream a's second entry (version 2) now claims position 2, where b's first event is.
     damage(dir.path(), "annals", |tree| {
-        let mut value = 2u64.to_be_bytes().to_vec();
-        value.extend_from_slice(&1u32.to_be_bytes());
-        tree.insert(stream_key("a", 2), value).map(drop)
+        let key = stream_key("a", 2);
+        tree.insert(&key, stream_entry(&key, 2, 1)).map(drop)
     })?;
     let report = SledStore::open(dir.path())?.verify()?;
     assert!(

@@ -172,6 +172,9 @@ async fn a_command_that_reads_a_damaged_record_exits_with_2() -> TestResult {
     Ok(())
 }
 
+/// Damage done to a store's data file.
+type Cut = fn(&Path) -> std::io::Result<()>;
+
 /// A store with many records, closed cleanly (its head file then holds its head).
 async fn larger_store(dir: &Path) -> TestResult {
     let store = SledStore::open(dir)?;
@@ -186,7 +189,7 @@ async fn larger_store(dir: &Path) -> TestResult {
 #[tokio::test]
 async fn a_store_damaged_past_opening_exits_2_on_every_command() -> TestResult {
     // The reproductions of issue 10: a data file cut to 80 %, emptied, and deleted.
-    let cuts: [(&str, fn(&Path) -> std::io::Result<()>); 3] = [
+    let cuts: [(&str, Cut); 3] = [
         ("cut to 80 %", |db| {
             let file = std::fs::OpenOptions::new().write(true).open(db)?;
             let len = file.metadata()?.len();

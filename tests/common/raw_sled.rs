@@ -43,3 +43,16 @@ pub fn stream_key(stream: &str, first_version: u64) -> Vec<u8> {
     key.extend_from_slice(&first_version.to_be_bytes());
     key
 }
+
+/// A stream index entry's value (format 2): first position, count, and the CRC-32 of the key and
+/// those 12 bytes, so that sled and the checksum both accept it and only the store's other checks
+/// can tell it is wrong.
+pub fn stream_entry(key: &[u8], first_position: u64, count: u32) -> Vec<u8> {
+    let mut value = first_position.to_be_bytes().to_vec();
+    value.extend_from_slice(&count.to_be_bytes());
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(key);
+    hasher.update(&value);
+    value.extend_from_slice(&hasher.finalize().to_be_bytes());
+    value
+}

@@ -13,7 +13,7 @@ use crate::store::{Checkpoint, Snapshot};
 use crate::stream_id::StreamId;
 
 /// The storage format this version writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Key of the format version (value: u32 big-endian).
 pub(crate) const FORMAT_KEY: &[u8] = b"M\x00format";
@@ -22,7 +22,7 @@ pub(crate) const LOG: u8 = b'L';
 /// Prefix of stream index entries: `S` + stream name + `0x00` + first version (u64 big-endian).
 pub(crate) const STREAM: u8 = b'S';
 /// Prefix of event-type index entries: `T` + event type + `0x00` + first position (u64 big-endian),
-/// one per type per group commit; the value lists that group's positions of that type.
+/// one per type per group commit (see `index.rs`).
 pub(crate) const TYPE: u8 = b'T';
 /// Present once the event-type index covers the whole log (stores written before it had none, and
 /// get it built at open).
@@ -62,71 +62,6 @@ pub(crate) fn stream_key(stream: &str, first_version: u64) -> Vec<u8> {
     let mut key = stream_prefix(stream);
     key.extend_from_slice(&first_version.to_be_bytes());
     key
-}
-
-pub(crate) fn type_prefix(event_type: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(event_type.len() + 10);
-    key.push(TYPE);
-    key.extend_from_slice(event_type.as_bytes());
-    key.push(0);
-    key
-}
-
-pub(crate) fn type_key(event_type: &str, first_position: u64) -> Vec<u8> {
-    let mut key = type_prefix(event_type);
-    key.extend_from_slice(&first_position.to_be_bytes());
-    key
-}
-
-/// An event-type index value: the positions, ascending, each as the LEB128 varint of its distance from
-/// the previous one (the first from the key's first position, so it is 0).
-pub(crate) fn encode_positions(first: u64, positions: &[u64]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(positions.len() * 2);
-    let mut previous = first;
-    for &position in positions {
-        let mut delta = position - previous;
-        previous = position;
-        loop {
-            let byte = (delta & 0x7f) as u8;
-            delta >>= 7;
-            if delta == 0 {
-                value.push(byte);
-                break;
-            }
-            value.push(byte | 0x80);
-        }
-    }
-    value
-}
-
-/// Adds the event-type index entries of one commit group (positions by type, ascending) to `batch`.
-pub(crate) fn insert_type_entries(batch: &mut sled::Batch, types: BTreeMap<String, Vec<u64>>) -> usize {
-    let count = types.len();
-    for (event_type, positions) in types {
-        let first = positions.first().copied().unwrap_or_default();
-        batch.insert(type_key(&event_type, first), encode_positions(first, &positions));
-    }
-    count
-}
-
-/// Decodes an event-type index value; `None` when it is damaged.
-pub(crate) fn decode_positions(first: u64, value: &[u8]) -> Option<Vec<u64>> {
-    let mut positions = Vec::new();
-    let (mut previous, mut delta, mut shift) = (first, 0u64, 0u32);
-    for &byte in value {
-        delta |= u64::from(byte & 0x7f).checked_shl(shift)?;
-        if byte & 0x80 == 0 {
-            previous = previous.checked_add(delta)?;
-            positions.push(previous);
-            (delta, shift) = (0, 0);
-        } else {
-            shift += 7;
-            if shift > 63 {
-                return None;
-            }
-        }
-    }
-    (shift == 0 && !positions.is_empty()).then_some(positions)
 }
 
 /// Key of a snapshot in the snapshot tree: stream name + `0x00` + version (u64 big-endian).
@@ -173,16 +108,37 @@ pub(crate) fn encode_checkpoint(checkpoint: &Checkpoint) -> Vec<u8> {
     value.extend_from_slice(&checkpoint.updated_at.timestamp_micros().to_le_bytes());
     value.push(u8::from(checkpoint.state.is_some()));
     value.extend_from_slice(state.as_bytes());
-    let crc = crc32fast::hash(&value[4..]);
+    let crc = checkpoint_checksum(&checkpoint.name, &value[4..]);
     value[..4].copy_from_slice(&crc.to_le_bytes());
     value
 }
 
 /// Decodes a checkpoint value; `None` when it is damaged.
 pub(crate) fn decode_checkpoint(name: &str, value: &[u8]) -> Option<Checkpoint> {
+    if le_u32(value, 0)? != checkpoint_checksum(name, value.get(4..)?) {
+        return None;
+    }
+    decode_checkpoint_body(name, value)
+}
+
+/// A checkpoint's checksum covers its name (format 2), so a value copied under another name is
+/// damage.
+fn checkpoint_checksum(name: &str, body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(name.as_bytes());
+    hasher.update(body);
+    hasher.finalize()
+}
+
+/// Decodes a format-1 checkpoint value, whose checksum covers the value only; `None` when damaged.
+pub(crate) fn decode_checkpoint_format_1(name: &str, value: &[u8]) -> Option<Checkpoint> {
     if le_u32(value, 0)? != crc32fast::hash(value.get(4..)?) {
         return None;
     }
+    decode_checkpoint_body(name, value)
+}
+
+fn decode_checkpoint_body(name: &str, value: &[u8]) -> Option<Checkpoint> {
     let position = Position::new(u64::from_le_bytes(value.get(4..12)?.try_into().ok()?));
     let updated_at = DateTime::from_timestamp_micros(le_i64(value, 12)?)?;
     let state = match value.get(20)? {
@@ -196,51 +152,8 @@ pub(crate) fn decode_checkpoint(name: &str, value: &[u8]) -> Option<Checkpoint> 
     Some(checkpoint)
 }
 
-/// A stream index entry: `count` events of one stream, from `first_version` at `first_position`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct IndexEntry {
-    pub(crate) first_version: u64,
-    pub(crate) first_position: u64,
-    pub(crate) count: u32,
-}
-
-impl IndexEntry {
-    pub(crate) fn encode(&self) -> [u8; 12] {
-        let mut value = [0; 12];
-        value[..8].copy_from_slice(&self.first_position.to_be_bytes());
-        value[8..].copy_from_slice(&self.count.to_be_bytes());
-        value
-    }
-
-    pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<Self> {
-        let corrupt = |reason| Error::Corrupt { what: "stream index entry", position: Position::ZERO, reason };
-        let version = key.len().checked_sub(8).and_then(|at| key.get(at..)).ok_or_else(|| corrupt("key too short"))?;
-        let (position, count) = (value.get(..8), value.get(8..12));
-        match (be_u64(version), position.and_then(be_u64), count.and_then(be_u32), value.len()) {
-            (Some(first_version), Some(first_position), Some(count), 12)
-                if count > 0
-                    && first_version > 0
-                    && first_position > 0
-                    && first_version.checked_add(u64::from(count)).is_some()
-                    && first_position.checked_add(u64::from(count)).is_some() =>
-            {
-                Ok(IndexEntry { first_version, first_position, count })
-            }
-            _ => Err(corrupt("value is not 12 bytes of position and count")),
-        }
-    }
-
-    pub(crate) fn last_version(&self) -> u64 {
-        self.first_version + u64::from(self.count) - 1
-    }
-}
-
 pub(crate) fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
-}
-
-fn be_u32(bytes: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
 
 /// Encodes what the caller knows of an event (everything but version, position and recorded time),

@@ -13,12 +13,12 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::codec::{
-    be_u64, decode_checkpoint, decode_positions, decode_snapshot, encode_checkpoint, encode_snapshot,
-    insert_type_entries, log_key, snapshot_key, stream_key, stream_prefix, type_key, type_prefix, IndexEntry, Record,
-    FORMAT_KEY, FORMAT_VERSION, LOG, STORE_ID_KEY, STREAM, TYPE_INDEX_KEY,
+    be_u64, decode_checkpoint, decode_snapshot, encode_checkpoint, encode_snapshot, log_key, snapshot_key, stream_key,
+    stream_prefix, Record, FORMAT_KEY, FORMAT_VERSION, LOG, STORE_ID_KEY, STREAM, TYPE_INDEX_KEY,
 };
 use super::config::SledConfig;
-use super::recovery;
+use super::index::{count_key, decode_count, type_key, type_prefix, IndexEntry, TypeEntry, COUNT};
+use super::{recovery, upgrade};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -271,35 +271,62 @@ impl Files {
     }
 
     /// The positions of events of `event_type` from `from` to `head` (inclusive), ascending, at most
-    /// `max` of them, from the event-type index.
+    /// `max` of them, from the event-type index. The entries' counts must chain up to the type's
+    /// count, so a missing entry is [`Error::Corrupt`], never a silently shorter answer.
     pub(super) fn type_positions(&self, event_type: &str, from: u64, head: u64, max: usize) -> Result<Vec<u64>> {
+        // The count first: entries written after it only lengthen the chain.
+        let total = self.type_count(event_type)?;
         let prefix = type_prefix(event_type);
         // The entry holding `from` may start before it.
-        let start = match self.tree.range(prefix.clone()..=type_key(event_type, from)).next_back() {
-            Some(Ok((key, _))) => key.to_vec(),
-            Some(Err(e)) => return Err(Error::storage(e)),
-            None => type_key(event_type, from),
+        let found = self.tree.range(prefix.clone()..=type_key(event_type, from)).next_back();
+        let (start, mut chained) = match found {
+            Some(item) => (item.map_err(sled_error)?.0.to_vec(), None),
+            // No entry before `from`: the first entry is the type's first.
+            None => (type_key(event_type, from), Some(0)),
         };
         let mut positions = Vec::new();
-        for item in self.tree.range(start..=type_key(event_type, head)) {
+        for item in self.tree.range(start..=type_key(event_type, u64::MAX)) {
             let (key, value) = item.map_err(sled_error)?;
-            let first = key.len().checked_sub(8).and_then(|at| key.get(at..)).and_then(be_u64);
-            let decoded = first.and_then(|first| decode_positions(first, &value)).ok_or(Error::Corrupt {
-                what: "event-type index entry",
-                position: Position::new(first.unwrap_or_default()),
-                reason: "positions do not decode",
-            })?;
-            for position in decoded.into_iter().filter(|p| (from..=head).contains(p)) {
+            let first = key.get(key.len().saturating_sub(8)..).and_then(be_u64).unwrap_or_default();
+            let entry = TypeEntry::decode(&key, &value).ok_or_else(|| type_damage(first, "it does not decode"))?;
+            if chained.is_some_and(|count| count != entry.before) {
+                return Err(type_damage(first, "an entry of this type before it is missing"));
+            }
+            chained = Some(entry.through());
+            // Entries past the head are read only to finish the chain.
+            for position in entry.positions.into_iter().filter(|p| (from..=head).contains(p)) {
                 positions.push(position);
                 if positions.len() >= max {
                     return Ok(positions);
                 }
             }
         }
+        if chained.unwrap_or(0) < total {
+            return Err(type_damage(head, "the last entries of this type are missing"));
+        }
         Ok(positions)
     }
 
-    /// The current version of a stream, counting only events at or before `head`.
+    /// How many events of `event_type` the log holds (0 for a type never written).
+    fn type_count(&self, event_type: &str) -> Result<u64> {
+        let key = count_key(event_type);
+        match self.tree.get(&key).map_err(sled_error)? {
+            None => Ok(0),
+            Some(value) => decode_count(&key, &value).ok_or_else(|| type_damage(0, "its count does not decode")),
+        }
+    }
+
+    /// Every event type's count, for the writer to continue them.
+    pub(super) fn type_counts(&self) -> Result<HashMap<String, u64>> {
+        let mut counts = HashMap::new();
+        for item in self.tree.scan_prefix([COUNT]) {
+            let (key, value) = item.map_err(sled_error)?;
+            let count = decode_count(&key, &value).ok_or_else(|| type_damage(0, "its count does not decode"))?;
+            counts.insert(String::from_utf8_lossy(&key[1..]).into_owned(), count);
+        }
+        Ok(counts)
+    }
+
     pub(super) fn stream_version(&self, stream: &str, head: u64) -> Result<Option<u64>> {
         for entry in self.stream_entries(stream, u64::MAX, Direction::Backward) {
             let entry = entry?;
@@ -402,7 +429,11 @@ fn corrupt_checkpoint(_name: &str) -> Error {
     Error::Corrupt { what: "checkpoint", position: Position::ZERO, reason: "checksum or layout mismatch" }
 }
 
-fn parse_record(key: &[u8], value: IVec) -> Result<Record<IVec>> {
+fn type_damage(position: u64, reason: &'static str) -> Error {
+    Error::Corrupt { what: "event-type index entry", position: Position::new(position), reason }
+}
+
+pub(super) fn parse_record(key: &[u8], value: IVec) -> Result<Record<IVec>> {
     let first = key.get(1..).and_then(be_u64).ok_or(Error::Corrupt {
         what: "log record",
         position: Position::ZERO,
@@ -416,8 +447,10 @@ fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
     match tree.get(FORMAT_KEY).map_err(sled_error)? {
         Some(value) => {
             let found = value.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| unsupported(0))?;
-            if found != FORMAT_VERSION {
-                return Err(unsupported(found));
+            match found {
+                FORMAT_VERSION => {}
+                1 => upgrade::from_format_1(db, tree, &db.open_tree(CHECKPOINTS).map_err(sled_error)?)?,
+                _ => return Err(unsupported(found)),
             }
         }
         None => {
@@ -437,34 +470,13 @@ fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
     Ok(())
 }
 
-/// Builds the event-type index of a store written before it existed: one pass over the log, then
-/// the marker that says the index is complete. Damaged records are left out (reading them still
-/// reports the damage; `verify` lists them).
+/// Builds the event-type index of a store whose index is not marked complete (written before it
+/// existed, or its rebuild was interrupted).
 fn ensure_type_index(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
     if tree.get(TYPE_INDEX_KEY).map_err(sled_error)?.is_some() {
         return Ok(());
     }
-    let mut batch = sled::Batch::default();
-    let mut pending = 0;
-    for item in tree.scan_prefix([LOG]) {
-        let (key, value) = item.map_err(sled_error)?;
-        let Ok(record) = parse_record(&key, value) else { continue };
-        let mut types: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
-        for position in record.first..=record.last() {
-            if let Ok((_, event_type)) = record.peek(position) {
-                types.entry(event_type.to_owned()).or_default().push(position);
-            }
-        }
-        pending += insert_type_entries(&mut batch, types);
-        if pending >= 10_000 {
-            tree.apply_batch(std::mem::take(&mut batch)).map_err(sled_error)?;
-            pending = 0;
-        }
-    }
-    batch.insert(TYPE_INDEX_KEY, &[1u8]);
-    tree.apply_batch(batch).map_err(sled_error)?;
-    db.flush().map_err(sled_error)?;
-    Ok(())
+    upgrade::rebuild_type_index(db, tree)
 }
 
 /// Opens sled's database, waiting up to [`LOCK_PATIENCE`] for the lock of a store closed a moment ago.

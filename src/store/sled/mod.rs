@@ -8,8 +8,10 @@
 mod codec;
 mod config;
 mod files;
+mod index;
 mod read;
 mod recovery;
+mod upgrade;
 mod verify;
 mod writer;
 

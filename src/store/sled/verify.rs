@@ -4,10 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::codec::{
-    be_u64, decode_checkpoint, decode_positions, decode_snapshot, IndexEntry, Record, LOG, STREAM, TYPE,
-};
+use super::codec::{be_u64, decode_checkpoint, decode_snapshot, Record, LOG, STREAM, TYPE};
 use super::files::sled_error;
+use super::index::{IndexEntry, TypeEntry};
 use super::SledStore;
 use crate::error::Result;
 use crate::position::Position;
@@ -229,17 +228,25 @@ impl SledStore {
     /// Checks that the event-type index lists every event once, under its type.
     fn verify_type_index(&self, report: &mut VerifyReport, placed: &[Option<Placed>]) -> Result<()> {
         let mut covered = vec![false; placed.len()];
+        // Per type: the count the next entry must start from (the entries' counts chain).
+        let mut chains: HashMap<String, u64> = HashMap::new();
         for item in self.inner.files.tree.scan_prefix([TYPE]) {
             let (key, value) = item.map_err(sled_error)?;
             let split = key.len().saturating_sub(9);
             let event_type = String::from_utf8_lossy(key.get(1..split).unwrap_or_default()).into_owned();
             let first = key.get(split + 1..).and_then(be_u64).unwrap_or(0);
-            let Some(positions) = decode_positions(first, &value) else {
+            let Some(entry) = TypeEntry::decode(&key, &value) else {
                 let what = format!("event-type index entry of {event_type:?} does not decode");
                 report.problems.push(VerifyProblem { position: Position::new(first), what });
                 continue;
             };
-            for position in positions {
+            let chain = chains.entry(event_type.clone()).or_default();
+            if entry.before != *chain {
+                let what = format!("event-type index entries of {event_type:?} do not chain: an entry is missing");
+                report.problems.push(VerifyProblem { position: Position::new(first), what });
+            }
+            *chain = entry.through();
+            for position in entry.positions {
                 let at = usize::try_from(position).unwrap_or(usize::MAX).wrapping_sub(1);
                 match placed.get(at).and_then(Option::as_ref) {
                     Some(event) if event.event_type == event_type => {
@@ -252,6 +259,12 @@ impl SledStore {
                         report.problems.push(VerifyProblem { position: Position::new(position), what });
                     }
                 }
+            }
+        }
+        for (event_type, total) in self.inner.files.type_counts()? {
+            if chains.get(&event_type).copied().unwrap_or(0) != total {
+                let what = format!("the count of {event_type:?} events does not match its index entries");
+                report.problems.push(VerifyProblem { position: Position::ZERO, what });
             }
         }
         report_uncovered(report, placed, &covered, "the event is missing from the event-type index");

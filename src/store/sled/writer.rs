@@ -14,9 +14,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use super::codec::{insert_type_entries, stream_key, IndexEntry, RecordBuilder};
+use super::codec::{stream_key, RecordBuilder};
 use super::config::Durability;
 use super::files::{sled_error, Files};
+use super::index::{insert_type_entries, IndexEntry};
 use super::recovery::{guarded, HEAD_EVERY, HEAD_EVERY_GROUPS};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
@@ -57,6 +58,7 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability) -> Result<WriterH
     });
     let writer = Writer {
         ids: files.event_ids()?,
+        type_counts: files.type_counts()?,
         files,
         durability,
         synced,
@@ -155,6 +157,8 @@ struct Writer {
     /// Set after a failed commit (by either thread): the outcome on disk is unknown, so no more
     /// appends until reopen.
     poisoned: Arc<AtomicBool>,
+    /// Events of each type so far, which the event-type index entries chain.
+    type_counts: HashMap<String, u64>,
 }
 
 /// A group that sled has applied and flushed, waiting for `fdatasync` before it is acknowledged.
@@ -387,13 +391,13 @@ impl Writer {
     }
 
     /// Applies the batch and has sled write it out (the syncer makes it durable).
-    fn write(&self, group: &mut Group) -> Result<()> {
+    fn write(&mut self, group: &mut Group) -> Result<()> {
         let records = std::mem::replace(&mut group.records, RecordBuilder::new(0, self.last_recorded)).finish();
         let mut batch = std::mem::take(&mut group.batch);
         for (first, record) in records {
             batch.insert(&super::codec::log_key(first), record);
         }
-        insert_type_entries(&mut batch, std::mem::take(&mut group.types));
+        insert_type_entries(&mut batch, std::mem::take(&mut group.types), &mut self.type_counts);
         self.files.applying(group.next_position - 1);
         self.files.tree.apply_batch(batch).map_err(sled_error)?;
         if self.durability == Durability::Fsync {
@@ -458,7 +462,9 @@ impl Writer {
                     expected: "at most 4,294,967,295",
                 })?,
             };
-            group.batch.insert(stream_key(append.stream.as_str(), current + 1), &entry.encode());
+            let key = stream_key(append.stream.as_str(), current + 1);
+            let value = entry.encode(&key);
+            group.batch.insert(key, value);
             group.heads.insert(append.stream.clone(), current + count);
             results.push(AppendResult {
                 version: Version::new(current + count),
