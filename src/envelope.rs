@@ -2,9 +2,10 @@
 //! back, with its stream, version, position and timestamps).
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -74,6 +75,10 @@ impl NewEvent {
     /// An event whose payload is `payload` serialized to JSON, with a fresh time-ordered id (UUIDv7)
     /// and schema version 1.
     ///
+    /// The JSON is checked too when the event is appended, as far as serialized JSON can fail to read
+    /// back (a value nested deeper than 127, or a `RawValue` inside it that does not read back):
+    /// the append fails with [`Error::InvalidPayload`].
+    ///
     /// # Errors
     /// [`Error::Serialize`] when `payload` cannot be serialized to JSON.
     pub fn json<T: Serialize + ?Sized>(event_type: impl Into<String>, payload: &T) -> Result<Self, Error> {
@@ -84,8 +89,9 @@ impl NewEvent {
     }
 
     /// An event whose payload is the JSON text `json`, with a fresh time-ordered id (UUIDv7) and schema
-    /// version 1. The text is checked when the event is appended: invalid JSON fails the append with
-    /// [`Error::InvalidPayload`].
+    /// version 1. The text is checked when the event is appended: invalid JSON, or JSON that
+    /// `serde_json` does not read back (a lone surrogate escape such as `"\ud800"`, nesting deeper
+    /// than 127, a number out of range), fails the append with [`Error::InvalidPayload`].
     pub fn raw(event_type: impl Into<String>, json: impl Into<String>) -> Self {
         NewEvent {
             id: Uuid::now_v7(),
@@ -193,12 +199,125 @@ impl NewEvent {
         if size > max_size {
             return Err(Error::EventTooLarge { stream: stream.clone(), index, size, max: max_size });
         }
-        if !self.payload_is_json {
-            if let Err(source) = serde_json::from_str::<serde::de::IgnoredAny>(&self.payload) {
+        // A payload that came out of `serde_json` is valid JSON, but a `RawValue` inside it is copied
+        // as it was, and nothing bounds its nesting: the scan finds what to check in full.
+        let check = !self.payload_is_json || needs_reading_back(&self.payload);
+        if check {
+            if let Err(source) = check_reads_back(&self.payload) {
                 return Err(Error::InvalidPayload { stream: stream.clone(), index, source });
             }
         }
         Ok(())
+    }
+}
+
+/// The deepest nesting of arrays and objects that `serde_json` reads back: its recursion limit, 128,
+/// counts the outermost level too, so `[[...]]` 127 deep reads and 128 deep does not.
+pub(crate) const MAX_JSON_DEPTH: usize = 127;
+
+/// Checks that `json` reads back the way a reader of it (`serde_json::Value`, or any type through
+/// `serde_json`) reads it: valid JSON, every string decodes (no lone surrogate escape such as
+/// `"\ud800"`), every number is in range, at most [`MAX_JSON_DEPTH`] levels of nesting. Keeps
+/// nothing; only `IgnoredAny`, which skips strings and nesting unchecked, would accept more.
+pub(crate) fn check_reads_back(json: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<ReadsBack>(json).map(|_| ())
+}
+
+/// Whether JSON text that `serde_json` wrote may still not read back: nested more than
+/// [`MAX_JSON_DEPTH`] deep, holding a surrogate escape (`\uD800` to `\uDFFF`, which `serde_json`
+/// never writes itself but a `RawValue` may carry), or a number that may be out of range (one with
+/// an exponent, or of more digits than any `f64` has). A byte scan, much cheaper than parsing.
+fn needs_reading_back(json: &str) -> bool {
+    /// Fewer digits than the largest finite `f64` (about 1.8e308, 309 digits) has: always in range.
+    const MAX_DIGITS: usize = 308;
+    let bytes = json.as_bytes();
+    let (mut depth, mut in_string, mut digits) = (0usize, false, 0usize);
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        at += 1;
+        if in_string {
+            match byte {
+                b'"' => in_string = false,
+                b'\\' => {
+                    let escape = bytes.get(at..at + 3);
+                    if matches!(escape, Some([b'u', b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])) {
+                        return true;
+                    }
+                    at += 1;
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            // Outside strings, an `e` after a digit is an exponent (`true` and `false` have none).
+            b'e' | b'E' if digits > 0 => return true,
+            _ => {}
+        }
+        digits = if byte.is_ascii_digit() { digits + 1 } else { 0 };
+        if digits > MAX_DIGITS {
+            return true;
+        }
+    }
+    false
+}
+
+/// JSON read the way `serde_json::Value` reads it, keeping nothing.
+struct ReadsBack;
+
+impl<'de> Deserialize<'de> for ReadsBack {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ReadsBack)
+    }
+}
+
+impl<'de> Visitor<'de> for ReadsBack {
+    type Value = ReadsBack;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(ReadsBack)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(ReadsBack)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(ReadsBack)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(ReadsBack)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(ReadsBack)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(ReadsBack)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<ReadsBack>()?.is_some() {}
+        Ok(ReadsBack)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<ReadsBack, ReadsBack>()?.is_some() {}
+        Ok(ReadsBack)
     }
 }
 
@@ -294,5 +413,106 @@ mod tests {
         let unnamed = NewEvent::raw("", "1").validate(&stream, 0, 100);
         assert!(matches!(unnamed, Err(Error::InvalidEventType { reason: InvalidName::Empty, .. })));
         Ok(())
+    }
+
+    /// `depth` arrays, one inside the other.
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    /// What a reader of the payload makes of it.
+    fn reads_as_value(json: &str) -> bool {
+        serde_json::from_str::<serde_json::Value>(json).is_ok()
+    }
+
+    #[test]
+    fn raw_payloads_must_read_back_with_the_readers_limits() -> Result<(), Box<dyn std::error::Error>> {
+        let stream = StreamId::new("s")?;
+        let deepest = nested(MAX_JSON_DEPTH);
+        let too_deep = nested(MAX_JSON_DEPTH + 1);
+        let in_object = format!("{{\"a\":{deepest}}}");
+        let accepted = [
+            r#""\ud83d\ude00""#,
+            r#"{"a":"\uD83D\uDE00","b":"\u00e9"}"#,
+            r#"{"k\"[":"[[{"}"#,
+            "1e308",
+            deepest.as_str(),
+        ];
+        for json in accepted {
+            assert!(reads_as_value(json), "{json}");
+            let result = NewEvent::raw("T", json).validate(&stream, 0, 1_000);
+            assert!(result.is_ok(), "{json}: {result:?}");
+        }
+        let refused = [
+            r#""\ud800""#,
+            r#"{"a":"x\uDC00"}"#,
+            r#"["\ud83d\u0041"]"#,
+            r#"{"\udfff":1}"#,
+            "1e400",
+            "-1e400",
+            too_deep.as_str(),
+            in_object.as_str(),
+        ];
+        for json in refused {
+            assert!(!reads_as_value(json), "{json}");
+            let result = NewEvent::raw("T", json).validate(&stream, 4, 1_000);
+            assert!(matches!(result, Err(Error::InvalidPayload { index: 4, .. })), "{json}: {result:?}");
+        }
+        let message = NewEvent::raw("T", r#""\ud800""#).validate(&stream, 4, 1_000).err().map(|e| e.to_string());
+        assert_eq!(
+            message.as_deref(),
+            Some(r#"event 4 of the append to "s" has a payload that does not read back as JSON"#)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn serialized_payloads_are_checked_when_they_nest_too_deep_or_carry_what_does_not_read_back(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let stream = StreamId::new("s")?;
+        let deep = |depth: usize| (0..depth).fold(serde_json::Value::Null, |inner, _| serde_json::json!([inner]));
+        let fits = NewEvent::json("T", &deep(MAX_JSON_DEPTH))?;
+        assert!(fits.validate(&stream, 0, 1_000).is_ok());
+        let too_deep = NewEvent::json("T", &deep(MAX_JSON_DEPTH + 1))?;
+        assert!(!reads_as_value(too_deep.payload()));
+        let result = too_deep.validate(&stream, 1, 1_000);
+        assert!(matches!(result, Err(Error::InvalidPayload { index: 1, .. })), "{result:?}");
+
+        // A `RawValue` is written as it was read, lone surrogate and all.
+        #[derive(Serialize)]
+        struct Carrier {
+            raw: Box<RawValue>,
+        }
+        let raw = RawValue::from_string(r#"{"a":"\ud800"}"#.to_owned())?;
+        let lone = NewEvent::json("T", &Carrier { raw })?;
+        assert!(lone.payload().contains(r#""\ud800""#), "{}", lone.payload());
+        let result = lone.validate(&stream, 2, 1_000);
+        assert!(matches!(result, Err(Error::InvalidPayload { index: 2, .. })), "{result:?}");
+        let pair = RawValue::from_string(r#""\ud83d\ude00""#.to_owned())?;
+        assert!(NewEvent::json("T", &pair)?.validate(&stream, 0, 1_000).is_ok());
+        // And so is a number out of range.
+        for number in ["1e400", &"9".repeat(309)] {
+            let raw = RawValue::from_string(format!("[{number}]"))?;
+            let out_of_range = NewEvent::json("T", &Carrier { raw })?;
+            assert!(!reads_as_value(out_of_range.payload()));
+            let result = out_of_range.validate(&stream, 3, 1_000);
+            assert!(matches!(result, Err(Error::InvalidPayload { index: 3, .. })), "{number}: {result:?}");
+        }
+        assert!(NewEvent::json("T", &[1e300, f64::MAX])?.validate(&stream, 0, 1_000).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn the_scan_of_serialized_payloads_reads_strings_and_escapes() {
+        assert!(!needs_reading_back(r#"{"a":"[[[[\"\\","b":[1,{"c":"\u00e9"}]}"#));
+        assert!(needs_reading_back(r#"["\\",  "\uDA00"]"#));
+        assert!(!needs_reading_back(r#"["\\uDA00"]"#), "an escaped backslash, then text");
+        assert!(!needs_reading_back(&nested(MAX_JSON_DEPTH)));
+        assert!(needs_reading_back(&nested(MAX_JSON_DEPTH + 1)));
+        let strings = format!("[{}]", vec![r#""[{""#; 200].join(","));
+        assert!(!needs_reading_back(&strings), "brackets in strings do not nest");
+        assert!(!needs_reading_back(r#"{"e":true,"f":false,"n":-12.5,"s":"1e400"}"#));
+        assert!(needs_reading_back("[1,2e5]") && needs_reading_back("-1.5E-3"));
+        assert!(!needs_reading_back(&"9".repeat(308)) && needs_reading_back(&"9".repeat(309)));
     }
 }

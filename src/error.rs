@@ -80,8 +80,10 @@ pub enum Error {
         max: usize,
     },
 
-    /// An event's payload is not valid JSON. Nothing was written. A caller bug.
-    #[error("event {index} of the append to {stream:?} has a payload that is not valid JSON")]
+    /// An event's payload is not valid JSON, or is JSON that `serde_json` does not read back: a string
+    /// with a lone surrogate escape (`"\ud800"`), arrays and objects nested more than 127 deep (its
+    /// recursion limit), a number out of range (`1e400`). Nothing was written. A caller bug.
+    #[error("event {index} of the append to {stream:?} has a payload that does not read back as JSON")]
     InvalidPayload {
         /// The stream.
         stream: StreamId,
@@ -99,8 +101,24 @@ pub enum Error {
     DuplicateEventId {
         /// The reused id.
         id: Uuid,
-        /// Where the stored event with that id is (`Position::ZERO` when it repeats inside the append).
+        /// Where the stored event with that id is.
         position: Position,
+    },
+
+    /// Two events of one append (or of one multi-stream append) have the same id. Nothing was
+    /// written. A caller bug: give every event its own id.
+    #[error("event id {id} repeats inside the append: {}", repeated_id_places(first_stream, *first_index, stream, *index))]
+    DuplicateEventIdInAppend {
+        /// The repeated id.
+        id: Uuid,
+        /// The stream of the event that has it first.
+        first_stream: StreamId,
+        /// That event's place in its stream's part of the append, from 0.
+        first_index: usize,
+        /// The stream of the event that has it again.
+        stream: StreamId,
+        /// That event's place in its stream's part of the append, from 0.
+        index: usize,
     },
 
     /// A value could not be serialized to JSON. A bug in the value's `Serialize` implementation.
@@ -258,19 +276,53 @@ pub enum Error {
         problem: &'static str,
     },
 
-    /// A line given to [`import_jsonl`](crate::import_jsonl) is not a line of an export. The lines
-    /// before it were imported; fix the input and run the import again (it skips what is stored).
+    /// A line given to [`import_jsonl`](crate::import_jsonl) is not a line of an export: it is not
+    /// UTF-8 (`source` is a [`std::str::Utf8Error`]) or does not parse (`source` is a
+    /// [`serde_json::Error`]). No checkpoint was saved; events of earlier lines may have been
+    /// imported. Fix the input and run the import again (it skips what is stored).
     #[error("line {line} of the export is not an export line")]
     InvalidExport {
         /// The 1-based line number in the input.
         line: u64,
-        /// What the JSON parser said.
+        /// What is wrong with it: a [`std::str::Utf8Error`] or a [`serde_json::Error`].
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// A checkpoint line given to [`import_jsonl`](crate::import_jsonl) is at a position past the
+    /// last event of the imported log: restored, it would make its consumer skip the events later
+    /// appended there. No checkpoint was saved; events of earlier lines may have been imported. Fix
+    /// the input (an export lists checkpoints after the events they count).
+    #[error("line {line} of the export saves checkpoint {name:?} at position {position}, past the last imported position {head}")]
+    ExportCheckpointPastHead {
+        /// The 1-based line number in the input.
+        line: u64,
+        /// The checkpoint's name.
+        name: String,
+        /// Its position.
+        position: Position,
+        /// The last position of the store and of the events before the line.
+        head: Position,
+    },
+
+    /// A checkpoint line given to [`import_jsonl`](crate::import_jsonl) has a state that is not JSON
+    /// (a consumer could not read it back). No checkpoint was saved; events of earlier lines may have
+    /// been imported. Fix the input.
+    #[error("line {line} of the export saves checkpoint {name:?} with a state that is not JSON")]
+    ExportCheckpointState {
+        /// The 1-based line number in the input.
+        line: u64,
+        /// The checkpoint's name.
+        name: String,
+        /// What the JSON parser said about the state.
         #[source]
         source: serde_json::Error,
     },
 
-    /// Another process (or another handle in this one) has the database open. Close it, or wait.
-    #[error("the database at {path:?} is locked by another process")]
+    /// Another process, or another handle in this process, has the database open (a second
+    /// [`SledStore::open`](crate::SledStore::open) of the same path in one process is refused too:
+    /// clone the handle instead). Close it, or wait.
+    #[error("the database at {path:?} is locked by another process or another handle in this process")]
     Locked {
         /// The database directory.
         path: PathBuf,
@@ -355,6 +407,15 @@ pub enum Error {
     /// that fails this way was not acknowledged and may or may not be in the log after a crash.
     #[error("storage failure")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// Where [`Error::DuplicateEventIdInAppend`] found an id twice, in words.
+fn repeated_id_places(first_stream: &StreamId, first_index: usize, stream: &StreamId, index: usize) -> String {
+    if first_stream == stream {
+        format!("events {first_index} and {index} of the append to {stream:?}")
+    } else {
+        format!("event {first_index} of the append to {first_stream:?} and event {index} of the append to {stream:?}")
+    }
 }
 
 /// What is wrong with a projection or subscription: the `problem` of [`Error::Consumer`].
@@ -445,6 +506,7 @@ impl Error {
                 | Error::EventTooLarge { .. }
                 | Error::InvalidPayload { .. }
                 | Error::DuplicateEventId { .. }
+                | Error::DuplicateEventIdInAppend { .. }
                 | Error::Config { .. }
         )
     }
@@ -482,6 +544,17 @@ mod tests {
         let empty = Error::EmptyAppend { stream: "a".into() };
         assert!(empty.is_invalid_input() && !empty.is_retryable() && !empty.is_conflict());
         assert!(!Error::Closed.is_retryable() && !Error::Closed.is_invalid_input());
+    }
+
+    #[test]
+    fn a_locked_store_does_not_blame_another_process_alone() {
+        // sled's lock is the same for another process and for a second handle in this one, and
+        // the open cannot tell them apart: the message names both.
+        let locked = Error::Locked { path: PathBuf::from("data/events") };
+        assert_eq!(
+            locked.to_string(),
+            r#"the database at "data/events" is locked by another process or another handle in this process"#
+        );
     }
 
     #[test]

@@ -8,13 +8,16 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::RecordedEvent;
+use crate::envelope::{check_reads_back, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::store::{Checkpoint, CheckpointWrite, EventStore, ReadLog};
 
 /// How many events one restored batch holds at most.
 const BATCH: usize = 1_000;
+
+/// The byte order mark some editors put at the start of a UTF-8 file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One line of an export: `{"event": {...}}` or `{"checkpoint": {...}}`.
 #[derive(Serialize, Deserialize)]
@@ -44,7 +47,8 @@ pub struct Transfer {
 }
 
 /// Writes every event of `store` (in log order, with its whole envelope) and then every checkpoint
-/// to `out`, one JSON object per line.
+/// to `out`, one JSON object per line. The checkpoints are those saved when the export starts, so
+/// none is past the last event written, even if the store is in use.
 ///
 /// ```
 /// use annals::{export_jsonl, import_jsonl, EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
@@ -73,12 +77,15 @@ where
     W: Write,
 {
     let mut transfer = Transfer::default();
+    // Listed before the log is read, written after it: the log only grows, so even while consumers
+    // go on, no checkpoint is past the last event written (`import_jsonl` refuses one that is).
+    let checkpoints = store.list_checkpoints("").await?;
     let mut events = store.read_log(ReadLog::from_start());
     while let Some(event) = events.try_next().await? {
         write_line(&mut out, &Line::Event(event))?;
         transfer.events += 1;
     }
-    for checkpoint in store.list_checkpoints("").await? {
+    for checkpoint in checkpoints {
         let saved = SavedCheckpoint {
             name: checkpoint.name,
             position: checkpoint.position,
@@ -100,42 +107,47 @@ fn write_line<W: Write>(out: &mut W, line: &Line) -> Result<()> {
 /// Loads an export made by [`export_jsonl`] into `store`, which must be empty or hold a prefix of
 /// the same log (an interrupted import can be run again: events already there are recognised by
 /// their ids and skipped). Events are restored with [`EventStore::restore`], so positions, versions
-/// and both times are kept; checkpoints are saved as they were.
+/// and both times are kept; checkpoints are saved as they were, once every event is restored.
+///
+/// A UTF-8 byte order mark at the start of the input is skipped; blank lines are too.
 ///
 /// # Errors
-/// [`Error::InvalidExport`] naming the line that does not parse; [`Error::Restore`] when the events do not
-/// continue the store's log; store errors.
-pub async fn import_jsonl<S, R>(store: &S, input: R) -> Result<Transfer>
+/// Naming the line, before any checkpoint is saved: [`Error::InvalidExport`] for a line that is not
+/// UTF-8 or does not parse, [`Error::ExportCheckpointPastHead`] for a checkpoint past the last
+/// event of the store and of the lines before it, [`Error::ExportCheckpointState`] for a checkpoint
+/// whose state is not JSON. [`Error::Restore`] when the events do not continue the store's log;
+/// store errors. Events of the lines before a failure may be restored already: run the import
+/// again once the input is fixed.
+pub async fn import_jsonl<S, R>(store: &S, mut input: R) -> Result<Transfer>
 where
     S: EventStore + ?Sized,
     R: BufRead,
 {
     let head_before = store.head().await?;
+    let mut head = head_before;
     let mut transfer = Transfer::default();
     let mut batch: Vec<RecordedEvent> = Vec::with_capacity(BATCH);
     let mut checkpoints = Vec::new();
-    for (index, line) in input.lines().enumerate() {
-        let line = line.map_err(Error::storage)?;
-        if line.trim().is_empty() {
-            continue;
+    let mut bytes = Vec::new();
+    let mut number = 0;
+    loop {
+        bytes.clear();
+        if input.read_until(b'\n', &mut bytes).map_err(Error::storage)? == 0 {
+            break;
         }
-        let parsed: Line =
-            serde_json::from_str(&line).map_err(|source| Error::InvalidExport { line: index as u64 + 1, source })?;
-        match parsed {
+        number += 1;
+        let Some(line) = export_line(&bytes, number)? else { continue };
+        match line {
             Line::Event(event) => {
                 let cut =
                     batch.len() >= BATCH || batch.last().is_some_and(|last| last.recorded_at != event.recorded_at);
                 if cut {
                     store.restore(std::mem::take(&mut batch)).await?;
                 }
+                head = head.max(event.position);
                 batch.push(event);
             }
-            Line::Checkpoint(saved) => {
-                let mut checkpoint = Checkpoint::new(saved.name, saved.position);
-                checkpoint.state = saved.state;
-                checkpoint.updated_at = saved.updated_at;
-                checkpoints.push(CheckpointWrite::Save(checkpoint));
-            }
+            Line::Checkpoint(saved) => checkpoints.push(CheckpointWrite::Save(checkpoint(saved, number, head)?)),
         }
     }
     if !batch.is_empty() {
@@ -147,4 +159,161 @@ where
         store.save_checkpoints(chunk.to_vec()).await?;
     }
     Ok(transfer)
+}
+
+/// The line numbered `number` (from 1), read with its line ending: `None` when it is blank.
+fn export_line(bytes: &[u8], number: u64) -> Result<Option<Line>> {
+    let invalid = |source: Box<dyn std::error::Error + Send + Sync>| Error::InvalidExport { line: number, source };
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    let bytes = if number == 1 { bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes) } else { bytes };
+    let text = std::str::from_utf8(bytes).map_err(|e| invalid(Box::new(e)))?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(text).map(Some).map_err(|e| invalid(Box::new(e)))
+}
+
+/// The checkpoint of the line numbered `number`, checked: at most at `head` (the last position of
+/// the store and of the events before it), and with a state that is JSON.
+fn checkpoint(saved: SavedCheckpoint, number: u64, head: Position) -> Result<Checkpoint> {
+    if saved.position > head {
+        return Err(Error::ExportCheckpointPastHead { line: number, name: saved.name, position: saved.position, head });
+    }
+    if let Some(state) = &saved.state {
+        if let Err(source) = check_reads_back(state) {
+            return Err(Error::ExportCheckpointState { line: number, name: saved.name, source });
+        }
+    }
+    let mut checkpoint = Checkpoint::new(saved.name, saved.position);
+    checkpoint.state = saved.state;
+    checkpoint.updated_at = saved.updated_at;
+    Ok(checkpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::NewEvent;
+    use crate::position::ExpectedVersion;
+    use crate::stream_id::StreamId;
+    use crate::MemoryStore;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    /// The export of a store with two events and one checkpoint at position 2, as text.
+    async fn export() -> Result<String> {
+        let store = MemoryStore::new();
+        let stream = StreamId::new("order-1")?;
+        let events = vec![NewEvent::raw("Placed", r#"{"n":1}"#), NewEvent::raw("Paid", r#"{"n":2}"#)];
+        store.append(&stream, ExpectedVersion::NoStream, events).await?;
+        let checkpoint = Checkpoint::new("totals", Position::new(2)).with_state(r#"{"sum":3}"#);
+        store.save_checkpoints(vec![CheckpointWrite::Save(checkpoint)]).await?;
+        let mut out = Vec::new();
+        export_jsonl(&store, &mut out).await?;
+        String::from_utf8(out).map_err(Error::storage)
+    }
+
+    /// Imports `input` into a fresh store: the result, the store's head and its checkpoints.
+    async fn import(input: &[u8]) -> Result<(Result<Transfer>, u64, Vec<Checkpoint>)> {
+        let store = MemoryStore::new();
+        let result = import_jsonl(&store, input).await;
+        Ok((result, store.head().await?.get(), store.list_checkpoints("").await?))
+    }
+
+    #[tokio::test]
+    async fn a_leading_byte_order_mark_is_skipped() -> TestResult {
+        let text = export().await?;
+        let with_bom = [UTF8_BOM, text.as_bytes()].concat();
+        let (result, head, checkpoints) = import(&with_bom).await?;
+        assert_eq!(result?, Transfer { events: 2, checkpoints: 1 });
+        assert_eq!((head, checkpoints.len()), (2, 1));
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(import(crlf.as_bytes()).await?.0?, Transfer { events: 2, checkpoints: 1 }, "CRLF line ends");
+
+        // Only at the start: elsewhere it is not JSON.
+        let (first, rest) = text.split_once('\n').ok_or("two lines")?;
+        let inside = [first.as_bytes(), b"\n", UTF8_BOM, rest.as_bytes()].concat();
+        let (result, _, checkpoints) = import(&inside).await?;
+        let source = match &result {
+            Err(Error::InvalidExport { line: 2, source }) => source.downcast_ref::<serde_json::Error>(),
+            _ => None,
+        };
+        assert!(source.is_some(), "{result:?}");
+        assert!(checkpoints.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_utf8_is_an_invalid_export_line_naming_it() -> TestResult {
+        let text = export().await?;
+        // A Latin-1 "é" in the second line's event type.
+        let bytes = text.replacen("Paid", "Pay\u{1}", 1).into_bytes();
+        let bytes: Vec<u8> = bytes.into_iter().map(|b| if b == 1 { 0xe9 } else { b }).collect();
+        let (result, _, checkpoints) = import(&bytes).await?;
+        let Err(error @ Error::InvalidExport { line: 2, source }) = &result else {
+            return Err(format!("expected line 2 to be refused, got {result:?}").into());
+        };
+        assert!(source.downcast_ref::<std::str::Utf8Error>().is_some(), "{source:?}");
+        assert_eq!(error.to_string(), "line 2 of the export is not an export line");
+        assert!(checkpoints.is_empty(), "no checkpoint is saved after a bad line");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_past_the_imported_events_is_refused_naming_its_line() -> TestResult {
+        let text = export().await?;
+        let (events, checkpoint) = text.trim_end().rsplit_once('\n').ok_or("three lines")?;
+        assert!(checkpoint.starts_with(r#"{"checkpoint""#), "{checkpoint}");
+        let past = format!("{events}\n{}\n", checkpoint.replace(r#""position":2"#, r#""position":3"#));
+        assert_ne!(past, text);
+        let (result, _, checkpoints) = import(past.as_bytes()).await?;
+        let Err(error) = result else { return Err("a checkpoint at 3 after events up to 2 was taken".into()) };
+        assert!(
+            matches!(
+                &error,
+                Error::ExportCheckpointPastHead { line: 3, name, position, head }
+                    if name == "totals" && *position == Position::new(3) && *head == Position::new(2)
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "line 3 of the export saves checkpoint \"totals\" at position 3, past the last imported position 2"
+        );
+        assert!(checkpoints.is_empty());
+
+        // Without the events, in a store that holds them already, it is at the head.
+        let checkpoint_only = checkpoint;
+        let store = MemoryStore::new();
+        import_jsonl(&store, text.as_bytes()).await?;
+        let again = import_jsonl(&store, checkpoint_only.as_bytes()).await?;
+        assert_eq!(again, Transfer { events: 0, checkpoints: 1 });
+        let empty = import(checkpoint_only.as_bytes()).await?.0;
+        assert!(matches!(empty, Err(Error::ExportCheckpointPastHead { line: 1, .. })), "{empty:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_whose_state_is_not_json_is_refused_naming_its_line() -> TestResult {
+        let text = export().await?;
+        for state in [r#""{\"sum\":""#, r#""[\"\\ud800\"]""#, r#""{} {}""#] {
+            let bad = text.replace(r#""{\"sum\":3}""#, state);
+            assert_ne!(bad, text);
+            let (result, _, checkpoints) = import(bad.as_bytes()).await?;
+            let Err(error) = result else { return Err(format!("the state {state} was taken").into()) };
+            assert!(
+                matches!(&error, Error::ExportCheckpointState { line: 3, name, .. } if name == "totals"),
+                "{error:?}"
+            );
+            assert_eq!(
+                error.to_string(),
+                "line 3 of the export saves checkpoint \"totals\" with a state that is not JSON"
+            );
+            assert!(checkpoints.is_empty());
+        }
+        let no_state = text.replace(r#""{\"sum\":3}""#, "null");
+        assert_eq!(import(no_state.as_bytes()).await?.0?.checkpoints, 1, "a checkpoint without state is fine");
+        Ok(())
+    }
 }

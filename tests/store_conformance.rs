@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
                 store: bad_input::stream_names_event_types_and_checkpoint_names_follow_one_rule,
                 backend: bad_input::events_over_the_maximum_size_are_rejected,
                 store: bad_input::payloads_that_are_not_json_are_rejected,
+                store: bad_input::payloads_that_do_not_read_back_are_rejected,
                 store: bad_input::an_event_id_repeated_within_one_append_is_rejected,
                 store: idempotency::a_retried_append_returns_the_original_result_and_stores_nothing,
                 store: idempotency::a_retry_is_recognised_even_when_its_expected_version_no_longer_holds,

@@ -33,10 +33,11 @@
 //! atomic [`append_multi`](crate::EventStore::append_multi) (one part per stream, rows in file
 //! order, [`ExpectedVersion::Any`](crate::ExpectedVersion::Any)): a crash leaves whole batches, never part of one. A bad row (a
 //! field count other than the header's, an empty case or activity, a time that does not parse, a name
-//! the store refuses) is reported with its line number and reason ([`BadRow`]). With
-//! [`BadRows::Abort`] (the default) the whole input is checked before anything is written, and any
-//! bad row fails the import with [`ImportError::Input`] listing them all; with [`BadRows::Skip`] bad rows
-//! are left out and listed in [`ImportSummary::skipped`].
+//! the store refuses, an event over the [maximum size](CsvImport::max_event_size), a quoted field
+//! that is never closed or has text after its closing quote) is reported with its line number and
+//! reason ([`BadRow`]). With [`BadRows::Abort`] (the default) the whole input is checked before
+//! anything is written, and any bad row fails the import with [`ImportError::Input`] listing them
+//! all; with [`BadRows::Skip`] bad rows are left out and listed in [`ImportSummary::skipped`].
 //!
 //! The library never prints: a progress callback receives an [`ImportProgress`] after every batch.
 //!
@@ -44,6 +45,7 @@
 //! take well under a millisecond to parse); the store's writes run on its own writer.
 
 mod batch;
+mod quotes;
 mod rows;
 mod time_format;
 
@@ -55,7 +57,7 @@ use std::path::Path;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::store::EventStore;
+use crate::store::{EventStore, DEFAULT_MAX_EVENT_SIZE};
 use crate::stream_id::StreamId;
 
 use self::batch::append_batch;
@@ -116,6 +118,7 @@ pub struct CsvImport {
     bad_rows: BadRows,
     id_namespace: Uuid,
     delimiter: u8,
+    max_event_size: usize,
 }
 
 /// What an import does with a bad row.
@@ -210,6 +213,14 @@ pub enum ImportProblem {
     /// The input is empty: it has no header.
     #[error("the input has no header")]
     NoHeader,
+    /// The header's quoting is broken: one of its quoted fields is never closed
+    /// ([`BadRowReason::UnclosedQuote`]), or has text after its closing quote
+    /// ([`BadRowReason::TextAfterQuote`]). Fix the quotes.
+    #[error("the header is bad: {reason}")]
+    BadHeader {
+        /// What is wrong with it (one of the quote reasons).
+        reason: BadRowReason,
+    },
     /// The header has no column of a configured name.
     #[error("the header has no column {column:?}")]
     MissingColumn {
@@ -257,6 +268,7 @@ impl CsvImport {
             bad_rows: BadRows::Abort,
             id_namespace: DEFAULT_ID_NAMESPACE,
             delimiter: b',',
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
         }
     }
 
@@ -319,6 +331,20 @@ impl CsvImport {
         self
     }
 
+    /// The largest event a row may make, in bytes as the store counts them (payload and type name),
+    /// default [`DEFAULT_MAX_EVENT_SIZE`]. A row whose event is larger is a bad row
+    /// ([`BadRowReason::EventTooLarge`]), found by the check before anything is written.
+    ///
+    /// The import cannot ask the store for its limit: set this to the store's own when the store is
+    /// configured with another ([`SledConfig::max_event_size`](crate::SledConfig::max_event_size),
+    /// [`MemoryStore::with_max_event_size`](crate::MemoryStore::with_max_event_size)). With a larger
+    /// value than the store's, a row between the two fails the import with
+    /// [`Error::EventTooLarge`] after the batches before it were written.
+    pub fn max_event_size(mut self, bytes: usize) -> Self {
+        self.max_event_size = bytes;
+        self
+    }
+
     /// Imports the CSV file at `path` into `store`, calling `progress` after every batch.
     ///
     /// The file is read twice: a first pass checks every row and counts them (so progress has a
@@ -326,7 +352,8 @@ impl CsvImport {
     /// must not change in between.
     ///
     /// # Errors
-    /// [`ImportError::Input`] when the file does not read, its header lacks a configured column, or (with
+    /// [`ImportError::Input`] when the file does not read, its header lacks a configured column or has a
+    /// broken quote ([`ImportProblem::BadHeader`]), or (with
     /// [`BadRows::Abort`]) rows are bad; [`ImportError::Store`] with [`Error::Config`] for a malformed `strftime` format, and with the
     /// store's errors, unchanged. Batches appended before an error stay stored; running the import
     /// again completes it.
@@ -722,6 +749,145 @@ Case 1,Closed,2012-10-25T11:54:26+00:00,Ada
         std::fs::write(&path, BAD)?;
         let error = import().import_file(&store, &path, |_| {}).await.err().ok_or("bad rows")?;
         assert_eq!(error.to_string(), "cannot import the input at line 5");
+        Ok(())
+    }
+
+    /// A log whose line 3 holds a note of `note_len` bytes, between two small rows.
+    fn with_note(note_len: usize) -> String {
+        let note = "n".repeat(note_len);
+        format!(
+            "case,activity,timestamp,note\n\
+             1,Open,2012-10-09T14:50:17Z,small\n\
+             2,Open,2012-10-09T14:50:18Z,{note}\n\
+             3,Open,2012-10-09T14:50:19Z,small\n"
+        )
+    }
+
+    /// The size the store counts for the event of a row of [`with_note`]: payload and type name.
+    fn size_with_note(note_len: usize) -> usize {
+        format!(r#"{{"note":"{}"}}"#, "n".repeat(note_len)).len() + "Open".len()
+    }
+
+    #[tokio::test]
+    async fn a_row_over_the_maximum_event_size_is_a_bad_row_under_abort_and_skip() -> TestResult {
+        // The defaults of the import and of the store agree.
+        let note_len = DEFAULT_MAX_EVENT_SIZE;
+        let (csv, size) = (with_note(note_len), size_with_note(note_len));
+        let too_large = BadRowReason::EventTooLarge { size, max: DEFAULT_MAX_EVENT_SIZE };
+        let one_row_batches = CsvImport::new("case", "activity", "timestamp").batch_size(1);
+
+        let store = MemoryStore::new();
+        let rows = bad_rows(run(&one_row_batches, &store, &csv).await);
+        assert_eq!(rows, [BadRow { line: 3, reason: too_large.clone() }]);
+        assert_eq!(store.head().await?.get(), 0, "the batch before it was not written");
+        // A file is checked by its own pass.
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("log.csv");
+        std::fs::write(&path, &csv)?;
+        let result = one_row_batches.import_file(&store, &path, |_| {}).await;
+        assert_eq!(bad_rows(result), [BadRow { line: 3, reason: too_large.clone() }]);
+        assert_eq!(store.head().await?.get(), 0);
+
+        let skip = one_row_batches.clone().bad_rows(BadRows::Skip);
+        let summary = run(&skip, &store, &csv).await?;
+        assert_eq!(summary.skipped, [BadRow { line: 3, reason: too_large.clone() }]);
+        assert_eq!((summary.rows, summary.events_written), (3, 2));
+        let summary = skip.import_file(&store, &path, |_| {}).await?;
+        assert_eq!((summary.skipped.len(), summary.already_present), (1, 2));
+        assert_eq!(
+            too_large.to_string(),
+            format!("its event would be {size} bytes, over the maximum of {DEFAULT_MAX_EVENT_SIZE}")
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_maximum_event_size_is_an_option_and_an_event_of_exactly_that_size_fits() -> TestResult {
+        let note_len = 100;
+        let max = size_with_note(note_len);
+        let csv = with_note(note_len);
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("log.csv");
+        std::fs::write(&path, &csv)?;
+        let fits = CsvImport::new("case", "activity", "timestamp").batch_size(1).max_event_size(max);
+        let store = MemoryStore::with_max_event_size(max);
+        assert_eq!(fits.import_file(&store, &path, |_| {}).await?.events_written, 3);
+        assert_eq!(run(&fits, &MemoryStore::with_max_event_size(max), &csv).await?.events_written, 3);
+
+        let one_less = fits.clone().max_event_size(max - 1);
+        let expected = [BadRow { line: 3, reason: BadRowReason::EventTooLarge { size: max, max: max - 1 } }];
+        let store = MemoryStore::with_max_event_size(max - 1);
+        assert_eq!(bad_rows(one_less.import_file(&store, &path, |_| {}).await), expected);
+        assert_eq!(bad_rows(run(&one_less, &store, &csv).await), expected);
+        assert_eq!(store.head().await?.get(), 0);
+        Ok(())
+    }
+
+    /// A log whose line 3 opens a quote that is never closed: the rows after it would be its field.
+    const UNCLOSED: &str = "\
+case,activity,timestamp,note
+1,Open,2012-10-09T14:50:17Z,fine
+2,Open,2012-10-09T14:50:18Z,\"oops
+3,Open,2012-10-09T14:50:19Z,swallowed
+4,Open,2012-10-09T14:50:20Z,swallowed
+";
+
+    /// A log whose line 3 opens a quote that line 5's quoted field closes: lines 4 and 5 would be
+    /// inside line 3's note.
+    const CLOSED_LATER: &str = "\
+case,activity,timestamp,note
+1,Open,2012-10-09T14:50:17Z,fine
+2,Open,2012-10-09T14:50:18Z,\"oops
+3,Open,2012-10-09T14:50:19Z,swallowed
+4,Open,2012-10-09T14:50:20Z,\"quoted\"
+5,Open,2012-10-09T14:50:21Z,fine
+";
+
+    #[tokio::test]
+    async fn a_quote_that_swallows_rows_is_a_bad_row_naming_the_line_it_opens() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("log.csv");
+        let unclosed = BadRow { line: 3, reason: BadRowReason::UnclosedQuote { opened: 3 } };
+        let closed_later = BadRow { line: 3, reason: BadRowReason::TextAfterQuote { opened: 3, closed: 5 } };
+        for (csv, bad, good) in [(UNCLOSED, &unclosed, 1), (CLOSED_LATER, &closed_later, 2)] {
+            let bad = std::slice::from_ref(bad);
+            let store = MemoryStore::new();
+            let abort = import().batch_size(1);
+            assert_eq!(bad_rows(run(&abort, &store, csv).await), bad);
+            std::fs::write(&path, csv)?;
+            assert_eq!(bad_rows(abort.import_file(&store, &path, |_| {}).await), bad);
+            assert_eq!(store.head().await?.get(), 0, "nothing was written");
+
+            let skip = abort.bad_rows(BadRows::Skip);
+            let summary = run(&skip, &store, csv).await?;
+            assert_eq!((summary.skipped.as_slice(), summary.events_written), (bad, good));
+            let summary = skip.import_file(&store, &path, |_| {}).await?;
+            assert_eq!((summary.skipped.as_slice(), summary.already_present), (bad, good));
+        }
+        assert_eq!(
+            unclosed.to_string(),
+            "line 3: its quoted field opened on line 3 is never closed, so the rest of the input would be one field"
+        );
+        assert_eq!(
+            closed_later.to_string(),
+            "line 3: its quoted field opened on line 3 closes on line 5 with text after the closing quote"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_header_with_a_quote_never_closed_fails_at_line_1() -> TestResult {
+        let store = MemoryStore::new();
+        let result = run(&import(), &store, "case,activity,\"timestamp\n1,Open,2012-10-09T14:50:17Z\n").await;
+        let Err(error @ ImportError::Input { line: 1, problem: ImportProblem::BadHeader { reason } }) = &result else {
+            return Err(format!("expected a bad header, got {result:?}").into());
+        };
+        assert_eq!(*reason, BadRowReason::UnclosedQuote { opened: 1 });
+        let problem = std::error::Error::source(error).map(ToString::to_string);
+        assert_eq!(
+            problem.as_deref(),
+            Some("the header is bad: its quoted field opened on line 1 is never closed, so the rest of the input would be one field")
+        );
         Ok(())
     }
 

@@ -6,9 +6,10 @@ use std::io::{self, Write as _};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use uuid::Uuid;
 
+use super::quotes::QuoteWatch;
 use super::{CsvImport, ImportError, ImportProblem, TimeFormat};
 use crate::envelope::{NewEvent, MAX_EVENT_TYPE_LEN};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::name::{check_name, InvalidName};
 use crate::stream_id::StreamId;
 
@@ -75,6 +76,32 @@ pub enum BadRowReason {
         event_type: String,
         /// What is wrong with it.
         reason: InvalidName,
+    },
+    /// The row's event would be larger than the import's maximum event size
+    /// ([`CsvImport::max_event_size`]), which the store would refuse.
+    #[error("its event would be {size} bytes, over the maximum of {max}")]
+    EventTooLarge {
+        /// The event's size as the store counts it (payload and type name bytes).
+        size: usize,
+        /// The import's maximum.
+        max: usize,
+    },
+    /// A quoted field of the row is never closed: it runs to the end of the input, which the CSV
+    /// reader would take as one field (the rows after it included). A quote is missing or one too
+    /// many on line `opened`.
+    #[error("its quoted field opened on line {opened} is never closed, so the rest of the input would be one field")]
+    UnclosedQuote {
+        /// The 1-based line of the opening quote.
+        opened: u64,
+    },
+    /// A quoted field of the row closes with text right after its closing quote (`"a"b`), which is
+    /// how a quote missing or one too many shows: the field swallowed the input up to the next quote.
+    #[error("its quoted field opened on line {opened} closes on line {closed} with text after the closing quote")]
+    TextAfterQuote {
+        /// The 1-based line of the opening quote.
+        opened: u64,
+        /// The 1-based line of the closing quote.
+        closed: u64,
     },
 }
 
@@ -148,7 +175,7 @@ pub(super) struct ReadBatch {
 /// The rows of a CSV input, read a batch at a time.
 pub(super) struct RowReader<'a, R> {
     import: &'a CsvImport,
-    csv: csv::Reader<R>,
+    csv: csv::Reader<QuoteWatch<R>>,
     layout: Layout,
     record: csv::ByteRecord,
     /// A reused buffer for the bytes an event id is made from.
@@ -158,8 +185,13 @@ pub(super) struct RowReader<'a, R> {
 impl<'a, R: io::Read> RowReader<'a, R> {
     /// Reads the header and finds the columns.
     pub(super) fn new(import: &'a CsvImport, input: R) -> Result<Self, ImportError> {
+        let input = QuoteWatch::new(input, import.delimiter);
         let mut csv = csv::ReaderBuilder::new().delimiter(import.delimiter).flexible(true).from_reader(input);
         let header = csv.byte_headers().map_err(|e| read_error(1, e))?.clone();
+        let end = csv.position().byte();
+        if let Some(reason) = csv.get_mut().take_fault_before(end) {
+            return Err(ImportError::Input { line: 1, problem: ImportProblem::BadHeader { reason } });
+        }
         if header.is_empty() {
             return Err(ImportError::Input { line: 1, problem: ImportProblem::NoHeader });
         }
@@ -178,6 +210,11 @@ impl<'a, R: io::Read> RowReader<'a, R> {
             }
             batch.rows += 1;
             let line = self.record.position().map_or(line, csv::Position::line);
+            let end = self.csv.position().byte();
+            if let Some(reason) = self.csv.get_mut().take_fault_before(end) {
+                batch.bad.push(BadRow { line, reason });
+                continue;
+            }
             match convert(self.import, &self.layout, &self.record, line, build, &mut self.id_input)? {
                 Ok(Some(row)) => batch.events.push(row),
                 Ok(None) => {}
@@ -243,11 +280,20 @@ fn convert(
         Ok(checked) => checked,
         Err(reason) => return Ok(Err(reason)),
     };
-    if build == Build::CheckOnly {
-        return Ok(Ok(None));
-    }
     let payload = Payload { columns: &layout.payload, values: &values };
+    let too_large = |size: usize| {
+        (size > import.max_event_size).then_some(BadRowReason::EventTooLarge { size, max: import.max_event_size })
+    };
+    if build == Build::CheckOnly {
+        let mut counted = ByteCount(0);
+        serde_json::to_writer(&mut counted, &payload)
+            .map_err(|source| Error::Serialize { event_type: event_type.to_owned(), source })?;
+        return Ok(too_large(counted.0 + event_type.len()).map_or(Ok(None), Err));
+    }
     let event = NewEvent::json(event_type, &payload)?.with_occurred_at(occurred);
+    if let Some(reason) = too_large(event.size()) {
+        return Ok(Err(reason));
+    }
     id_input.clear();
     // Writing to a Vec cannot fail.
     let _ = write!(id_input, "{line}\u{1f}{stream}\u{1f}{event_type}\u{1f}{}\u{1f}", occurred.timestamp_micros());
@@ -255,6 +301,20 @@ fn convert(
     let id = Uuid::new_v5(&import.id_namespace, id_input);
     let stream = StreamId::new(stream)?;
     Ok(Ok(Some(Row { stream, event: event.with_id(id) })))
+}
+
+/// Counts the bytes written to it: the size of a payload, without keeping it.
+struct ByteCount(usize);
+
+impl io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A row's payload: its columns' names and values as a JSON object, in column order.

@@ -59,7 +59,8 @@ pub(crate) fn validate_appends(appends: &[StreamAppend], max_event_size: usize) 
         return Err(Error::EmptyAppend { stream: String::new() });
     }
     let mut streams = HashSet::with_capacity(appends.len());
-    let mut ids = HashSet::new();
+    // Each id seen so far, with the stream and index of its event.
+    let mut ids: HashMap<Uuid, (&StreamId, usize)> = HashMap::new();
     for append in appends {
         if append.events.is_empty() {
             return Err(Error::EmptyAppend { stream: append.stream.to_string() });
@@ -69,8 +70,14 @@ pub(crate) fn validate_appends(appends: &[StreamAppend], max_event_size: usize) 
         }
         for (index, event) in append.events.iter().enumerate() {
             event.validate(&append.stream, index, max_event_size)?;
-            if !ids.insert(event.id) {
-                return Err(Error::DuplicateEventId { id: event.id, position: Position::ZERO });
+            if let Some((first_stream, first_index)) = ids.insert(event.id, (&append.stream, index)) {
+                return Err(Error::DuplicateEventIdInAppend {
+                    id: event.id,
+                    first_stream: first_stream.clone(),
+                    first_index,
+                    stream: append.stream.clone(),
+                    index,
+                });
             }
         }
     }

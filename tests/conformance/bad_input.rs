@@ -240,12 +240,83 @@ pub(crate) async fn an_event_id_repeated_within_one_append_is_rejected<S: TestSt
     let id = Uuid::new_v4();
     let twice = vec![event(2).with_id(id), event(3), event(4).with_id(id)];
     let error = expect_error(store.append(&seed, ExpectedVersion::Any, twice).await)?;
-    assert!(matches!(&error, Error::DuplicateEventId { id: i, .. } if *i == id), "{error:?}");
+    assert!(
+        matches!(
+            &error,
+            Error::DuplicateEventIdInAppend { id: i, first_stream, first_index: 0, stream, index: 2 }
+                if *i == id && *first_stream == seed && *stream == seed
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("event id {id} repeats inside the append: events 0 and 2 of the append to \"seed-1\"")
+    );
+    assert!(error.is_invalid_input());
     let across = vec![
-        StreamAppend::new(seed.clone(), ExpectedVersion::Any, vec![event(5).with_id(id)]),
-        StreamAppend::new(other.clone(), ExpectedVersion::Any, vec![event(6).with_id(id)]),
+        StreamAppend::new(seed.clone(), ExpectedVersion::Any, vec![event(5), event(6).with_id(id)]),
+        StreamAppend::new(other.clone(), ExpectedVersion::Any, vec![event(7).with_id(id)]),
     ];
     let error = expect_error(store.append_multi(across).await)?;
-    assert!(matches!(&error, Error::DuplicateEventId { id: i, .. } if *i == id), "{error:?}");
+    assert!(
+        matches!(
+            &error,
+            Error::DuplicateEventIdInAppend { id: i, first_stream, first_index: 1, stream, index: 0 }
+                if *i == id && *first_stream == seed && *stream == other
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "event id {id} repeats inside the append: event 1 of the append to \"seed-1\" and event 0 of the \
+             append to \"other-1\""
+        )
+    );
     before.assert_unchanged(store, &[&seed, &other]).await
+}
+
+/// `depth` arrays, one inside the other.
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// The deepest nesting `serde_json` reads back (its recursion limit of 128 counts the outermost level).
+const DEEPEST: usize = 127;
+
+pub(crate) async fn payloads_that_do_not_read_back_are_rejected<S: TestStore>(store: &S) -> TestResult {
+    let (seed, before) = seeded(store).await?;
+    let too_deep = nested(DEEPEST + 1);
+    for text in [r#""\ud800""#, r#"{"note":"a\uDC00b"}"#, r#"["\ud83d x"]"#, "1e400", too_deep.as_str()] {
+        assert!(serde_json::from_str::<serde_json::Value>(text).is_err(), "a reader refuses {text:?}");
+        let append = vec![event(2), NewEvent::raw("Bad", text)];
+        let error = expect_error(store.append(&seed, ExpectedVersion::Any, append).await)?;
+        assert!(
+            matches!(&error, Error::InvalidPayload { stream, index: 1, .. } if *stream == seed),
+            "{text:?} gave {error:?}"
+        );
+    }
+    // The same through `NewEvent::json`: a value nested too deep, a `RawValue` with a lone surrogate.
+    let deep = (0..=DEEPEST).fold(serde_json::Value::Null, |inner, _| serde_json::json!([inner]));
+    let raw = serde_json::value::RawValue::from_string(r#""\udbff""#.to_owned())?;
+    for serialized in [NewEvent::json("Deep", &deep)?, NewEvent::json("Lone", &raw)?] {
+        let error = expect_error(store.append(&seed, ExpectedVersion::Any, vec![serialized]).await)?;
+        assert!(matches!(&error, Error::InvalidPayload { index: 0, .. }), "{error:?}");
+    }
+    before.assert_unchanged(store, &[&seed]).await?;
+
+    // What a reader takes is stored, and reads back.
+    let deepest = nested(DEEPEST);
+    let fine = [r#""\ud83d\ude00""#, r#"{"a":"\u00e9\"\\"}"#, "1e308", deepest.as_str()];
+    store
+        .append(&seed, ExpectedVersion::Exact(Version::FIRST), fine.iter().map(|t| NewEvent::raw("Fine", *t)).collect())
+        .await?;
+    let read = read_stream(store, &seed, ReadStream::forward()).await?;
+    assert_eq!(read.len(), 1 + fine.len());
+    for event in &read[1..] {
+        let value: serde_json::Value = event.payload_as()?;
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&event.payload)?, value);
+    }
+    assert_eq!(read.last().map(|e| e.payload.as_str()), Some(deepest.as_str()));
+    Ok(())
 }
