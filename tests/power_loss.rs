@@ -1,0 +1,626 @@
+//! Power loss: what an acknowledged append survives when the machine stops, not just the process.
+//!
+//! `kill -9` leaves the kernel's page cache alone, so `tests/crash_recovery.rs` cannot tell an
+//! `fdatasync` from none at all. Here the store lives on a FUSE filesystem of the test's own
+//! ([`volatile_fs`]) that keeps what was synced apart from what was only written, and forgets the
+//! latter when the test cuts its power.
+//!
+//! Each round, a child process (this test binary re-run with `ANNALS_POWER_DIR` set, see
+//! [`power_child`]) opens the store on the mount and appends from several concurrent tasks, single
+//! appends and small batches (some over two streams), printing one `ACK` line per acknowledged append
+//! as soon as `append` returns. At a random moment the parent kills it with SIGKILL, cuts the power
+//! (every write, truncation, create, rename and unlink not synced is dropped), mounts what was durable
+//! afresh, reopens the store in-process and checks:
+//!
+//! - positions run from 1 to the head without a gap, every stream's versions from 1 without a gap, and
+//!   every append is whole (each event carries its append's id and size) or absent;
+//! - what an earlier round's check saw is still there, in the same place;
+//! - every acknowledged append is there with its positions, versions and ids, or, where the mode allows
+//!   a loss, gone together with everything after it: what survives is a prefix of the log;
+//! - the store takes a new append right after the head.
+//!
+//! With [`Durability::Fsync`], nothing acknowledged may be lost. With [`Durability::Buffered`]
+//! (`flush_every_ms` = [`BUFFERED_FLUSH_MS`]), only appends acknowledged within [`BUFFERED_LOSS_BOUND`]
+//! of the cut. With `skip_fdatasync_for_tests(true)` the same check must find lost acknowledged
+//! appends, which shows that it can fail.
+//!
+//! The filesystem follows the POSIX rule: a new name is durable only once its directory is synced.
+//! The store does not sync its directory after creating it (nor does sled), so before the first round
+//! the test creates the store and syncs its directory and the parent itself
+//! ([`create_store_and_sync_its_directory`]); without that, the first cut takes the whole store.
+//!
+//! `ANNALS_POWER_ROUNDS` sets the rounds per test (default [`DEFAULT_ROUNDS`]), `ANNALS_POWER_SEED` the
+//! seed of the cut moments and event shapes (fixed by default; printed). The three tests take about
+//! 10 s together in a debug build on 2 cores; `cargo test --test power_loss -- --nocapture` shows every
+//! round and what each cut dropped. They need `/dev/fuse`, and root or `fusermount3` (Debian package
+//! `fuse3`); without them they fail and say what is missing.
+// The helpers below check and fail like the tests they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr)] // rounds are reported on stderr
+
+mod common;
+#[path = "common/volatile_fs.rs"]
+mod volatile_fs;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use annals::{
+    AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, ReadLog, ReadStream, RecordedEvent, SledConfig,
+    SledStore, StreamAppend, StreamId,
+};
+use common::child::{env_number, say, Rng};
+use futures_util::TryStreamExt;
+use uuid::Uuid;
+use volatile_fs::Disk;
+
+const DIR_VAR: &str = "ANNALS_POWER_DIR";
+const ROUND_VAR: &str = "ANNALS_POWER_ROUND";
+const MODE_VAR: &str = "ANNALS_POWER_MODE";
+const SEED_VAR: &str = "ANNALS_POWER_SEED";
+const ROUNDS_VAR: &str = "ANNALS_POWER_ROUNDS";
+
+/// Rounds per test unless `ANNALS_POWER_ROUNDS` says otherwise.
+const DEFAULT_ROUNDS: usize = 5;
+const DEFAULT_SEED: u64 = 0x90e4_10c5;
+/// Concurrent appending tasks in the child; each owns two streams.
+const TASKS: usize = 4;
+/// How long each task waits between its appends.
+const APPEND_PAUSE: Duration = Duration::from_millis(2);
+/// sled's flush interval in the buffered test: short, so that rounds outlast the loss window.
+const BUFFERED_FLUSH_MS: u64 = 100;
+/// How long before the cut a buffered append lost to it may have been acknowledged. sled's flush
+/// thread writes its buffer out every `flush_every_ms` without waiting for the write, then syncs:
+/// an append is on disk at most about two intervals after it was acknowledged. The rest is slack for
+/// a loaded machine.
+const BUFFERED_LOSS_BOUND: Duration = Duration::from_millis(2 * BUFFERED_FLUSH_MS + 500);
+
+const EVENT_TYPE: &str = "PowerTested";
+const BATCH_HEADER: &str = "batch";
+const SIZE_HEADER: &str = "batch_size";
+/// How long a child may take to open the store before the test gives up on it.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[test]
+fn fsync_acknowledged_appends_survive_power_loss() {
+    let rounds = power_rounds(Mode::Fsync);
+    let lost: usize = rounds.iter().map(|r| r.lost_events).sum();
+    assert_eq!(lost, 0, "checked in every round");
+    let acked: usize = rounds.iter().map(|r| r.acked_events).sum();
+    assert!(
+        acked >= 50 * rounds.len(),
+        "only {acked} events acknowledged in {} rounds: the test proved little",
+        rounds.len()
+    );
+}
+
+#[test]
+fn buffered_power_loss_loses_only_the_last_appends() {
+    let rounds = power_rounds(Mode::Buffered);
+    let acked: usize = rounds.iter().map(|r| r.acked_events).sum();
+    assert!(
+        acked >= 50 * rounds.len(),
+        "only {acked} events acknowledged in {} rounds: the test proved little",
+        rounds.len()
+    );
+}
+
+/// The Fsync check is not vacuous: without the store's `fdatasync`, the same rounds lose acknowledged
+/// appends (sled's own `sync_file_range` makes nothing durable; only its flush thread's periodic
+/// `fsync` does).
+#[test]
+fn without_fdatasync_power_loss_loses_acknowledged_appends() {
+    let rounds = power_rounds(Mode::SkipFdatasync);
+    let losing = rounds.iter().filter(|r| r.lost_events > 0).count();
+    let lost: usize = rounds.iter().map(|r| r.lost_events).sum();
+    eprintln!("without fdatasync: {losing} of {} rounds lost {lost} acknowledged events", rounds.len());
+    assert!(
+        losing * 2 > rounds.len(),
+        "without fdatasync, only {losing} of {} rounds lost acknowledged appends: the check would miss a missing sync",
+        rounds.len()
+    );
+}
+
+/// The child: appends until it is killed. Runs only when the parent sets `ANNALS_POWER_DIR`.
+#[test]
+#[ignore = "the child process of the power-loss tests; does nothing unless ANNALS_POWER_DIR is set"]
+fn power_child() {
+    let Some(dir) = std::env::var_os(DIR_VAR) else { return };
+    let round: u64 = env_number(ROUND_VAR).unwrap_or(0);
+    let seed: u64 = env_number(SEED_VAR).unwrap_or(DEFAULT_SEED);
+    let mode = std::env::var(MODE_VAR).ok().and_then(|m| Mode::parse(&m)).expect("a mode");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(append_until_killed(PathBuf::from(dir), mode, round, seed));
+}
+
+/// How the child's store is configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Fsync,
+    Buffered,
+    /// `Durability::Fsync` with the store's own `fdatasync` calls skipped.
+    SkipFdatasync,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Fsync => "fsync",
+            Mode::Buffered => "buffered",
+            Mode::SkipFdatasync => "skip-fdatasync",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Mode> {
+        [Mode::Fsync, Mode::Buffered, Mode::SkipFdatasync].into_iter().find(|m| m.name() == name)
+    }
+
+    fn durability(self) -> Durability {
+        match self {
+            Mode::Buffered => Durability::Buffered,
+            Mode::Fsync | Mode::SkipFdatasync => Durability::Fsync,
+        }
+    }
+
+    /// The writer's configuration (the parent's checks open the store plainly, in the same durability).
+    fn writer_config(self, dir: &Path) -> SledConfig {
+        let config = SledConfig::new(dir).durability(self.durability());
+        match self {
+            Mode::Fsync => config,
+            Mode::Buffered => config.flush_every_ms(BUFFERED_FLUSH_MS),
+            Mode::SkipFdatasync => config.skip_fdatasync_for_tests(true),
+        }
+    }
+
+    /// How long after READY the power is cut.
+    fn pick_delay(self, rng: &mut Rng) -> Duration {
+        match self {
+            // Longer than the loss bound, so that a store that never synced would be caught.
+            Mode::Buffered => Duration::from_millis(900 + rng.below(700)),
+            // Sometimes less than one of sled's 500 ms flush intervals, sometimes more.
+            Mode::Fsync | Mode::SkipFdatasync => Duration::from_millis(150 + rng.below(800)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The child's side.
+
+async fn append_until_killed(dir: PathBuf, mode: Mode, round: u64, seed: u64) {
+    // A leading newline: libtest may have printed "test power_child ... " without one.
+    say("\nSTART\n");
+    let store = mode.writer_config(&dir).open().expect("the child opens the store");
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let streams = [task_stream(task, 0), task_stream(task, 1)];
+        let mut versions = [0; 2];
+        for (version, stream) in versions.iter_mut().zip(&streams) {
+            *version = store.stream_version(stream).await.unwrap().map_or(0, |v| v.get());
+        }
+        let rng = Rng::new(seed ^ (round << 8) ^ task as u64);
+        tasks.spawn(append_in_task(store.clone(), format!("r{round}-t{task}"), streams, versions, rng));
+    }
+    say("READY\n");
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+fn task_stream(task: usize, index: usize) -> StreamId {
+    StreamId::new(format!("power-{task}-{index}")).unwrap()
+}
+
+/// Appends one append after another to the task's own two streams, so that it knows their versions.
+async fn append_in_task(
+    store: SledStore,
+    prefix: String,
+    streams: [StreamId; 2],
+    mut versions: [u64; 2],
+    mut rng: Rng,
+) {
+    for n in 0u64.. {
+        let batch = format!("{prefix}-b{n}");
+        let parts = pick_parts(&mut rng);
+        let size: usize = parts.iter().map(|(_, count)| count).sum();
+        let mut appends = Vec::with_capacity(parts.len());
+        let mut index = 0;
+        for &(s, count) in &parts {
+            let events: Vec<NewEvent> = (0..count)
+                .map(|_| {
+                    index += 1;
+                    new_event(&batch, size, index - 1, &streams[s])
+                })
+                .collect();
+            appends.push(StreamAppend::new(streams[s].clone(), pick_expected(&mut rng, versions[s]), events));
+        }
+        let ids: Vec<Vec<Uuid>> = appends.iter().map(|a| a.events.iter().map(NewEvent::id).collect()).collect();
+        let results = if appends.len() == 1 {
+            let append = appends.pop().unwrap();
+            vec![store.append(&append.stream, append.expected, append.events).await.unwrap()]
+        } else {
+            store.append_multi(appends).await.unwrap()
+        };
+        let mut text = String::new();
+        for ((&(s, count), ids), result) in parts.iter().zip(&ids).zip(&results) {
+            assert!(!result.already_appended, "fresh ids answered as a retry: {result:?}");
+            assert_eq!(result.version.get(), versions[s] + count as u64, "versions of {} skipped", streams[s]);
+            versions[s] = result.version.get();
+            text.push_str(&ack_line(&batch, streams[s].as_str(), result, ids));
+        }
+        // One write per append, so that a kill never splits its lines.
+        say(&text);
+        // A breath between appends keeps the log, and so each round's check, small.
+        tokio::time::sleep(APPEND_PAUSE).await;
+    }
+}
+
+/// One stream with 1 to 4 events, or (one time in four) both streams with 2 to 5 events in all.
+fn pick_parts(rng: &mut Rng) -> Vec<(usize, usize)> {
+    let first = rng.below(2) as usize;
+    if rng.below(4) == 0 {
+        let size = 2 + rng.below(4) as usize;
+        let split = 1 + rng.below(size as u64 - 1) as usize;
+        vec![(first, split), (1 - first, size - split)]
+    } else {
+        vec![(first, 1 + rng.below(4) as usize)]
+    }
+}
+
+fn pick_expected(rng: &mut Rng, current: u64) -> ExpectedVersion {
+    match (rng.below(4), current) {
+        (0, _) => ExpectedVersion::Any,
+        (1, 0) => ExpectedVersion::NoStream,
+        (1, _) => ExpectedVersion::StreamExists,
+        _ => ExpectedVersion::Exact(current.into()),
+    }
+}
+
+fn new_event(batch: &str, size: usize, index: usize, stream: &StreamId) -> NewEvent {
+    NewEvent::json(EVENT_TYPE, &payload(batch, stream.as_str(), index))
+        .unwrap()
+        .with_header(BATCH_HEADER, batch)
+        .with_header(SIZE_HEADER, size.to_string())
+}
+
+/// The payload of the `index`-th event of an append, padded to between 0 and 1 KB.
+fn payload(batch: &str, stream: &str, index: usize) -> serde_json::Value {
+    let hash = batch
+        .bytes()
+        .chain([index as u8])
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let pad = "p".repeat((hash % 1000) as usize);
+    serde_json::json!({ "batch": batch, "stream": stream, "index": index, "pad": pad })
+}
+
+fn ack_line(batch: &str, stream: &str, result: &AppendResult, ids: &[Uuid]) -> String {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    format!(
+        "ACK {batch} {stream} {} {} {} {}\n",
+        result.first_position,
+        result.last_position,
+        result.version,
+        ids.join(" ")
+    )
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The parent's side.
+
+/// One acknowledged append to one stream, as the child reported it, and when the parent read it.
+#[derive(Clone, Debug)]
+struct Ack {
+    batch: String,
+    stream: String,
+    first: u64,
+    last: u64,
+    version: u64,
+    ids: Vec<Uuid>,
+    at: Instant,
+}
+
+/// What one round did.
+#[derive(Debug)]
+struct Round {
+    acked_events: usize,
+    lost_events: usize,
+}
+
+/// Runs the rounds of one test on one disk and returns what each did; panics when a check fails.
+fn power_rounds(mode: Mode) -> Vec<Round> {
+    let seed = env_number(SEED_VAR).unwrap_or(DEFAULT_SEED);
+    let rounds = env_number(ROUNDS_VAR).unwrap_or(DEFAULT_ROUNDS);
+    eprintln!("{} power-loss test: {SEED_VAR}={seed} {ROUNDS_VAR}={rounds}", mode.name());
+    let root = tempfile::Builder::new().prefix("annals-power-").tempdir().unwrap();
+    let mountpoint = root.path().join("disk");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let store_dir = mountpoint.join("store");
+    let disk = Disk::new();
+    let mut mount = disk.mount(&mountpoint);
+    create_store_and_sync_its_directory(&store_dir, mode);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut rng = Rng::new(seed ^ mode.name().len() as u64);
+    let (mut acks, mut seen) = (Vec::new(), Vec::new());
+    let mut report = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let started = Instant::now();
+        let delay = mode.pick_delay(&mut rng);
+        let (lines, cut_at) = run_child(&store_dir, mode, round as u64, seed, delay);
+        let lost_at_cut = disk.power_cut();
+        mount.unmount();
+        mount = disk.mount(&mountpoint);
+
+        let new: Vec<Ack> = lines.iter().filter_map(|(at, line)| parse_ack(line, *at)).collect();
+        let acked_events = new.iter().map(|a| a.ids.len()).sum();
+        acks.extend(new);
+        let context = format!("{} round {round} (cut {delay:?} after READY), seed {seed}", mode.name());
+        let checked = runtime.block_on(check_store(&store_dir, mode.durability(), &acks, &seen, round, &context));
+        let lost_events = checked.lost.iter().map(|a| a.ids.len()).sum();
+        check_losses(mode, &checked.lost, cut_at, &context);
+        let lost: HashSet<&str> = checked.lost.iter().map(|a| a.batch.as_str()).collect();
+        acks.retain(|a| !lost.contains(a.batch.as_str()));
+        acks.push(checked.appended);
+        seen = checked.log;
+        let oldest_lost = checked.lost.iter().map(|a| cut_at.saturating_duration_since(a.at)).max();
+        eprintln!(
+            "{} round {round}: cut {delay:?} after READY, {acked_events} events acked, {lost_events} lost \
+             (the oldest acknowledged {oldest_lost:?} before the cut), log at {} events, {:?}; the cut dropped {lost_at_cut}",
+            mode.name(),
+            seen.len(),
+            started.elapsed()
+        );
+        report.push(Round { acked_events, lost_events });
+    }
+    let stats = disk.stats();
+    eprintln!("{} power-loss test: {stats:?}", mode.name());
+    mount.unmount();
+    report
+}
+
+/// Creates the store and makes its directory entries durable, which the store itself does not do
+/// yet: without this, the first power cut takes the whole store with the names of its directory and
+/// of sled's `db` file, all acknowledged appends included (see docs/guarantees.md).
+fn create_store_and_sync_its_directory(dir: &Path, mode: Mode) {
+    drop(mode.writer_config(dir).open().expect("the store is created on the mount"));
+    for directory in [dir, dir.parent().unwrap()] {
+        std::fs::File::open(directory).and_then(|d| d.sync_all()).expect("a directory on the mount syncs");
+    }
+}
+
+/// Losses the mode allows: none with `Fsync`; with `Buffered`, appends acknowledged shortly before
+/// the cut; without `fdatasync`, anything (that is what the test shows).
+fn check_losses(mode: Mode, lost: &[Ack], cut_at: Instant, context: &str) {
+    match mode {
+        Mode::Fsync => {
+            if let Some(first) = lost.iter().min_by_key(|a| a.first) {
+                let events: usize = lost.iter().map(|a| a.ids.len()).sum();
+                panic!(
+                    "{context}: {} acknowledged appends ({events} events) were lost to the power cut, the first \
+                     at position {} (append {}, acknowledged {:?} before the cut)",
+                    lost.len(),
+                    first.first,
+                    first.batch,
+                    cut_at.saturating_duration_since(first.at)
+                );
+            }
+        }
+        Mode::Buffered => {
+            for ack in lost {
+                let age = cut_at.saturating_duration_since(ack.at);
+                assert!(
+                    age <= BUFFERED_LOSS_BOUND,
+                    "{context}: append {} at position {} was acknowledged {age:?} before the cut and lost; \
+                     only the last {BUFFERED_LOSS_BOUND:?} may be",
+                    ack.batch,
+                    ack.first
+                );
+            }
+        }
+        Mode::SkipFdatasync => {}
+    }
+}
+
+/// Starts a child, waits until it appends, lets it run for `delay` and kills it. Returns the complete
+/// lines it printed, each with when it was read, and the moment of the kill.
+fn run_child(dir: &Path, mode: Mode, round: u64, seed: u64, delay: Duration) -> (Vec<(Instant, String)>, Instant) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "power_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(DIR_VAR, dir)
+        .env(ROUND_VAR, round.to_string())
+        .env(SEED_VAR, seed.to_string())
+        .env(MODE_VAR, mode.name())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, stdout) = read_timed_lines(&mut child);
+    let stderr = {
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let mut read = Vec::new();
+    let waiting = Instant::now();
+    loop {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok((_, line)) if line == "READY" => break,
+            Ok(line) => read.push(line),
+            Err(mpsc::RecvTimeoutError::Timeout) if waiting.elapsed() < READY_TIMEOUT => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("child of round {round} never became ready:\n{}", stderr.join().unwrap_or_default());
+            }
+        }
+    }
+    std::thread::sleep(delay);
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("child of round {round} stopped by itself ({status}):\n{}", stderr.join().unwrap_or_default());
+    }
+    // The power goes with the process: every acknowledgement it got was printed before this moment.
+    let cut_at = Instant::now();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    stdout.join().unwrap();
+    read.extend(lines.try_iter());
+    (read, cut_at)
+}
+
+/// Reads the child's complete stdout lines in a thread, each with the moment it was read; a line cut
+/// short by the kill is dropped.
+fn read_timed_lines(child: &mut Child) -> (mpsc::Receiver<(Instant, String)>, std::thread::JoinHandle<()>) {
+    let pipe = child.stdout.take().unwrap();
+    let (send, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut pipe = BufReader::new(pipe);
+        let mut line = String::new();
+        while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if let Some(complete) = line.strip_suffix('\n') {
+                let _ = send.send((Instant::now(), complete.to_owned()));
+            }
+            line.clear();
+        }
+    });
+    (lines, reader)
+}
+
+fn parse_ack(line: &str, at: Instant) -> Option<Ack> {
+    let mut words = line.strip_prefix("ACK ")?.split(' ');
+    let batch = words.next()?.to_owned();
+    let stream = words.next()?.to_owned();
+    let first = words.next()?.parse().ok()?;
+    let last = words.next()?.parse().ok()?;
+    let version = words.next()?.parse().ok()?;
+    let ids = words.map(|w| w.parse().expect("an event id")).collect();
+    Some(Ack { batch, stream, first, last, version, ids, at })
+}
+
+/// What a check found.
+struct Checked {
+    /// The ids of the log, in order.
+    log: Vec<Uuid>,
+    /// Acknowledged appends that are gone (all from the end of the log, or the check failed).
+    lost: Vec<Ack>,
+    /// The append the check made after the head.
+    appended: Ack,
+}
+
+/// Reopens the store after a power cut and checks every property but the mode's loss rule.
+async fn check_store(
+    dir: &Path,
+    durability: Durability,
+    acks: &[Ack],
+    seen: &[Uuid],
+    round: usize,
+    context: &str,
+) -> Checked {
+    let store = SledConfig::new(dir).durability(durability).open().expect("the store reopens after a power cut");
+    let head = store.head().await.unwrap().get();
+    let log: Vec<RecordedEvent> = store.read_log(ReadLog::from_start()).try_collect().await.unwrap();
+
+    assert_eq!(log.len() as u64, head, "{context}: the log does not reach the head");
+    for (index, event) in log.iter().enumerate() {
+        assert_eq!(event.position.get(), index as u64 + 1, "{context}: gap in positions");
+    }
+    assert!(seen.len() <= log.len(), "{context}: the log shrank from {} to {} events", seen.len(), log.len());
+    for (event, id) in log.iter().zip(seen) {
+        assert_eq!(event.id, *id, "{context}: event at {} changed since the last check", event.position);
+    }
+    check_streams(&store, &log, context).await;
+    check_batches(&log, context);
+    let lost = check_acks(&log, acks, context);
+
+    let appended = append_after_head(&store, head, round, context).await;
+    Checked { log: log.iter().map(|e| e.id).collect(), lost, appended }
+}
+
+/// Every stream's versions are gap-free, and the stream reads agree with the log.
+async fn check_streams(store: &SledStore, log: &[RecordedEvent], context: &str) {
+    let mut streams: BTreeMap<&StreamId, Vec<&RecordedEvent>> = BTreeMap::new();
+    for event in log {
+        streams.entry(&event.stream).or_default().push(event);
+    }
+    for (stream, events) in streams {
+        for (index, event) in events.iter().enumerate() {
+            assert_eq!(event.version.get(), index as u64 + 1, "{context}: gap in the versions of {stream:?}");
+        }
+        let version = store.stream_version(stream).await.unwrap().map(|v| v.get());
+        assert_eq!(version, Some(events.len() as u64), "{context}: version of {stream:?}");
+        let read: Vec<RecordedEvent> = store.read_stream(stream, ReadStream::forward()).try_collect().await.unwrap();
+        assert!(read.iter().eq(events.iter().copied()), "{context}: reading {stream:?} disagrees with the log");
+    }
+}
+
+/// Every append is whole: as many events as its size header says, in order, with the right payloads.
+fn check_batches(log: &[RecordedEvent], context: &str) {
+    let mut batches: HashMap<&str, Vec<&RecordedEvent>> = HashMap::new();
+    for event in log {
+        let batch = event.metadata.headers.get(BATCH_HEADER).expect("every event names its append");
+        batches.entry(batch.as_str()).or_default().push(event);
+    }
+    for (batch, events) in batches {
+        let size: usize = events[0].metadata.headers[SIZE_HEADER].parse().unwrap();
+        let positions: Vec<u64> = events.iter().map(|e| e.position.get()).collect();
+        assert_eq!(events.len(), size, "{context}: append {batch} is partly there, at positions {positions:?}");
+        for (index, event) in events.iter().enumerate() {
+            let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+            assert_eq!(payload, self::payload(batch, event.stream.as_str(), index), "{context}: payload");
+            assert_eq!(event.event_type, EVENT_TYPE);
+        }
+    }
+}
+
+/// Every acknowledged append is where it was acknowledged, or gone together with everything after it.
+/// Returns the ones that are gone.
+fn check_acks(log: &[RecordedEvent], acks: &[Ack], context: &str) -> Vec<Ack> {
+    let by_id: HashMap<Uuid, &RecordedEvent> = log.iter().map(|e| (e.id, e)).collect();
+    let mut lost = Vec::new();
+    for ack in acks {
+        assert_eq!(ack.last - ack.first + 1, ack.ids.len() as u64, "{context}: ack {ack:?} is inconsistent");
+        let present = ack.ids.iter().filter(|id| by_id.contains_key(id)).count();
+        if present == 0 {
+            assert!(
+                ack.first > log.len() as u64,
+                "{context}: acknowledged append {} at position {} is lost but the log goes on to {}: \
+                 what survives is not a prefix",
+                ack.batch,
+                ack.first,
+                log.len()
+            );
+            lost.push(ack.clone());
+            continue;
+        }
+        assert_eq!(present, ack.ids.len(), "{context}: acknowledged append {} is partly there", ack.batch);
+        for (offset, id) in (0..).zip(&ack.ids) {
+            let event = by_id[id];
+            assert_eq!(event.position.get(), ack.first + offset, "{context}: acknowledged event {id} moved");
+            assert_eq!(event.stream.as_str(), ack.stream, "{context}: acknowledged event {id} changed stream");
+            let version = ack.version + 1 + offset - ack.ids.len() as u64;
+            assert_eq!(event.version.get(), version, "{context}: acknowledged event {id} changed version");
+            assert_eq!(event.metadata.headers.get(BATCH_HEADER), Some(&ack.batch), "{context}: {id} changed append");
+        }
+    }
+    lost
+}
+
+/// The store takes a new append, right after the head; returns it as an acknowledgement to check later.
+async fn append_after_head(store: &SledStore, head: u64, round: usize, context: &str) -> Ack {
+    let stream = StreamId::new("power-check").unwrap();
+    let version = store.stream_version(&stream).await.unwrap().map_or(0, |v| v.get());
+    let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version.into()) };
+    let batch = format!("check-{round}");
+    let event = new_event(&batch, 1, 0, &stream);
+    let id = event.id();
+    let result = store.append(&stream, expected, vec![event]).await.expect("the store takes appends after a power cut");
+    assert_eq!(result.first_position.get(), head + 1, "{context}: a new append does not follow the head");
+    assert_eq!(result.version.get(), version + 1, "{context}: a new append does not follow its stream");
+    let at = Instant::now();
+    let (first, last, version) = (result.first_position.get(), result.last_position.get(), result.version.get());
+    Ack { batch, stream: stream.as_str().to_owned(), first, last, version, ids: vec![id], at }
+}
