@@ -61,6 +61,9 @@ impl Files {
     pub(super) fn open(config: &SledConfig) -> Result<Self> {
         let path = config.path.clone();
         recovery::inspect(&path, config.create_if_missing)?;
+        // The directories sled is about to create: their names become durable only once their
+        // parents are synced.
+        let created: Vec<PathBuf> = path.ancestors().take_while(|dir| !dir.exists()).map(Path::to_owned).collect();
         let sled_config = sled::Config::new()
             .path(&path)
             .cache_capacity(config.cache_capacity)
@@ -89,9 +92,11 @@ impl Files {
             Files { path, db, tree, snapshots, checkpoints, data, synced_blobs, skip_fdatasync, store, applied };
         let log_head = recovery::guarded("data file (db)", || files.last_record())?.map_or(0, |r| r.last());
         files.applied.store(log_head, Ordering::Release);
-        // What sled recovered (and any id just made) is durable before the head file names it.
+        // What sled recovered (and any id just made) is durable before the head file names it, and so
+        // are the names of the store's files and of the directories made for it.
         files.sync_to_disk()?;
-        recovery::check_head(&files.path, store, log_head, !skip_fdatasync)?;
+        recovery::sync_directories(&files.path, &created)?;
+        recovery::check_head(&files.path, store, log_head)?;
         Ok(files)
     }
 
@@ -114,7 +119,7 @@ impl Files {
     /// Records `head` (durable now) in the head file, which the next open checks the log against.
     pub(super) fn write_head(&self, head: u64) -> Result<()> {
         let file = recovery::HeadFile { store: self.store, head };
-        recovery::write_head_file(&self.path, file, !self.skip_fdatasync)
+        recovery::write_head_file(&self.path, file)
     }
 
     /// Makes everything sled has flushed so far durable. sled's flush ends in `sync_file_range`,

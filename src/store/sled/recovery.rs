@@ -86,6 +86,22 @@ pub(super) fn damaged(what: &'static str, reason: &'static str) -> Error {
     Error::Corrupt { what, position: Position::ZERO, reason }
 }
 
+/// Syncs the store's directory (the names of sled's files in it) and the parent of it and of every
+/// directory in `created`, so that after a power cut the store is found where it was created.
+pub(super) fn sync_directories(store: &Path, created: &[std::path::PathBuf]) -> Result<()> {
+    let parent = |dir: &Path| match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut dirs = vec![store.to_owned(), parent(store)];
+    dirs.extend(created.iter().map(|dir| parent(dir)));
+    dirs.dedup();
+    for dir in dirs {
+        File::open(&dir).and_then(|dir| dir.sync_all()).map_err(Error::storage)?;
+    }
+    Ok(())
+}
+
 /// What the head file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct HeadFile {
@@ -133,27 +149,24 @@ pub(super) fn read_head_file(path: &Path) -> Result<Option<HeadFile>> {
 }
 
 /// Replaces the head file: written beside it, `fdatasync`ed, renamed over it, and the directory
-/// synced, so that a crash leaves the old file or the new one, never a torn one. `sync: false`
-/// skips the syncs (the test-only switch that skips the store's own `fdatasync` calls).
-pub(super) fn write_head_file(path: &Path, file: HeadFile, sync: bool) -> Result<()> {
+/// synced, so that a crash leaves the old file or the new one, never a torn one. It is synced also
+/// under the test-only switch that skips the store's `fdatasync` of its data: the head file is what
+/// finds the loss that switch causes.
+pub(super) fn write_head_file(path: &Path, file: HeadFile) -> Result<()> {
     let temporary = path.join(format!("{HEAD_FILE}.tmp"));
     let mut out = File::create(&temporary).map_err(Error::storage)?;
     out.write_all(&file.encode()).map_err(Error::storage)?;
-    if sync {
-        out.sync_data().map_err(Error::storage)?;
-    }
+    out.sync_data().map_err(Error::storage)?;
     drop(out);
     std::fs::rename(&temporary, path.join(HEAD_FILE)).map_err(Error::storage)?;
-    if sync {
-        File::open(path).and_then(|dir| dir.sync_all()).map_err(Error::storage)?;
-    }
+    File::open(path).and_then(|dir| dir.sync_all()).map_err(Error::storage)?;
     Ok(())
 }
 
 /// The open-time check of the log against the head file: refuses a log that ends before the head the
 /// store had acknowledged, or a head file of another store; otherwise brings the head file up to the
 /// log's head.
-pub(super) fn check_head(path: &Path, store: Uuid, log_head: u64, sync: bool) -> Result<()> {
+pub(super) fn check_head(path: &Path, store: Uuid, log_head: u64) -> Result<()> {
     if let Some(saved) = read_head_file(path)? {
         if saved.store != store {
             return Err(damaged("head file (annals-head)", "it belongs to another store"));
@@ -169,7 +182,7 @@ pub(super) fn check_head(path: &Path, store: Uuid, log_head: u64, sync: bool) ->
             return Ok(());
         }
     }
-    write_head_file(path, HeadFile { store, head: log_head }, sync)
+    write_head_file(path, HeadFile { store, head: log_head })
 }
 
 #[cfg(test)]
@@ -193,16 +206,16 @@ mod tests {
     fn a_log_shorter_than_the_head_file_is_refused_with_both_positions() -> Result<()> {
         let dir = tempfile::tempdir().map_err(Error::storage)?;
         let store = Uuid::from_u128(7);
-        check_head(dir.path(), store, 10, true)?;
-        check_head(dir.path(), store, 12, true)?;
+        check_head(dir.path(), store, 10)?;
+        check_head(dir.path(), store, 12)?;
         assert_eq!(read_head_file(dir.path())?, Some(HeadFile { store, head: 12 }));
-        let refused = check_head(dir.path(), store, 11, true);
+        let refused = check_head(dir.path(), store, 11);
         assert!(
             matches!(refused, Err(Error::LogTruncated { acknowledged, found, .. })
                 if acknowledged == Position::new(12) && found == Position::new(11)),
             "{refused:?}"
         );
-        let other = check_head(dir.path(), Uuid::from_u128(8), 12, true);
+        let other = check_head(dir.path(), Uuid::from_u128(8), 12);
         assert!(matches!(other, Err(Error::Corrupt { what: "head file (annals-head)", .. })), "{other:?}");
         Ok(())
     }
