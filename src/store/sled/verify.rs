@@ -85,7 +85,9 @@ impl SledStore {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Storage`] when sled cannot be read; damage is reported in the report, not as an error.
+    /// [`Error::Storage`](crate::Error::Storage) when sled cannot be read; damage is reported in the
+    /// report, not as an error, except a panic inside sled, which is
+    /// [`Error::Corrupt`](crate::Error::Corrupt).
     pub fn verify(&self) -> Result<VerifyReport> {
         super::recovery::guarded("data file (db)", || self.verify_all())
     }
