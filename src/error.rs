@@ -319,11 +319,17 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Another process, or another handle in this process, has the database open (a second
-    /// [`SledStore::open`](crate::SledStore::open) of the same path in one process is refused too:
-    /// clone the handle instead). Close it, or wait.
-    #[error("the database at {path:?} is locked by another process or another handle in this process")]
+    /// Another process has the database open. Close it there, or wait.
+    #[error("the database at {path:?} is locked by another process")]
     Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+
+    /// The database is already open in this process, through another handle. A caller bug: clone
+    /// that handle (it is cheap, and every clone is the same store) instead of opening it again.
+    #[error("the database at {path:?} is already open in this process: clone its handle instead of opening it again")]
+    AlreadyOpen {
         /// The database directory.
         path: PathBuf,
     },
@@ -547,14 +553,12 @@ mod tests {
     }
 
     #[test]
-    fn a_locked_store_does_not_blame_another_process_alone() {
-        // sled's lock is the same for another process and for a second handle in this one, and
-        // the open cannot tell them apart: the message names both.
+    fn a_store_open_twice_in_one_process_is_not_blamed_on_another_process() {
         let locked = Error::Locked { path: PathBuf::from("data/events") };
-        assert_eq!(
-            locked.to_string(),
-            r#"the database at "data/events" is locked by another process or another handle in this process"#
-        );
+        assert_eq!(locked.to_string(), r#"the database at "data/events" is locked by another process"#);
+        let twice = Error::AlreadyOpen { path: PathBuf::from("data/events") };
+        assert!(twice.to_string().contains("already open in this process"), "{twice}");
+        assert!(!twice.is_retryable() && !twice.is_corruption());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The sled store facing bad directories, bad bytes and bad settings: a store open elsewhere is
-//! `Locked`, a missing one `NotFound`, a foreign or newer database `UnsupportedFormat`, damaged log
+//! The sled store facing bad directories, bad bytes and bad settings: a store open in another handle
+//! is `AlreadyOpen`, a missing one `NotFound`, a foreign or newer database `UnsupportedFormat`, damaged log
 //! bytes `Corrupt` with the position (and only for the damaged event, without a panic), an
 //! out-of-range setting `Config`; and a retry is still recognised after the store is reopened.
 //!
@@ -48,12 +48,12 @@ async fn a_store_open_in_another_handle_is_locked_until_that_handle_is_dropped()
     let first = SledStore::open(dir.path())?;
     first.append(&order, ExpectedVersion::NoStream, vec![event(1), event(2)]).await?;
     let second = SledStore::open(dir.path());
-    assert!(matches!(&second, Err(Error::Locked { path }) if path == dir.path()), "{second:?}");
+    assert!(matches!(&second, Err(Error::AlreadyOpen { path }) if path == dir.path()), "{second:?}");
     // A clone is the same store: it keeps the lock after the original handle is gone.
     let clone = first.clone();
     drop(first);
     let again = SledConfig::new(dir.path()).open();
-    assert!(matches!(again, Err(Error::Locked { .. })), "{again:?}");
+    assert!(matches!(again, Err(Error::AlreadyOpen { .. })), "{again:?}");
     assert_eq!(clone.stream_version(&order).await?, Some(Version::new(2)));
     drop(clone);
 

@@ -43,7 +43,8 @@ impl SledConfig {
     /// just-closed store's lock is released).
     ///
     /// # Errors
-    /// [`Error::Locked`] when another process (or handle) has it open, [`Error::NotFound`] when it is missing and
+    /// [`Error::Locked`] when another process has it open, [`Error::AlreadyOpen`] when this process
+    /// has (clone that handle instead), [`Error::NotFound`] when it is missing and
     /// may not be created, [`Error::UnsupportedFormat`] when it was written by an incompatible version,
     /// [`Error::Corrupt`] when the header of its last record is damaged (damage inside an event shows
     /// when that event is read, or with [`SledStore::verify`]), [`Error::Config`] for out-of-range settings,
@@ -92,6 +93,9 @@ struct Inner {
     writer: WriterHandle,
     max_event_size: usize,
     durability: Durability,
+    /// The directory's entry among the stores open in this process; dropped last, once the writer
+    /// has stopped.
+    _registered: recovery::Registered,
 }
 
 impl SledStore {
@@ -107,7 +111,9 @@ impl SledStore {
         if config.max_event_size == 0 || config.max_event_size > MAX_EVENT_SIZE_LIMIT {
             return Err(Error::Config { setting: "max_event_size", expected: "between 1 byte and 1 MiB" });
         }
+        let mut registered = recovery::register(&config.path)?;
         let files = Arc::new(Files::open(&config)?);
+        registered.created(&config.path);
         let writer = writer::spawn(Arc::clone(&files), config.durability)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
@@ -115,6 +121,7 @@ impl SledStore {
                 writer,
                 max_event_size: config.max_event_size,
                 durability: config.durability,
+                _registered: registered,
             }),
         })
     }

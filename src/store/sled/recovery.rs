@@ -8,10 +8,12 @@
 //! clean close and, under `Fsync`, at least every [`HEAD_EVERY_GROUPS`] commit groups or
 //! [`HEAD_EVERY`] (whichever comes first); an open whose log ends before it is refused.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{ErrorKind, Write as _};
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -70,6 +72,47 @@ fn has_store_files(path: &Path) -> bool {
         let name = name.to_string_lossy();
         STORE_FILES.contains(&name.as_ref()) || name.starts_with("snap.")
     })
+}
+
+/// The store directories open in this process (canonical paths). sled's file lock cannot tell a
+/// second handle in this process from another process; this can.
+static OPEN: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// A store directory registered as open in this process, until dropped.
+#[derive(Debug)]
+pub(super) struct Registered(Option<PathBuf>);
+
+/// Registers `path` as open in this process, or answers [`Error::AlreadyOpen`] when it is.
+pub(super) fn register(path: &Path) -> Result<Registered> {
+    // A directory that does not exist yet cannot be open.
+    let Ok(canonical) = std::fs::canonicalize(path) else { return Ok(Registered(None)) };
+    let mut open = OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !open.insert(canonical.clone()) {
+        return Err(Error::AlreadyOpen { path: path.to_owned() });
+    }
+    Ok(Registered(Some(canonical)))
+}
+
+impl Registered {
+    /// Registers a directory that `register` found missing, now that the store has created it.
+    pub(super) fn created(&mut self, path: &Path) {
+        if self.0.is_none() {
+            if let Ok(canonical) = std::fs::canonicalize(path) {
+                let mut open = OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if open.insert(canonical.clone()) {
+                    self.0 = Some(canonical);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&path);
+        }
+    }
 }
 
 /// Runs `work`, answering a panic inside it (sled panics on some damaged files) as
