@@ -101,71 +101,14 @@ use verdict::{print_findings, print_table, run_mutation, Class, Finding, Mutatio
 /// campaign then holds the fix.
 const KNOWN_PROBLEMS: &[KnownProblem] = &[
     KnownProblem {
-        kinds: &[Kind::IndexRandom],
-        classes: &[Class::Hang],
-        reads: &["verify"],
-        detail: "",
-        description: "verify() does not end on a stream index entry with a huge count: verify_index \
-            (src/store/sled/verify.rs:204) walks every position the entry claims and records a problem for \
-            each, without bound in time or memory. The campaign does not run verify() after this damage.",
-    },
-    KnownProblem {
         kinds: &[Kind::IndexRemove, Kind::IndexPlausible],
         classes: &[Class::SilentLoss],
-        reads: &["stream<"],
-        detail: "",
-        description: "a backward stream read skips the versions of a removed or shrunk index entry: \
-            stream_chunk answers the events before the damage as a page (answer, src/store/sled/read.rs:93), \
-            and the next page, which starts at the missing version, expects nothing of its first entry \
-            going backward (read.rs:31), so it goes on from the entry before the gap. A removed first entry \
-            is not seen either: nothing checks that a backward read ends at version 1.",
-    },
-    KnownProblem {
-        kinds: &[Kind::IndexRemove, Kind::IndexPlausible],
-        classes: &[Class::SilentLoss],
-        reads: &["stream>", "version:", "streams"],
+        reads: &["stream>", "stream<", "version:", "streams"],
         detail: "",
         description: "a stream whose last index entry is removed or shrunk is silently shorter: its version \
-            (Files::stream_version, src/store/sled/files.rs:303) and the end of a forward read come from that \
-            entry alone, and nothing holds them against the log (the next append would reuse the versions).",
-    },
-    KnownProblem {
-        kinds: &[Kind::IndexPlausible, Kind::IndexRandom],
-        classes: &[Class::WrongAnswer],
-        reads: &["version:", "streams"],
-        detail: "",
-        description: "a stream whose last index entry is stretched or points elsewhere gets a version it never \
-            had: stream_version and list_streams answer the last entry's first version + count - 1 \
-            (src/store/sled/files.rs:303) without looking at the events it names (a forward read does, and \
-            reports the damage); the next append would skip versions.",
-    },
-    KnownProblem {
-        kinds: &[Kind::IndexRandom, Kind::IndexPlausible],
-        classes: &[Class::SilentLoss],
-        reads: &["version:", "streams"],
-        detail: "",
-        description: "stream_version and list_streams take a last index entry that points past the head for \
-            one not acknowledged yet and skip it (src/store/sled/files.rs:306), without the check against the \
-            end of the log that stream_chunk makes (read.rs:39), so the stream is silently shorter.",
-    },
-    KnownProblem {
-        kinds: &[Kind::RecordSwap],
-        classes: &[Class::WrongAnswer, Class::SilentLoss],
-        reads: &["log"],
-        detail: "",
-        description: "a log record holding the bytes of another record of as many events is read as the \
-            right one: nothing in a record says where it starts (the header crc covers magic, count, time and \
-            offsets, src/store/sled/codec.rs:355; the entry crc version and body, codec.rs:318), and a log read \
-            checks only that records follow each other (read.rs:121). Stream reads and verify() see it.",
-    },
-    KnownProblem {
-        kinds: &[Kind::CheckpointSwap],
-        classes: &[Class::WrongAnswer],
-        reads: &["checkpoint"],
-        detail: "",
-        description: "a checkpoint holding another checkpoint's bytes loads as this one: its crc covers the \
-            value, not the name it is stored under (encode_checkpoint and decode_checkpoint, \
-            src/store/sled/codec.rs:168 and 182).",
+            (Files::stream_version), the end of a forward read and the start of a backward one come from \
+            that entry alone, and nothing holds them against the log (the next append would reuse the \
+            versions). Only verify(), which walks the log, finds it.",
     },
     KnownProblem {
         kinds: &[Kind::CheckpointRemove],
@@ -176,17 +119,6 @@ const KNOWN_PROBLEMS: &[KnownProblem] = &[
             src/store/sled/files.rs:340; list_checkpoints leaves it out): nothing records which checkpoints \
             exist. Its consumer starts again from the beginning (delivery stays at-least-once; a saved state \
             is lost).",
-    },
-    KnownProblem {
-        kinds: BYTE_DAMAGE,
-        classes: &[Class::UntypedError],
-        reads: &[""],
-        detail: "Storage(",
-        description: "errors sled meets reading a damaged data file come back as the retryable \
-            Error::Storage, not Error::Corrupt: sled_error (src/store/sled/files.rs:498) maps sled's I/O \
-            errors (a cut data file: UnexpectedEof; a deleted blob file: NotFound) to Storage, and \
-            records_from, stream_names and type_positions (files.rs:188, 253, 280) wrap even sled's \
-            Corruption with Error::storage.",
     },
     KnownProblem {
         kinds: BYTE_DAMAGE,

@@ -34,7 +34,12 @@ pub(crate) const STORE_ID_KEY: &[u8] = b"M\x00store-id";
 /// under sled's 128 KiB blob threshold.
 pub(crate) const RECORD_TARGET: usize = 4 * 1024;
 
-const RECORD_MAGIC: u8 = 0xA1;
+/// The magic byte of a record written by storage format 1: its header checksum does not cover its
+/// position.
+const RECORD_MAGIC_1: u8 = 0xA1;
+/// The magic byte of a record of format 2: its header checksum covers the position it starts at, so
+/// that a record stored under another record's key is damage.
+const RECORD_MAGIC: u8 = 0xA2;
 /// magic, count, recorded_at, header crc.
 const RECORD_HEADER: usize = 1 + 4 + 8 + 4;
 /// crc, version.
@@ -248,7 +253,7 @@ impl RecordBuilder {
         for offset in &self.offsets {
             record.extend_from_slice(&offset.to_le_bytes());
         }
-        let crc = header_crc(&record);
+        let crc = header_crc(&record, Some(self.first));
         record[13..17].copy_from_slice(&crc.to_le_bytes());
         record.extend_from_slice(&self.entries);
         self.done.push((self.first, record));
@@ -264,9 +269,13 @@ impl RecordBuilder {
     }
 }
 
-/// The header crc covers the magic byte, count, time and offsets table, with the crc field as zeros.
-fn header_crc(header: &[u8]) -> u32 {
+/// The header crc covers the record's first position (format 2: `Some`), then the magic byte, count,
+/// time and offsets table, with the crc field as zeros.
+fn header_crc(header: &[u8], first: Option<u64>) -> u32 {
     let mut crc = crc32fast::Hasher::new();
+    if let Some(first) = first {
+        crc.update(&first.to_le_bytes());
+    }
     crc.update(header.get(..13).unwrap_or_default());
     crc.update(&[0; 4]);
     crc.update(header.get(RECORD_HEADER..).unwrap_or_default());
@@ -286,14 +295,17 @@ impl<B: AsRef<[u8]>> Record<B> {
     pub(crate) fn parse(first: u64, bytes: B) -> Result<Self> {
         let corrupt = |reason| Error::Corrupt { what: "log record", position: Position::new(first), reason };
         let data = bytes.as_ref();
-        if data.len() < RECORD_HEADER || data.first() != Some(&RECORD_MAGIC) {
-            return Err(corrupt("bad record header"));
-        }
+        let placed = match data.first() {
+            _ if data.len() < RECORD_HEADER => return Err(corrupt("bad record header")),
+            Some(&RECORD_MAGIC) => Some(first),
+            Some(&RECORD_MAGIC_1) => None,
+            _ => return Err(corrupt("bad record header")),
+        };
         let count = le_u32(data, 1).ok_or_else(|| corrupt("bad record header"))?;
         let table_end = RECORD_HEADER + 4 * count as usize;
         let stored_crc = le_u32(data, 13).ok_or_else(|| corrupt("bad record header"))?;
         let header = data.get(..table_end).ok_or_else(|| corrupt("offset table is cut short"))?;
-        if count == 0 || header_crc(header) != stored_crc {
+        if count == 0 || header_crc(header, placed) != stored_crc {
             return Err(corrupt("record header checksum mismatch"));
         }
         let micros = le_i64(data, 5).ok_or_else(|| corrupt("bad record header"))?;
@@ -500,6 +512,24 @@ mod tests {
             position = record.last() + 1;
         }
         assert_eq!(position, 110);
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_read_under_another_position_is_damage_unless_it_is_of_format_1() -> Result<()> {
+        let (stream, event) = sample(1)?;
+        let mut builder = RecordBuilder::new(7, Utc::now());
+        builder.push(1, &encode_body(&stream, &event));
+        let (first, bytes) = builder.finish().remove(0);
+        assert_eq!(first, 7);
+        assert!(Record::parse(7, bytes.clone()).is_ok());
+        assert!(Record::parse(8, bytes.clone()).is_err(), "a format-2 record names its position");
+        // Format 1: magic 0xA1, the header crc without the position; still read, under any key.
+        let mut old = bytes;
+        old[0] = RECORD_MAGIC_1;
+        let crc = header_crc(&old[..RECORD_HEADER + 4], None);
+        old[13..17].copy_from_slice(&crc.to_le_bytes());
+        assert!(Record::parse(7, old.clone()).is_ok() && Record::parse(8, old).is_ok());
         Ok(())
     }
 

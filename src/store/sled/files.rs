@@ -190,7 +190,7 @@ impl Files {
                 Ok(_) => position,
                 Err(e) => return Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = _>>,
             },
-            Some(Err(e)) => return Box::new(std::iter::once(Err(Error::storage(e)))),
+            Some(Err(e)) => return Box::new(std::iter::once(Err(sled_error(e)))),
             None => position,
         };
         Box::new(self.tree.range(log_key(start)..=log_key(u64::MAX)).map(|item| {
@@ -246,6 +246,13 @@ impl Files {
         }
     }
 
+    /// Whether `stream` has an index entry for a version above `version`.
+    pub(super) fn stream_has_entry_after(&self, stream: &str, version: u64) -> Result<bool> {
+        let Some(next) = version.checked_add(1) else { return Ok(false) };
+        let first = self.tree.range(stream_key(stream, next)..=stream_key(stream, u64::MAX)).next();
+        Ok(first.transpose().map_err(sled_error)?.is_some())
+    }
+
     /// The names of the streams starting with `prefix`, in order: one index lookup per stream, jumping
     /// over each stream's entries (names hold no control character, so `name + 0x01` is past them).
     pub(super) fn stream_names<'a>(&'a self, prefix: &str) -> impl Iterator<Item = Result<String>> + 'a {
@@ -255,7 +262,7 @@ impl Files {
         std::iter::from_fn(move || {
             let (key, _) = match self.tree.range(cursor.clone()..).next()? {
                 Ok(item) => item,
-                Err(e) => return Some(Err(Error::storage(e))),
+                Err(e) => return Some(Err(sled_error(e))),
             };
             if !key.starts_with(&scan) {
                 return None;
@@ -333,11 +340,26 @@ impl Files {
     }
 
     pub(super) fn stream_version(&self, stream: &str, head: u64) -> Result<Option<u64>> {
+        let damage =
+            |position, reason| Error::Corrupt { what: "stream index entry", position: Position::new(position), reason };
         for entry in self.stream_entries(stream, u64::MAX, Direction::Backward) {
             let entry = entry?;
-            if entry.first_position <= head {
-                return Ok(Some(entry.last_version()));
+            if entry.first_position > self.applied() {
+                return Err(damage(entry.first_position, "it lies past the end of the log"));
             }
+            if entry.first_position > head {
+                continue; // Not acknowledged yet.
+            }
+            // A group is acknowledged whole, and the entry is believed once its last event agrees.
+            let last = entry.first_position + u64::from(entry.count) - 1;
+            if last > head {
+                return Err(damage(entry.first_position, "it reaches past the head"));
+            }
+            let event = self.event_at(last, &mut None)?;
+            if event.stream.as_str() != stream || event.version.get() != entry.last_version() {
+                return Err(damage(last, "it points at another event"));
+            }
+            return Ok(Some(entry.last_version()));
         }
         Ok(None)
     }
@@ -510,13 +532,23 @@ fn ensure_store_id(db: &sled::Db, tree: &sled::Tree) -> Result<Uuid> {
     Ok(id)
 }
 
-/// A sled error met while reading or writing: damage it reports is [`Error::Corrupt`], the rest
-/// (I/O, ...) [`Error::Storage`].
+/// A sled error met while reading or writing: damage it reports is [`Error::Corrupt`], and so are
+/// the I/O errors that only damaged files cause (a data file that ends early, a blob file that is
+/// gone, bytes that are not what sled wrote); the rest (a full disk, ...) is [`Error::Storage`].
 pub(super) fn sled_error(error: sled::Error) -> Error {
     match error {
         sled::Error::Corruption { .. } => recovery::damaged("data file (db)", "sled reports corruption"),
+        sled::Error::Io(ref io) if is_damage(io) => recovery::damaged("data file (db)", "sled cannot read it back"),
         other => Error::storage(other),
     }
+}
+
+/// Whether an I/O error reading an existing store's files means they are damaged.
+fn is_damage(io: &std::io::Error) -> bool {
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+    )
 }
 
 /// Whether sled failed to open because another handle holds the database's lock. sled reports it as
@@ -532,6 +564,9 @@ fn open_error(path: &Path, error: sled::Error) -> Error {
         // sled checks its config file (`conf`) first; a damaged one reads as a config written by a
         // sled older than 0.29, which no Annals store ever was.
         sled::Error::Unsupported(_) => recovery::damaged("sled config file (conf)", "it does not read"),
+        // The data file exists (checked before): one that ends early, or a missing blob file, is
+        // damage.
+        sled::Error::Io(ref io) if is_damage(io) => recovery::damaged("data file (db)", "sled cannot read it back"),
         // The directory or its files cannot be created or read: permissions, a file in the way.
         sled::Error::Io(source) => cannot_open(path, source),
         other => Error::storage(other),

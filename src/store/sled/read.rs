@@ -28,7 +28,12 @@ pub(super) fn stream_chunk(
     let from = from.get().max(1);
     // The version the next event must have: the index must not skip one, and every event it points
     // at must be this stream's at that version.
-    let mut expected = (direction == Direction::Forward).then_some(from);
+    let mut expected = match direction {
+        Direction::Forward => Some(from),
+        // Going backward from a version below the stream's last, that version must be there: an
+        // entry above it says the stream reaches past it.
+        Direction::Backward => files.stream_has_entry_after(stream.as_str(), from)?.then_some(from),
+    };
     // Later versions were appended later: once an entry is past the head (not acknowledged yet),
     // every later one is too, and before one that is, every earlier one is.
     let mut unacknowledged = false;
@@ -85,6 +90,10 @@ pub(super) fn stream_chunk(
                 Direction::Backward => Some(version - 1),
             };
         }
+    }
+    // Going backward, the versions run down to 1 (a page ends early only when it is full).
+    if let (Direction::Backward, Some(1..)) = (direction, expected) {
+        return answer(events, index_damage(0, "the stream's first versions have no entry"));
     }
     Ok(events)
 }

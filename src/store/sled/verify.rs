@@ -182,6 +182,7 @@ impl SledStore {
         let numbers: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
         let mut covered = vec![false; placed.len()];
         let mut last_version: HashMap<String, u64> = HashMap::new();
+        let head = placed.len() as u64;
         for item in self.inner.files.tree.scan_prefix([STREAM]) {
             let (key, value) = item.map_err(sled_error)?;
             report.index_entries += 1;
@@ -202,7 +203,14 @@ impl SledStore {
                 let what = format!("index of {name:?} jumps from version {previous} to {}", entry.first_version);
                 report.problems.push(VerifyProblem { position: Position::new(entry.first_position), what });
             }
-            for offset in 0..u64::from(entry.count) {
+            // An entry claims at most the positions the log has: a damaged count does not make this
+            // loop run longer than the log.
+            let claimed = u64::from(entry.count).min(head.saturating_sub(entry.first_position).saturating_add(1));
+            if claimed < u64::from(entry.count) {
+                let what = format!("index entry of {name:?} claims positions past the end of the log");
+                report.problems.push(VerifyProblem { position: Position::new(entry.first_position), what });
+            }
+            for offset in 0..claimed {
                 let position = entry.first_position + offset;
                 let at = usize::try_from(position).unwrap_or(usize::MAX).wrapping_sub(1);
                 let fits = match (placed.get(at).and_then(Option::as_ref), numbers.get(name.as_str())) {
