@@ -42,7 +42,10 @@ pub(super) struct WriterHandle {
 
 /// Starts the writer and syncer threads of the store in `files`, which continue its log.
 pub(super) fn spawn(files: Arc<Files>, durability: Durability) -> Result<WriterHandle> {
-    let last = files.last_record()?;
+    // What the writer continues is read from sled; a panic there on a damaged file is damage too.
+    let last = guarded("data file (db)", || files.last_record())?;
+    let ids = guarded("data file (db)", || files.event_ids())?;
+    let type_counts = guarded("data file (db)", || files.type_counts())?;
     let next_position = last.as_ref().map_or(1, |r| r.last() + 1);
     let (head_tx, head_rx) = watch::channel(Position::new(next_position - 1));
     let poisoned = Arc::new(AtomicBool::new(false));
@@ -57,8 +60,8 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability) -> Result<WriterH
         head_file: Mutex::new(HeadFileClock { groups: 0, written: Instant::now() }),
     });
     let writer = Writer {
-        ids: files.event_ids()?,
-        type_counts: files.type_counts()?,
+        ids,
+        type_counts,
         files,
         durability,
         synced,
