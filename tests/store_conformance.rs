@@ -70,6 +70,8 @@ macro_rules! conformance_suite {
                 store: checkpoints::a_bad_checkpoint_name_is_rejected_and_its_batch_writes_nothing,
                 store: restore::an_export_imports_into_an_empty_store_exactly_and_a_second_import_adds_nothing,
                 store: restore::restoring_events_that_do_not_continue_the_log_is_refused_and_writes_nothing,
+                store: restore::a_restored_batch_is_written_as_one_atomic_append_per_run_of_streams,
+                store: restore::an_import_restores_whole_original_groups_and_stops_only_between_them,
             );
         }
     };
