@@ -64,6 +64,7 @@ macro_rules! conformance_suite {
                 store: head_and_time::seek_recorded_finds_the_first_event_recorded_at_or_after_a_time,
                 store: live::a_head_watch_wakes_on_an_append_from_another_task,
                 store: live::many_watchers_are_all_woken_by_one_append,
+                store: live::a_task_woken_by_the_head_watch_reads_the_events_at_once,
                 store: races::racers_expecting_the_same_version_have_exactly_one_winner,
                 store: races::racers_retrying_exact_appends_fill_one_stream_without_gaps_or_duplicates,
                 store: races::many_appenders_over_many_streams_keep_log_and_streams_gap_free,
