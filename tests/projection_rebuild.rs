@@ -2,7 +2,8 @@
 //! replaying (also after the store is reopened) and equals a full replay; a version bump rebuilds it
 //! from the start in a shadow copy that replaces the saved one atomically (an interrupted shadow
 //! resumes where it stopped); a rebuild on request, under concurrent appends, never shows readers a
-//! half-built state; a checkpointed projection sees only the events after its checkpoint again.
+//! half-built state; a checkpointed projection sees only the events after its checkpoint again, and
+//! commits it `checkpoint_interval` after its progress.
 
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -437,4 +438,77 @@ async fn a_checkpointed_projection_resumes_after_its_checkpoint_memory() -> Test
 async fn a_checkpointed_projection_resumes_after_its_checkpoint_after_a_reopen_sled() -> TestResult {
     let dir = tempfile::tempdir()?;
     a_checkpointed_projection_resumes_after_its_checkpoint(|| Ok(SledStore::open(dir.path())?)).await
+}
+
+// --- 9. a checkpointed projection commits an interval after its progress --------------------------
+
+/// Polls `condition` every few milliseconds until it holds; an error naming `what` after [`WAIT`].
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) -> TestResult {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !condition() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("timed out waiting until {what}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Catching up commits; and with neither `checkpoint_every` nor catching up nor stop to commit it, a
+/// projector's progress is committed `checkpoint_interval` after it was first made: not sooner (a
+/// lower bound, measured from before the append), and also while events keep coming.
+async fn a_projector_commits_an_interval_after_its_progress<S: EventStore + Clone + 'static>(store: S) -> TestResult {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_millis(300);
+    append(&store, "order-1", "Touched", 3).await?;
+    // Catching up commits, though neither the count nor the hour-long interval would.
+    let hourly = Projector::checkpointed(store.clone(), || Recorder::new("hourly"))
+        .checkpoint_every(1_000_000)
+        .checkpoint_interval(std::time::Duration::from_secs(3600))
+        .run()
+        .await?;
+    let caught_up = hourly.caught_up().await?;
+    eventually("catching up commits", || hourly.checkpoint() == caught_up).await?;
+    let saved = store.load_checkpoint("projection/hourly").await?.map(|c| c.position);
+    assert_eq!(saved, Some(Position::new(3)));
+    hourly.stop().await?;
+
+    let handle = Projector::checkpointed(store.clone(), || Recorder::new("timed"))
+        .checkpoint_every(1_000_000)
+        .checkpoint_interval(INTERVAL)
+        .run()
+        .await?;
+    let caught_up = handle.caught_up().await?;
+    eventually("catching up commits", || handle.checkpoint() == caught_up).await?;
+
+    let before = std::time::Instant::now();
+    let one = append(&store, "order-1", "Touched", 1).await?.last_position;
+    handle.wait_for(one, WAIT).await?;
+    eventually("the interval commits the live event", || handle.checkpoint() == one).await?;
+    let took = before.elapsed();
+    assert!(took >= INTERVAL, "committed {took:?} after the append, before the {INTERVAL:?} interval");
+    let saved = store.load_checkpoint("projection/timed").await?.map(|c| c.position);
+    assert_eq!(saved, Some(one), "saved, not only reported");
+
+    let mut last = one;
+    for _ in 0..40 {
+        last = append(&store, "order-1", "Touched", 1).await?.last_position;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let during = handle.checkpoint();
+    assert!(during > one, "no commit in 2 s of events {INTERVAL:?} apart or less: checkpoint {during}");
+    handle.wait_for(last, WAIT).await?;
+    eventually("the last events are committed", || handle.checkpoint() == last).await?;
+    handle.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_commits_an_interval_after_its_progress_memory() -> TestResult {
+    a_projector_commits_an_interval_after_its_progress(MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_commits_an_interval_after_its_progress_sled() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    a_projector_commits_an_interval_after_its_progress(SledStore::open(dir.path())?).await
 }
