@@ -42,9 +42,9 @@ mod common;
 mod volatile_fs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ use annals::{
     AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, ReadLog, ReadStream, RecordedEvent, SledConfig,
     SledStore, StreamAppend, StreamId,
 };
-use common::child::{env_number, say, Rng};
+use common::child::{env_number, read_timed_lines, say, Rng};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 use volatile_fs::Disk;
@@ -481,24 +481,6 @@ fn run_child(dir: &Path, mode: Mode, round: u64, seed: u64, delay: Duration) -> 
     stdout.join().unwrap();
     read.extend(lines.try_iter());
     (read, cut_at)
-}
-
-/// Reads the child's complete stdout lines in a thread, each with the moment it was read; a line cut
-/// short by the kill is dropped.
-fn read_timed_lines(child: &mut Child) -> (mpsc::Receiver<(Instant, String)>, std::thread::JoinHandle<()>) {
-    let pipe = child.stdout.take().unwrap();
-    let (send, lines) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut pipe = BufReader::new(pipe);
-        let mut line = String::new();
-        while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if let Some(complete) = line.strip_suffix('\n') {
-                let _ = send.send((Instant::now(), complete.to_owned()));
-            }
-            line.clear();
-        }
-    });
-    (lines, reader)
 }
 
 fn parse_ack(line: &str, at: Instant) -> Option<Ack> {
