@@ -29,9 +29,12 @@
 //! the first round the test only creates the store ([`create_store`]), so the first cut also checks
 //! that the store's files are still found after a power cut.
 //!
+//! A fourth test has its child save two checkpoints in one `save_checkpoints` call, over and over:
+//! after each cut, both must be at the last save the child was answered (or later), and equal.
+//!
 //! `ANNALS_POWER_ROUNDS` sets the rounds per test (default [`DEFAULT_ROUNDS`]), `ANNALS_POWER_SEED` the
-//! seed of the cut moments and event shapes (fixed by default; printed). The three tests take about
-//! 10 s together in a debug build on 2 cores; `cargo test --test power_loss -- --nocapture` shows every
+//! seed of the cut moments and event shapes (fixed by default; printed). The four tests take about
+//! 13 s together in a debug build on 2 cores; `cargo test --test power_loss -- --nocapture` shows every
 //! round and what each cut dropped. They need `/dev/fuse`, and root or `fusermount3` (Debian package
 //! `fuse3`); without them they fail and say what is missing.
 // The helpers below check and fail like the tests they serve.
@@ -49,8 +52,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use annals::{
-    AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, ReadLog, ReadStream, RecordedEvent, SledConfig,
-    SledStore, StreamAppend, StreamId,
+    AppendResult, Checkpoint, CheckpointWrite, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog,
+    ReadStream, RecordedEvent, SledConfig, SledStore, StreamAppend, StreamId,
 };
 use common::child::{env_number, read_timed_lines, say, Rng};
 use futures_util::TryStreamExt;
@@ -124,6 +127,61 @@ fn without_fdatasync_power_loss_loses_acknowledged_appends() {
     );
 }
 
+/// `save_checkpoints` returns, under `Fsync`, once its writes are on disk: every save the child was
+/// answered survives the cut, both checkpoints of one call together.
+#[test]
+fn fsync_saved_checkpoints_survive_power_loss() {
+    let seed = env_number(SEED_VAR).unwrap_or(DEFAULT_SEED);
+    let rounds = env_number(ROUNDS_VAR).unwrap_or(DEFAULT_ROUNDS);
+    let root = tempfile::Builder::new().prefix("annals-power-").tempdir().unwrap();
+    let mountpoint = root.path().join("disk");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let store_dir = mountpoint.join("store");
+    let disk = Disk::new();
+    let mut mount = disk.mount(&mountpoint);
+    let mode = Mode::Checkpoints;
+    create_store(&store_dir, mode);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut rng = Rng::new(seed ^ mode.name().len() as u64);
+    let mut saves = 0;
+    for round in 0..rounds {
+        let delay = mode.pick_delay(&mut rng);
+        let (lines, _) = run_child(&store_dir, mode, round as u64, seed, delay);
+        let lost_at_cut = disk.power_cut();
+        mount.unmount();
+        mount = disk.mount(&mountpoint);
+        let acked: Vec<u64> = lines.iter().filter_map(|(_, line)| line.strip_prefix("CKPT ")?.parse().ok()).collect();
+        saves += acked.len();
+        let context = format!("checkpoints round {round} (cut {delay:?} after READY), seed {seed}");
+        let store = SledConfig::new(&store_dir).open().expect("the store reopens after a power cut");
+        let saved: Vec<Option<u64>> = runtime.block_on(async {
+            let mut saved = Vec::new();
+            for name in CHECKPOINTS {
+                saved.push(store.load_checkpoint(name).await.unwrap().map(|c| c.position.get()));
+            }
+            saved
+        });
+        drop(store);
+        assert_eq!(saved[0], saved[1], "{context}: the two checkpoints of one save differ");
+        if let Some(last) = acked.last() {
+            assert!(
+                saved[0] >= Some(*last),
+                "{context}: the last save answered was at {last}, the store has {:?}",
+                saved[0]
+            );
+        }
+        eprintln!(
+            "checkpoints round {round}: cut {delay:?} after READY, {} saves answered, the last at {:?}, saved {:?}; \
+             the cut dropped {lost_at_cut}",
+            acked.len(),
+            acked.last(),
+            saved[0]
+        );
+    }
+    mount.unmount();
+    assert!(saves >= 20 * rounds, "only {saves} saves were answered in {rounds} rounds: the test proved little");
+}
+
 /// The child: appends until it is killed. Runs only when the parent sets `ANNALS_POWER_DIR`.
 #[test]
 #[ignore = "the child process of the power-loss tests; does nothing unless ANNALS_POWER_DIR is set"]
@@ -143,6 +201,8 @@ enum Mode {
     Buffered,
     /// `Durability::Fsync` with the store's own `fdatasync` calls skipped.
     SkipFdatasync,
+    /// `Durability::Fsync`; the child saves checkpoints instead of appending.
+    Checkpoints,
 }
 
 impl Mode {
@@ -151,17 +211,18 @@ impl Mode {
             Mode::Fsync => "fsync",
             Mode::Buffered => "buffered",
             Mode::SkipFdatasync => "skip-fdatasync",
+            Mode::Checkpoints => "checkpoints",
         }
     }
 
     fn parse(name: &str) -> Option<Mode> {
-        [Mode::Fsync, Mode::Buffered, Mode::SkipFdatasync].into_iter().find(|m| m.name() == name)
+        [Mode::Fsync, Mode::Buffered, Mode::SkipFdatasync, Mode::Checkpoints].into_iter().find(|m| m.name() == name)
     }
 
     fn durability(self) -> Durability {
         match self {
             Mode::Buffered => Durability::Buffered,
-            Mode::Fsync | Mode::SkipFdatasync => Durability::Fsync,
+            Mode::Fsync | Mode::SkipFdatasync | Mode::Checkpoints => Durability::Fsync,
         }
     }
 
@@ -169,7 +230,7 @@ impl Mode {
     fn writer_config(self, dir: &Path) -> SledConfig {
         let config = SledConfig::new(dir).durability(self.durability());
         match self {
-            Mode::Fsync => config,
+            Mode::Fsync | Mode::Checkpoints => config,
             Mode::Buffered => config.flush_every_ms(BUFFERED_FLUSH_MS),
             Mode::SkipFdatasync => config.skip_fdatasync_for_tests(true),
         }
@@ -181,7 +242,7 @@ impl Mode {
             // Longer than the loss bound, so that a store that never synced would be caught.
             Mode::Buffered => Duration::from_millis(900 + rng.below(700)),
             // Sometimes less than one of sled's 500 ms flush intervals, sometimes more.
-            Mode::Fsync | Mode::SkipFdatasync => Duration::from_millis(150 + rng.below(800)),
+            Mode::Fsync | Mode::SkipFdatasync | Mode::Checkpoints => Duration::from_millis(150 + rng.below(800)),
         }
     }
 }
@@ -193,6 +254,11 @@ async fn append_until_killed(dir: PathBuf, mode: Mode, round: u64, seed: u64) {
     // A leading newline: libtest may have printed "test power_child ... " without one.
     say("\nSTART\n");
     let store = mode.writer_config(&dir).open().expect("the child opens the store");
+    if mode == Mode::Checkpoints {
+        say("READY\n");
+        save_checkpoints_until_killed(&store, round).await;
+        return;
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..TASKS {
         let streams = [task_stream(task, 0), task_stream(task, 1)];
@@ -206,6 +272,25 @@ async fn append_until_killed(dir: PathBuf, mode: Mode, round: u64, seed: u64) {
     say("READY\n");
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
+    }
+}
+
+/// The two checkpoints the checkpoint child saves together.
+const CHECKPOINTS: [&str; 2] = ["power/a", "power/b"];
+
+/// Saves both [`CHECKPOINTS`] in one call, at positions counting up from where the last round left
+/// them, and prints `CKPT <position>` once each save returns.
+async fn save_checkpoints_until_killed(store: &SledStore, round: u64) {
+    let start = store.load_checkpoint(CHECKPOINTS[0]).await.unwrap().map_or(0, |c| c.position.get());
+    for position in start + 1.. {
+        let state = format!(r#"{{"round":{round}}}"#);
+        let writes = CHECKPOINTS
+            .iter()
+            .map(|name| CheckpointWrite::Save(Checkpoint::new(*name, Position::new(position)).with_state(&state)))
+            .collect();
+        store.save_checkpoints(writes).await.unwrap();
+        say(&format!("CKPT {position}\n"));
+        tokio::time::sleep(APPEND_PAUSE).await;
     }
 }
 
@@ -429,7 +514,7 @@ fn check_losses(mode: Mode, lost: &[Ack], cut_at: Instant, context: &str) {
                 );
             }
         }
-        Mode::SkipFdatasync => {}
+        Mode::SkipFdatasync | Mode::Checkpoints => {}
     }
 }
 
