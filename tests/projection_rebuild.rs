@@ -3,7 +3,8 @@
 //! from the start in a shadow copy that replaces the saved one atomically (an interrupted shadow
 //! resumes where it stopped); a rebuild on request, under concurrent appends, never shows readers a
 //! half-built state; a checkpointed projection sees only the events after its checkpoint again, and
-//! commits it `checkpoint_interval` after its progress.
+//! commits it `checkpoint_interval` after its progress; readers wait for a rebuild when the saved
+//! state no longer decodes.
 
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -511,4 +512,75 @@ async fn a_projector_commits_an_interval_after_its_progress_memory() -> TestResu
 async fn a_projector_commits_an_interval_after_its_progress_sled() -> TestResult {
     let dir = tempfile::tempdir()?;
     a_projector_commits_an_interval_after_its_progress(SledStore::open(dir.path())?).await
+}
+
+// --- 10. after a version bump whose saved state no longer decodes, readers wait -------------------
+
+/// The tally under the same name at version 3, with a state the version 1 state does not decode into
+/// (it needs `events`). Its handler waits at the first event until `open` is set.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Recounted {
+    events: u64,
+    #[serde(skip)]
+    open: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl annals::Projection for Recounted {
+    fn name(&self) -> &str {
+        TALLY
+    }
+
+    fn version(&self) -> u32 {
+        3
+    }
+
+    async fn handle(&mut self, _event: &annals::RecordedEvent, _phase: Phase) -> Result<(), annals::HandlerError> {
+        while !self.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.events += 1;
+        Ok(())
+    }
+}
+
+/// Readers of a projection whose saved state no longer decodes wait for the rebuild: they never see
+/// a fresh or half-built state.
+async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode<S>(store: S) -> TestResult
+where
+    S: EventStore + Clone + 'static,
+{
+    append(&store, "tally-1", "Touched", 10).await?;
+    let v1 = Projector::persisted(store.clone(), Tally::default).run().await?;
+    v1.wait_for(Position::new(10), WAIT).await?;
+    v1.stop().await?;
+
+    let open = Arc::new(AtomicBool::new(false));
+    let factory = {
+        let open = Arc::clone(&open);
+        move || Recounted { events: 0, open: Arc::clone(&open) }
+    };
+    let v3 = Projector::persisted(store.clone(), factory).run().await?;
+    // The rebuild is held at its first event: a reader must wait, not see an empty state.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+        v3.read().await.map(|state| state.events)
+    })
+    .await;
+    assert!(early.is_err(), "a reader got a state before the rebuild: {early:?}");
+    open.store(true, Ordering::SeqCst);
+    let events = tokio::time::timeout(WAIT, async { v3.read().await.map(|state| state.events) }).await??;
+    assert_eq!(events, 10, "the first state readers see is the whole rebuild");
+    v3.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode_memory() -> TestResult {
+    readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode(MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode_sled() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode(SledStore::open(dir.path())?).await
 }
