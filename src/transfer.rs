@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::store::{Checkpoint, CheckpointWrite, EventStore, ReadLog};
 
-/// How many events one restored batch holds at most.
-const BATCH: usize = 1_000;
+/// How many checkpoints one save holds at most.
+const CHECKPOINT_BATCH: usize = 1_000;
 
 /// The byte order mark some editors put at the start of a UTF-8 file.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -109,6 +109,11 @@ fn write_line<W: Write>(out: &mut W, line: &Line) -> Result<()> {
 /// their ids and skipped). Events are restored with [`EventStore::restore`], so positions, versions
 /// and both times are kept; checkpoints are saved as they were, once every event is restored.
 ///
+/// Each call to `restore` takes one original commit group, however large: the events that share a
+/// `recorded_at` (consecutive groups that share one go together), so that an import that stops
+/// part-way never stops inside a group because of its own batching. How `restore` writes one group
+/// is its own rule: one atomic append per run of streams (see [`EventStore::restore`]).
+///
 /// A UTF-8 byte order mark at the start of the input is skipped; blank lines are too.
 ///
 /// # Errors
@@ -126,7 +131,8 @@ where
     let head_before = store.head().await?;
     let mut head = head_before;
     let mut transfer = Transfer::default();
-    let mut batch: Vec<RecordedEvent> = Vec::with_capacity(BATCH);
+    // The events of the current original commit group (one `recorded_at`).
+    let mut batch: Vec<RecordedEvent> = Vec::new();
     let mut checkpoints = Vec::new();
     let mut bytes = Vec::new();
     let mut number = 0;
@@ -139,9 +145,9 @@ where
         let Some(line) = export_line(&bytes, number)? else { continue };
         match line {
             Line::Event(event) => {
-                let cut =
-                    batch.len() >= BATCH || batch.last().is_some_and(|last| last.recorded_at != event.recorded_at);
-                if cut {
+                // Only where the recorded time changes: cutting a group elsewhere would let an import
+                // that stops there leave part of it.
+                if batch.last().is_some_and(|last| last.recorded_at != event.recorded_at) {
                     store.restore(std::mem::take(&mut batch)).await?;
                 }
                 head = head.max(event.position);
@@ -155,7 +161,7 @@ where
     }
     transfer.events = store.head().await?.get() - head_before.get();
     transfer.checkpoints = checkpoints.len() as u64;
-    for chunk in checkpoints.chunks(BATCH) {
+    for chunk in checkpoints.chunks(CHECKPOINT_BATCH) {
         store.save_checkpoints(chunk.to_vec()).await?;
     }
     Ok(transfer)

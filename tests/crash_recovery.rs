@@ -14,8 +14,12 @@
 //! - a retry of the last append found in the log, sent by the next child, is answered
 //!   `already_appended` with the original positions (ids are recognised after recovery).
 //!
-//! With [`Durability::Buffered`] the same checks run, except that recently acknowledged appends may be
-//! lost (an acknowledged event that is present must still be where it was acknowledged).
+//! With [`Durability::Buffered`] (`flush_every_ms` = [`BUFFERED_FLUSH_MS`]) the same checks run,
+//! except that recently acknowledged appends may be lost: only appends acknowledged within
+//! [`BUFFERED_LOSS_BOUND`] of the kill, whole, and only from the end of the log (an acknowledged
+//! event that is present must still be where it was acknowledged). Its rounds run longer than that
+//! bound and its child appends every [`BUFFERED_PAUSE`], too slowly to fill one of sled's buffers in a
+//! round, so that a store whose buffers were never written out periodically would fail it.
 //!
 //! Both tests together take about 5 s in a debug build on 2 cores. The seed of the random schedule is
 //! printed; `ANNALS_CRASH_SEED=<seed>` replays it (the moments of the kills still vary with timing).
@@ -36,7 +40,7 @@ use annals::{
     AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, ReadStream, RecordedEvent,
     SledConfig, SledStore, StreamAppend, StreamId,
 };
-use common::child::{env_number, read_lines, say, seed_from, Rng};
+use common::child::{env_number, read_timed_lines, say, seed_from, Rng};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
@@ -52,6 +56,15 @@ const SIZE_HEADER: &str = "batch_size";
 
 /// How long a child may take to open the store before the test gives up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// sled's flush interval in the buffered test.
+const BUFFERED_FLUSH_MS: u64 = 100;
+/// How long before the kill a buffered append lost to it may have been acknowledged: sled writes its
+/// buffers out to the kernel (which a `kill -9` does not touch) every `flush_every_ms`; the rest is
+/// slack for a loaded machine.
+const BUFFERED_LOSS_BOUND: Duration = Duration::from_millis(BUFFERED_FLUSH_MS + 700);
+/// The buffered child's pause between appends: slow enough that a round does not fill one of sled's
+/// 512 KiB buffers, which sled writes out when full, so that only its periodic flush writes them.
+const BUFFERED_PAUSE: Duration = Duration::from_millis(10);
 
 #[test]
 fn fsync_acknowledged_appends_survive_kill_9() {
@@ -72,7 +85,8 @@ fn fsync_acknowledged_appends_survive_kill_9() {
 #[test]
 fn buffered_store_recovers_consistently_after_kill_9() {
     let kills = [Kill::AfterReady, Kill::AfterReady, Kill::AfterSpawn, Kill::AfterReady];
-    crash_rounds(Durability::Buffered, &kills);
+    let appends = crash_rounds(Durability::Buffered, &kills);
+    assert!(appends >= 6, "only {appends} appends were acknowledged: the test proved little");
 }
 
 /// The child: appends until it is killed. Runs only when the parent sets `ANNALS_CRASH_DIR`.
@@ -90,13 +104,22 @@ fn crash_child() {
     runtime.block_on(append_until_killed(PathBuf::from(dir), round, durability, Rng::new(seed ^ round)));
 }
 
+/// How the child and the checks open the store.
+fn config(dir: &Path, durability: Durability) -> SledConfig {
+    let config = SledConfig::new(dir).durability(durability);
+    match durability {
+        Durability::Buffered => config.flush_every_ms(BUFFERED_FLUSH_MS),
+        _ => config,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The child's side.
 
 async fn append_until_killed(dir: PathBuf, round: u64, durability: Durability, mut rng: Rng) {
     // A leading newline: libtest may have printed "test crash_child ... " without one.
     say("\nSTART\n");
-    let store = SledConfig::new(&dir).durability(durability).open().expect("the child opens the store");
+    let store = config(&dir, durability).open().expect("the child opens the store");
     retry_last_append(&store).await;
     let streams: Vec<StreamId> = STREAMS.iter().map(|s| StreamId::new(*s).unwrap()).collect();
     let mut versions = Vec::with_capacity(streams.len());
@@ -137,6 +160,9 @@ async fn append_until_killed(dir: PathBuf, round: u64, durability: Durability, m
         }
         // One write per append, so that a kill never splits its lines.
         say(&text);
+        if durability == Durability::Buffered {
+            tokio::time::sleep(BUFFERED_PAUSE).await;
+        }
     }
 }
 
@@ -231,13 +257,14 @@ fn ack_line(batch: &str, stream: &str, result: &AppendResult, ids: &[Uuid]) -> S
 /// When a round kills its child.
 #[derive(Clone, Copy, Debug)]
 enum Kill {
-    /// 50 to 400 ms after the child opened the store and started appending.
+    /// 50 to 400 ms after the child opened the store and started appending (1 to 1.6 s under
+    /// `Buffered`, longer than the loss bound).
     AfterReady,
     /// 0 to 60 ms after the child was started: before or while it opens (and recovers) the store.
     AfterSpawn,
 }
 
-/// One acknowledged append to one stream, as the child reported it.
+/// One acknowledged append to one stream, as the child reported it, and when the parent read it.
 #[derive(Clone, Debug)]
 struct Ack {
     batch: String,
@@ -246,6 +273,7 @@ struct Ack {
     last: u64,
     version: u64,
     ids: Vec<Uuid>,
+    at: Instant,
 }
 
 /// Runs one child per round on one directory, kills it, and checks the store after each kill. Returns
@@ -261,21 +289,37 @@ fn crash_rounds(durability: Durability, kills: &[Kill]) -> usize {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     for (round, kill) in kills.iter().enumerate() {
         let started = Instant::now();
-        let delay = match kill {
-            Kill::AfterReady => Duration::from_millis(50 + rng.below(351)),
-            Kill::AfterSpawn => Duration::from_millis(rng.below(61)),
+        let delay = match (kill, durability) {
+            (Kill::AfterReady, Durability::Buffered) => Duration::from_millis(1_000 + rng.below(601)),
+            (Kill::AfterReady, _) => Duration::from_millis(50 + rng.below(351)),
+            (Kill::AfterSpawn, _) => Duration::from_millis(rng.below(61)),
         };
         // A child that gets to READY has retried the last append of a non-empty log.
         retries_due += usize::from(matches!(kill, Kill::AfterReady) && !seen.is_empty());
-        let lines = run_child(dir.path(), durability, round as u64, seed, *kill, delay);
-        retries += lines.iter().filter(|line| line.starts_with("RETRIED ")).count();
-        let new: Vec<Ack> = lines.iter().filter_map(|line| parse_ack(line)).collect();
+        let (lines, killed_at) = run_child(dir.path(), durability, round as u64, seed, *kill, delay);
+        retries += lines.iter().filter(|(_, line)| line.starts_with("RETRIED ")).count();
+        let new: Vec<Ack> = lines.iter().filter_map(|(at, line)| parse_ack(line, *at)).collect();
         let count = new.len();
         acks.extend(new);
         let context = format!("round {round} ({kill:?} + {delay:?}), seed {seed}");
-        seen = runtime.block_on(check_store(dir.path(), durability, &acks, &seen, &context));
+        let lost;
+        (seen, lost) = runtime.block_on(check_store(dir.path(), durability, &acks, &seen, &context));
+        for ack in &lost {
+            let age = killed_at.saturating_duration_since(ack.at);
+            assert!(
+                age <= BUFFERED_LOSS_BOUND,
+                "{context}: append {} at position {} was acknowledged {age:?} before the kill and lost; only \
+                 the last {BUFFERED_LOSS_BOUND:?} may be",
+                ack.batch,
+                ack.first
+            );
+        }
+        // Lost for good: their positions go to later appends.
+        let lost_batches: std::collections::HashSet<&str> = lost.iter().map(|a| a.batch.as_str()).collect();
+        acks.retain(|a| !lost_batches.contains(a.batch.as_str()));
         eprintln!(
-            "{durability:?} round {round}: killed {kill:?} + {delay:?}, {count} acks, log at {} events, {:?}",
+            "{durability:?} round {round}: killed {kill:?} + {delay:?}, {count} acks, {} lost, log at {} events, {:?}",
+            lost.len(),
             seen.len(),
             started.elapsed()
         );
@@ -284,8 +328,16 @@ fn crash_rounds(durability: Durability, kills: &[Kill]) -> usize {
     acks.iter().map(|a| a.batch.as_str()).collect::<std::collections::HashSet<_>>().len()
 }
 
-/// Starts a child, kills it as `kill` says, and returns the complete lines it printed.
-fn run_child(dir: &Path, durability: Durability, round: u64, seed: u64, kill: Kill, delay: Duration) -> Vec<String> {
+/// Starts a child, kills it as `kill` says, and returns the complete lines it printed, each with when
+/// it was read, and the moment of the kill.
+fn run_child(
+    dir: &Path,
+    durability: Durability,
+    round: u64,
+    seed: u64,
+    kill: Kill,
+    delay: Duration,
+) -> (Vec<(Instant, String)>, Instant) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(DIR_VAR, dir)
@@ -297,7 +349,7 @@ fn run_child(dir: &Path, durability: Durability, round: u64, seed: u64, kill: Ki
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines, stdout) = read_lines(&mut child);
+    let (lines, stdout) = read_timed_lines(&mut child);
     let stderr = {
         let mut pipe = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -311,7 +363,7 @@ fn run_child(dir: &Path, durability: Durability, round: u64, seed: u64, kill: Ki
         let waiting = Instant::now();
         loop {
             match lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line == "READY" => break,
+                Ok((_, line)) if line == "READY" => break,
                 Ok(line) => early.push(line),
                 Err(mpsc::RecvTimeoutError::Timeout) if waiting.elapsed() < READY_TIMEOUT => {}
                 Err(_) => {
@@ -326,15 +378,17 @@ fn run_child(dir: &Path, durability: Durability, round: u64, seed: u64, kill: Ki
     if let Some(status) = child.try_wait().unwrap() {
         panic!("child of round {round} stopped by itself ({status}):\n{}", stderr.join().unwrap_or_default());
     }
+    // Every acknowledgement the child got was printed before this moment.
+    let killed_at = Instant::now();
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "a killed child cannot succeed");
     stdout.join().unwrap();
     early.extend(lines.try_iter());
-    early
+    (early, killed_at)
 }
 
-fn parse_ack(line: &str) -> Option<Ack> {
+fn parse_ack(line: &str, at: Instant) -> Option<Ack> {
     let mut words = line.strip_prefix("ACK ")?.split(' ');
     let batch = words.next()?.to_owned();
     let stream = words.next()?.to_owned();
@@ -342,12 +396,19 @@ fn parse_ack(line: &str) -> Option<Ack> {
     let last = words.next()?.parse().ok()?;
     let version = words.next()?.parse().ok()?;
     let ids = words.map(|w| w.parse().expect("an event id")).collect();
-    Some(Ack { batch, stream, first, last, version, ids })
+    Some(Ack { batch, stream, first, last, version, ids, at })
 }
 
-/// Reopens the store after a kill and checks every property; returns the ids of the log, in order.
-async fn check_store(dir: &Path, durability: Durability, acks: &[Ack], seen: &[Uuid], context: &str) -> Vec<Uuid> {
-    let store = SledConfig::new(dir).durability(durability).open().expect("the store reopens after kill -9");
+/// Reopens the store after a kill and checks every property but the age of what was lost; returns the
+/// ids of the log, in order, and the acknowledged appends that are gone.
+async fn check_store(
+    dir: &Path,
+    durability: Durability,
+    acks: &[Ack],
+    seen: &[Uuid],
+    context: &str,
+) -> (Vec<Uuid>, Vec<Ack>) {
+    let store = config(dir, durability).open().expect("the store reopens after kill -9");
     let head = store.head().await.unwrap();
     let log: Vec<RecordedEvent> = store.read_log(ReadLog::from_start()).try_collect().await.unwrap();
 
@@ -363,8 +424,8 @@ async fn check_store(dir: &Path, durability: Durability, acks: &[Ack], seen: &[U
 
     check_streams(&store, &log, context).await;
     check_batches(&log, context);
-    check_acks(&log, acks, durability, context);
-    log.iter().map(|e| e.id).collect()
+    let lost = check_acks(&log, acks, durability, context);
+    (log.iter().map(|e| e.id).collect(), lost)
 }
 
 /// Every stream's versions are gap-free, and the stream reads agree with the log.
@@ -403,22 +464,36 @@ fn check_batches(log: &[RecordedEvent], context: &str) {
     }
 }
 
-/// Acknowledged events are where they were acknowledged; with `Fsync`, they are all there.
-fn check_acks(log: &[RecordedEvent], acks: &[Ack], durability: Durability, context: &str) {
+/// Acknowledged events are where they were acknowledged; with `Fsync`, they are all there; with
+/// `Buffered`, a lost append is lost whole, from the end of the log. Returns the lost ones.
+fn check_acks(log: &[RecordedEvent], acks: &[Ack], durability: Durability, context: &str) -> Vec<Ack> {
     let by_id: HashMap<Uuid, &RecordedEvent> = log.iter().map(|e| (e.id, e)).collect();
+    let mut lost = Vec::new();
     for ack in acks {
         assert_eq!(ack.last - ack.first + 1, ack.ids.len() as u64, "{context}: ack {ack:?} is inconsistent");
+        let present = ack.ids.iter().filter(|id| by_id.contains_key(id)).count();
+        if present == 0 {
+            assert!(
+                durability != Durability::Fsync,
+                "{context}: acknowledged append {} (positions {} to {}) is lost; head {}",
+                ack.batch,
+                ack.first,
+                ack.last,
+                log.len()
+            );
+            assert!(
+                ack.first > log.len() as u64,
+                "{context}: acknowledged append {} at position {} is lost but the log goes on to {}",
+                ack.batch,
+                ack.first,
+                log.len()
+            );
+            lost.push(ack.clone());
+            continue;
+        }
+        assert_eq!(present, ack.ids.len(), "{context}: acknowledged append {} is partly there", ack.batch);
         for (offset, id) in (0..).zip(&ack.ids) {
-            let Some(event) = by_id.get(id) else {
-                assert!(
-                    durability != Durability::Fsync,
-                    "{context}: acknowledged event {id} of append {} (position {}) is lost; head {}",
-                    ack.batch,
-                    ack.first + offset,
-                    log.len()
-                );
-                continue;
-            };
+            let event = by_id[id];
             assert_eq!(event.position.get(), ack.first + offset, "{context}: acknowledged event {id} moved");
             assert_eq!(event.stream.as_str(), ack.stream, "{context}: acknowledged event {id} changed stream");
             let version = ack.version + 1 + offset - ack.ids.len() as u64;
@@ -426,4 +501,5 @@ fn check_acks(log: &[RecordedEvent], acks: &[Ack], durability: Durability, conte
             assert_eq!(event.metadata.headers.get(BATCH_HEADER), Some(&ack.batch), "{context}: {id} changed append");
         }
     }
+    lost
 }

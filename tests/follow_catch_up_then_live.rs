@@ -1,14 +1,18 @@
 //! Following the log: catch-up, then one `CaughtUp` marker, then live, with no gap and no duplicate
-//! at the switch while other tasks keep appending; filters and starting positions are honoured.
+//! at the switch while other tasks keep appending; filters and starting positions are honoured; a
+//! caught-up follower waits on the head watch without reading the log until an append.
 //! Each property runs on both stores.
 
 #![allow(clippy::panic)] // failing the test with the unexpected delivery is the point
+
+mod common;
 
 use std::time::Duration;
 
 use annals::{
     follow, Delivery, EventStore, ExpectedVersion, LogFilter, NewEvent, Phase, Position, StreamAppend, StreamId,
 };
+use common::counting::Counting;
 use futures_util::StreamExt;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -131,7 +135,9 @@ where
     }
     drop(empty);
     append(&store, "s-1", "E", 10).await?;
-    let mut from_middle = follow(&store, Position::new(7), LogFilter::all());
+    // Counts the follower's log reads, to see that it waits on the head watch rather than polling.
+    let counted = Counting::new(store.clone());
+    let mut from_middle = follow(&counted, Position::new(7), LogFilter::all());
     let (seen, caught_up) = collect(&mut from_middle, 4).await?;
     assert_eq!(seen.iter().map(|(p, _, _)| *p).collect::<Vec<_>>(), [7, 8, 9, 10]);
     assert!(seen.iter().all(|(_, phase, _)| *phase == Phase::CatchUp));
@@ -140,9 +146,17 @@ where
         Some(Ok(Delivery::CaughtUp { position })) => assert_eq!(position, Position::new(10)),
         other => panic!("expected the caught-up marker, got {other:?}"),
     }
-    // Nothing new: the follower waits (without polling) instead of delivering anything.
-    let waiting = tokio::time::timeout(Duration::from_millis(100), from_middle.next()).await;
+    // Nothing new: the follower waits on the head watch, without reading, instead of delivering.
+    counted.take_log_reads();
+    let waiting = tokio::time::timeout(Duration::from_millis(200), from_middle.next()).await;
     assert!(waiting.is_err(), "a caught-up follower waits for new events: {waiting:?}");
+    assert_eq!(counted.take_log_reads(), 0, "a caught-up follower read the log with nothing appended");
+    // An append wakes it: the new event comes live.
+    append(&store, "s-2", "E", 1).await?;
+    match tokio::time::timeout(TIMEOUT, from_middle.next()).await? {
+        Some(Ok(Delivery::Event { event, phase: Phase::Live })) => assert_eq!(event.position, Position::new(11)),
+        other => panic!("expected position 11 live, got {other:?}"),
+    }
     Ok(())
 }
 

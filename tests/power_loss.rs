@@ -29,9 +29,13 @@
 //! the first round the test only creates the store ([`create_store`]), so the first cut also checks
 //! that the store's files are still found after a power cut.
 //!
+//! A fifth test closes a `Buffered` store cleanly, in-process, and then cuts the power: nothing is
+//! lost. A fourth test has its child save two checkpoints in one `save_checkpoints` call, over and over:
+//! after each cut, both must be at the last save the child was answered (or later), and equal.
+//!
 //! `ANNALS_POWER_ROUNDS` sets the rounds per test (default [`DEFAULT_ROUNDS`]), `ANNALS_POWER_SEED` the
-//! seed of the cut moments and event shapes (fixed by default; printed). The three tests take about
-//! 10 s together in a debug build on 2 cores; `cargo test --test power_loss -- --nocapture` shows every
+//! seed of the cut moments and event shapes (fixed by default; printed). The four tests take about
+//! 13 s together in a debug build on 2 cores; `cargo test --test power_loss -- --nocapture` shows every
 //! round and what each cut dropped. They need `/dev/fuse`, and root or `fusermount3` (Debian package
 //! `fuse3`); without them they fail and say what is missing.
 // The helpers below check and fail like the tests they serve.
@@ -42,17 +46,17 @@ mod common;
 mod volatile_fs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use annals::{
-    AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, ReadLog, ReadStream, RecordedEvent, SledConfig,
-    SledStore, StreamAppend, StreamId,
+    AppendResult, Checkpoint, CheckpointWrite, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog,
+    ReadStream, RecordedEvent, SledConfig, SledStore, StreamAppend, StreamId,
 };
-use common::child::{env_number, say, Rng};
+use common::child::{env_number, read_timed_lines, say, Rng};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 use volatile_fs::Disk;
@@ -124,6 +128,136 @@ fn without_fdatasync_power_loss_loses_acknowledged_appends() {
     );
 }
 
+/// `save_checkpoints` returns, under `Fsync`, once its writes are on disk: every save the child was
+/// answered survives the cut, both checkpoints of one call together.
+#[test]
+fn fsync_saved_checkpoints_survive_power_loss() {
+    let seed = env_number(SEED_VAR).unwrap_or(DEFAULT_SEED);
+    let rounds = env_number(ROUNDS_VAR).unwrap_or(DEFAULT_ROUNDS);
+    let root = tempfile::Builder::new().prefix("annals-power-").tempdir().unwrap();
+    let mountpoint = root.path().join("disk");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let store_dir = mountpoint.join("store");
+    let disk = Disk::new();
+    let mut mount = disk.mount(&mountpoint);
+    let mode = Mode::Checkpoints;
+    create_store(&store_dir, mode);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut rng = Rng::new(seed ^ mode.name().len() as u64);
+    let mut saves = 0;
+    for round in 0..rounds {
+        let delay = mode.pick_delay(&mut rng);
+        let (lines, _) = run_child(&store_dir, mode, round as u64, seed, delay);
+        let lost_at_cut = disk.power_cut();
+        mount.unmount();
+        mount = disk.mount(&mountpoint);
+        let acked: Vec<u64> = lines.iter().filter_map(|(_, line)| line.strip_prefix("CKPT ")?.parse().ok()).collect();
+        saves += acked.len();
+        let context = format!("checkpoints round {round} (cut {delay:?} after READY), seed {seed}");
+        let store = SledConfig::new(&store_dir).open().expect("the store reopens after a power cut");
+        let saved: Vec<Option<u64>> = runtime.block_on(async {
+            let mut saved = Vec::new();
+            for name in CHECKPOINTS {
+                saved.push(store.load_checkpoint(name).await.unwrap().map(|c| c.position.get()));
+            }
+            saved
+        });
+        drop(store);
+        assert_eq!(saved[0], saved[1], "{context}: the two checkpoints of one save differ");
+        if let Some(last) = acked.last() {
+            assert!(
+                saved[0] >= Some(*last),
+                "{context}: the last save answered was at {last}, the store has {:?}",
+                saved[0]
+            );
+        }
+        eprintln!(
+            "checkpoints round {round}: cut {delay:?} after READY, {} saves answered, the last at {:?}, saved {:?}; \
+             the cut dropped {lost_at_cut}",
+            acked.len(),
+            acked.last(),
+            saved[0]
+        );
+    }
+    mount.unmount();
+    assert!(saves >= 20 * rounds, "only {saves} saves were answered in {rounds} rounds: the test proved little");
+}
+
+/// Closing the store (dropping its last handle) writes everything out and syncs it, under
+/// `Buffered` too: a power cut right after a clean close loses nothing, though sled's own flush
+/// thread (set to an hour here) never synced. Some events are large enough for sled to keep them in
+/// blob files of their own, which sled never syncs (it syncs its data file when it closes).
+#[test]
+fn a_clean_close_makes_buffered_appends_durable() {
+    let root = tempfile::Builder::new().prefix("annals-power-").tempdir().unwrap();
+    let mountpoint = root.path().join("disk");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let store_dir = mountpoint.join("store");
+    let disk = Disk::new();
+    let mount = disk.mount(&mountpoint);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let config = || {
+        SledConfig::new(&store_dir)
+            .durability(Durability::Buffered)
+            .flush_every_ms(3_600_000)
+            .max_event_size(512 * 1024)
+    };
+    let stream = StreamId::new("closed-1").unwrap();
+    let big = |n: u64| NewEvent::raw("Big", format!(r#"{{"n":{n},"pad":"{}"}}"#, "b".repeat(300 * 1024)));
+    let acked = runtime.block_on(async {
+        let store = config().open().unwrap();
+        let mut last = 0;
+        for n in 0..200 {
+            let event = if n % 50 == 0 { big(n) } else { new_event(&format!("closed-b{n}"), 1, 0, &stream) };
+            last = store.append(&stream, ExpectedVersion::Any, vec![event]).await.unwrap().last_position.get();
+        }
+        last
+    });
+    let lost = disk.power_cut();
+    eprintln!("after a clean close, the cut dropped {lost}");
+    mount.unmount();
+    let mount = disk.mount(&mountpoint);
+    let log: Vec<RecordedEvent> = runtime.block_on(async {
+        let store = config().open().expect("the store reopens after the cut");
+        store.read_log(ReadLog::from_start()).try_collect().await.expect("the whole log reads back")
+    });
+    assert_eq!(log.len() as u64, acked, "a power cut after a clean close lost appends");
+    assert_eq!(log.iter().filter(|e| e.event_type == "Big").count(), 4, "the large events are back");
+    mount.unmount();
+}
+
+/// Known bug, kept as the test that will prove the fix: under `Buffered`, events large enough for
+/// sled to write its pages to blob files (here events of 20 KiB) are not synced by anyone (sled syncs
+/// only its data file; the store syncs blobs only under `Fsync` and at a clean close), while sled's
+/// flush thread syncs the data file that points at them. A power cut then leaves a store that does
+/// not open (`Error::Corrupt`, sled panicking on a missing blob) instead of a prefix of its log.
+#[test]
+#[ignore = "known bug: Buffered never syncs sled's blob files; run with --ignored to see it"]
+fn buffered_power_loss_with_blob_files_keeps_a_prefix_of_the_log() {
+    let root = tempfile::Builder::new().prefix("annals-power-").tempdir().unwrap();
+    let mountpoint = root.path().join("disk");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let store_dir = mountpoint.join("store");
+    let disk = Disk::new();
+    let mut mount = disk.mount(&mountpoint);
+    let mode = Mode::BufferedBlobs;
+    create_store(&store_dir, mode);
+    // Long enough for several of sled's flushes after the first blobs.
+    let (_, _) = run_child(&store_dir, mode, 0, DEFAULT_SEED, BUFFERED_LOSS_BOUND * 2);
+    let lost = disk.power_cut();
+    eprintln!("the cut dropped {lost}");
+    mount.unmount();
+    mount = disk.mount(&mountpoint);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let reopened = runtime.block_on(async {
+        let store = mode.writer_config(&store_dir).open()?;
+        store.read_log(ReadLog::from_start()).try_collect::<Vec<RecordedEvent>>().await
+    });
+    mount.unmount();
+    let log = reopened.expect("the store reopens after a power cut");
+    assert!(log.iter().enumerate().all(|(i, e)| e.position.get() == i as u64 + 1), "a prefix of the log");
+}
+
 /// The child: appends until it is killed. Runs only when the parent sets `ANNALS_POWER_DIR`.
 #[test]
 #[ignore = "the child process of the power-loss tests; does nothing unless ANNALS_POWER_DIR is set"]
@@ -143,6 +277,10 @@ enum Mode {
     Buffered,
     /// `Durability::Fsync` with the store's own `fdatasync` calls skipped.
     SkipFdatasync,
+    /// `Durability::Fsync`; the child saves checkpoints instead of appending.
+    Checkpoints,
+    /// As `Buffered`, the child appending events of 20 KiB, which sled keeps in blob files.
+    BufferedBlobs,
 }
 
 impl Mode {
@@ -151,17 +289,21 @@ impl Mode {
             Mode::Fsync => "fsync",
             Mode::Buffered => "buffered",
             Mode::SkipFdatasync => "skip-fdatasync",
+            Mode::Checkpoints => "checkpoints",
+            Mode::BufferedBlobs => "buffered-blobs",
         }
     }
 
     fn parse(name: &str) -> Option<Mode> {
-        [Mode::Fsync, Mode::Buffered, Mode::SkipFdatasync].into_iter().find(|m| m.name() == name)
+        [Mode::Fsync, Mode::Buffered, Mode::SkipFdatasync, Mode::Checkpoints, Mode::BufferedBlobs]
+            .into_iter()
+            .find(|m| m.name() == name)
     }
 
     fn durability(self) -> Durability {
         match self {
-            Mode::Buffered => Durability::Buffered,
-            Mode::Fsync | Mode::SkipFdatasync => Durability::Fsync,
+            Mode::Buffered | Mode::BufferedBlobs => Durability::Buffered,
+            Mode::Fsync | Mode::SkipFdatasync | Mode::Checkpoints => Durability::Fsync,
         }
     }
 
@@ -169,8 +311,8 @@ impl Mode {
     fn writer_config(self, dir: &Path) -> SledConfig {
         let config = SledConfig::new(dir).durability(self.durability());
         match self {
-            Mode::Fsync => config,
-            Mode::Buffered => config.flush_every_ms(BUFFERED_FLUSH_MS),
+            Mode::Fsync | Mode::Checkpoints => config,
+            Mode::Buffered | Mode::BufferedBlobs => config.flush_every_ms(BUFFERED_FLUSH_MS),
             Mode::SkipFdatasync => config.skip_fdatasync_for_tests(true),
         }
     }
@@ -179,9 +321,9 @@ impl Mode {
     fn pick_delay(self, rng: &mut Rng) -> Duration {
         match self {
             // Longer than the loss bound, so that a store that never synced would be caught.
-            Mode::Buffered => Duration::from_millis(900 + rng.below(700)),
+            Mode::Buffered | Mode::BufferedBlobs => Duration::from_millis(900 + rng.below(700)),
             // Sometimes less than one of sled's 500 ms flush intervals, sometimes more.
-            Mode::Fsync | Mode::SkipFdatasync => Duration::from_millis(150 + rng.below(800)),
+            Mode::Fsync | Mode::SkipFdatasync | Mode::Checkpoints => Duration::from_millis(150 + rng.below(800)),
         }
     }
 }
@@ -193,6 +335,20 @@ async fn append_until_killed(dir: PathBuf, mode: Mode, round: u64, seed: u64) {
     // A leading newline: libtest may have printed "test power_child ... " without one.
     say("\nSTART\n");
     let store = mode.writer_config(&dir).open().expect("the child opens the store");
+    if mode == Mode::Checkpoints {
+        say("READY\n");
+        save_checkpoints_until_killed(&store, round).await;
+        return;
+    }
+    if mode == Mode::BufferedBlobs {
+        say("READY\n");
+        let stream = task_stream(0, 0);
+        for n in 0u64.. {
+            let event = NewEvent::raw("Big", format!(r#"{{"n":{n},"pad":"{}"}}"#, "b".repeat(20 * 1024)));
+            store.append(&stream, ExpectedVersion::Any, vec![event]).await.unwrap();
+            tokio::time::sleep(APPEND_PAUSE).await;
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..TASKS {
         let streams = [task_stream(task, 0), task_stream(task, 1)];
@@ -206,6 +362,25 @@ async fn append_until_killed(dir: PathBuf, mode: Mode, round: u64, seed: u64) {
     say("READY\n");
     while let Some(done) = tasks.join_next().await {
         done.unwrap();
+    }
+}
+
+/// The two checkpoints the checkpoint child saves together.
+const CHECKPOINTS: [&str; 2] = ["power/a", "power/b"];
+
+/// Saves both [`CHECKPOINTS`] in one call, at positions counting up from where the last round left
+/// them, and prints `CKPT <position>` once each save returns.
+async fn save_checkpoints_until_killed(store: &SledStore, round: u64) {
+    let start = store.load_checkpoint(CHECKPOINTS[0]).await.unwrap().map_or(0, |c| c.position.get());
+    for position in start + 1.. {
+        let state = format!(r#"{{"round":{round}}}"#);
+        let writes = CHECKPOINTS
+            .iter()
+            .map(|name| CheckpointWrite::Save(Checkpoint::new(*name, Position::new(position)).with_state(&state)))
+            .collect();
+        store.save_checkpoints(writes).await.unwrap();
+        say(&format!("CKPT {position}\n"));
+        tokio::time::sleep(APPEND_PAUSE).await;
     }
 }
 
@@ -417,7 +592,7 @@ fn check_losses(mode: Mode, lost: &[Ack], cut_at: Instant, context: &str) {
                 );
             }
         }
-        Mode::Buffered => {
+        Mode::Buffered | Mode::BufferedBlobs => {
             for ack in lost {
                 let age = cut_at.saturating_duration_since(ack.at);
                 assert!(
@@ -429,7 +604,7 @@ fn check_losses(mode: Mode, lost: &[Ack], cut_at: Instant, context: &str) {
                 );
             }
         }
-        Mode::SkipFdatasync => {}
+        Mode::SkipFdatasync | Mode::Checkpoints => {}
     }
 }
 
@@ -481,24 +656,6 @@ fn run_child(dir: &Path, mode: Mode, round: u64, seed: u64, delay: Duration) -> 
     stdout.join().unwrap();
     read.extend(lines.try_iter());
     (read, cut_at)
-}
-
-/// Reads the child's complete stdout lines in a thread, each with the moment it was read; a line cut
-/// short by the kill is dropped.
-fn read_timed_lines(child: &mut Child) -> (mpsc::Receiver<(Instant, String)>, std::thread::JoinHandle<()>) {
-    let pipe = child.stdout.take().unwrap();
-    let (send, lines) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut pipe = BufReader::new(pipe);
-        let mut line = String::new();
-        while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if let Some(complete) = line.strip_suffix('\n') {
-                let _ = send.send((Instant::now(), complete.to_owned()));
-            }
-            line.clear();
-        }
-    });
-    (lines, reader)
 }
 
 fn parse_ack(line: &str, at: Instant) -> Option<Ack> {

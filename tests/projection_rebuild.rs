@@ -2,7 +2,9 @@
 //! replaying (also after the store is reopened) and equals a full replay; a version bump rebuilds it
 //! from the start in a shadow copy that replaces the saved one atomically (an interrupted shadow
 //! resumes where it stopped); a rebuild on request, under concurrent appends, never shows readers a
-//! half-built state; a checkpointed projection sees only the events after its checkpoint again.
+//! half-built state; a checkpointed projection sees only the events after its checkpoint again, and
+//! commits it `checkpoint_interval` after its progress; readers wait for a rebuild when the saved
+//! state no longer decodes.
 
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -437,4 +439,148 @@ async fn a_checkpointed_projection_resumes_after_its_checkpoint_memory() -> Test
 async fn a_checkpointed_projection_resumes_after_its_checkpoint_after_a_reopen_sled() -> TestResult {
     let dir = tempfile::tempdir()?;
     a_checkpointed_projection_resumes_after_its_checkpoint(|| Ok(SledStore::open(dir.path())?)).await
+}
+
+// --- 9. a checkpointed projection commits an interval after its progress --------------------------
+
+/// Polls `condition` every few milliseconds until it holds; an error naming `what` after [`WAIT`].
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) -> TestResult {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !condition() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("timed out waiting until {what}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Catching up commits; and with neither `checkpoint_every` nor catching up nor stop to commit it, a
+/// projector's progress is committed `checkpoint_interval` after it was first made: not sooner (a
+/// lower bound, measured from before the append), and also while events keep coming.
+async fn a_projector_commits_an_interval_after_its_progress<S: EventStore + Clone + 'static>(store: S) -> TestResult {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_millis(300);
+    append(&store, "order-1", "Touched", 3).await?;
+    // Catching up commits, though neither the count nor the hour-long interval would.
+    let hourly = Projector::checkpointed(store.clone(), || Recorder::new("hourly"))
+        .checkpoint_every(1_000_000)
+        .checkpoint_interval(std::time::Duration::from_secs(3600))
+        .run()
+        .await?;
+    let caught_up = hourly.caught_up().await?;
+    eventually("catching up commits", || hourly.checkpoint() == caught_up).await?;
+    let saved = store.load_checkpoint("projection/hourly").await?.map(|c| c.position);
+    assert_eq!(saved, Some(Position::new(3)));
+    hourly.stop().await?;
+
+    let handle = Projector::checkpointed(store.clone(), || Recorder::new("timed"))
+        .checkpoint_every(1_000_000)
+        .checkpoint_interval(INTERVAL)
+        .run()
+        .await?;
+    let caught_up = handle.caught_up().await?;
+    eventually("catching up commits", || handle.checkpoint() == caught_up).await?;
+
+    let before = std::time::Instant::now();
+    let one = append(&store, "order-1", "Touched", 1).await?.last_position;
+    handle.wait_for(one, WAIT).await?;
+    eventually("the interval commits the live event", || handle.checkpoint() == one).await?;
+    let took = before.elapsed();
+    assert!(took >= INTERVAL, "committed {took:?} after the append, before the {INTERVAL:?} interval");
+    let saved = store.load_checkpoint("projection/timed").await?.map(|c| c.position);
+    assert_eq!(saved, Some(one), "saved, not only reported");
+
+    let mut last = one;
+    for _ in 0..40 {
+        last = append(&store, "order-1", "Touched", 1).await?.last_position;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let during = handle.checkpoint();
+    assert!(during > one, "no commit in 2 s of events {INTERVAL:?} apart or less: checkpoint {during}");
+    handle.wait_for(last, WAIT).await?;
+    eventually("the last events are committed", || handle.checkpoint() == last).await?;
+    handle.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_commits_an_interval_after_its_progress_memory() -> TestResult {
+    a_projector_commits_an_interval_after_its_progress(MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_commits_an_interval_after_its_progress_sled() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    a_projector_commits_an_interval_after_its_progress(SledStore::open(dir.path())?).await
+}
+
+// --- 10. after a version bump whose saved state no longer decodes, readers wait -------------------
+
+/// The tally under the same name at version 3, with a state the version 1 state does not decode into
+/// (it needs `events`). Its handler waits at the first event until `open` is set.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Recounted {
+    events: u64,
+    #[serde(skip)]
+    open: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl annals::Projection for Recounted {
+    fn name(&self) -> &str {
+        TALLY
+    }
+
+    fn version(&self) -> u32 {
+        3
+    }
+
+    async fn handle(&mut self, _event: &annals::RecordedEvent, _phase: Phase) -> Result<(), annals::HandlerError> {
+        while !self.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.events += 1;
+        Ok(())
+    }
+}
+
+/// Readers of a projection whose saved state no longer decodes wait for the rebuild: they never see
+/// a fresh or half-built state.
+async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode<S>(store: S) -> TestResult
+where
+    S: EventStore + Clone + 'static,
+{
+    append(&store, "tally-1", "Touched", 10).await?;
+    let v1 = Projector::persisted(store.clone(), Tally::default).run().await?;
+    v1.wait_for(Position::new(10), WAIT).await?;
+    v1.stop().await?;
+
+    let open = Arc::new(AtomicBool::new(false));
+    let factory = {
+        let open = Arc::clone(&open);
+        move || Recounted { events: 0, open: Arc::clone(&open) }
+    };
+    let v3 = Projector::persisted(store.clone(), factory).run().await?;
+    // The rebuild is held at its first event: a reader must wait, not see an empty state.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+        v3.read().await.map(|state| state.events)
+    })
+    .await;
+    assert!(early.is_err(), "a reader got a state before the rebuild: {early:?}");
+    open.store(true, Ordering::SeqCst);
+    let events = tokio::time::timeout(WAIT, async { v3.read().await.map(|state| state.events) }).await??;
+    assert_eq!(events, 10, "the first state readers see is the whole rebuild");
+    v3.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode_memory() -> TestResult {
+    readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode(MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode_sled() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode(SledStore::open(dir.path())?).await
 }

@@ -1,5 +1,6 @@
 //! The sled store facing bad directories, bad bytes and bad settings: a store open in another handle
-//! is `AlreadyOpen`, a missing one `NotFound`, a foreign or newer database `UnsupportedFormat`, damaged log
+//! is `AlreadyOpen`, one whose lock is still held `Locked` (after `open` waited half a second for the
+//! lock), a missing one `NotFound`, a foreign or newer database `UnsupportedFormat`, damaged log
 //! bytes `Corrupt` with the position (and only for the damaged event, without a panic), an
 //! out-of-range setting `Config`; and a retry is still recognised after the store is reopened.
 //!
@@ -63,6 +64,32 @@ async fn a_store_open_in_another_handle_is_locked_until_that_handle_is_dropped()
     assert_eq!(events.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>(), [r#"{"n":1}"#, r#"{"n":2}"#]);
     let result = reopened.append(&order, ExpectedVersion::Exact(Version::new(2)), vec![event(3)]).await?;
     assert_eq!((result.version, result.first_position), (Version::new(3), Position::new(3)));
+    Ok(())
+}
+
+/// `open` waits up to 500 ms for the lock: a handle dropped 50 ms into the wait lets it open; one
+/// kept makes it `Locked`, after the whole wait. Only lower bounds on time are asserted.
+#[test]
+fn open_waits_up_to_half_a_second_for_the_lock() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let first = SledStore::open(dir.path())?;
+    let started = std::time::Instant::now();
+    let dropper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(first);
+    });
+    let second = SledStore::open(dir.path());
+    let waited = started.elapsed();
+    dropper.join().map_err(|_| "the dropping thread panicked")?;
+    assert!(second.is_ok(), "the lock was let go 50 ms into the wait: {second:?}");
+    assert!(waited >= std::time::Duration::from_millis(50), "opened after {waited:?}, before the drop");
+
+    let started = std::time::Instant::now();
+    let third = SledStore::open(dir.path());
+    let waited = started.elapsed();
+    // Held in this process: `AlreadyOpen`, after the same wait (another process gets `Locked`).
+    assert!(matches!(&third, Err(Error::AlreadyOpen { .. })), "{third:?}");
+    assert!(waited >= std::time::Duration::from_millis(500), "gave up after {waited:?}");
     Ok(())
 }
 

@@ -40,6 +40,7 @@ macro_rules! conformance_suite {
                 store: idempotency::a_retried_append_returns_the_original_result_and_stores_nothing,
                 store: idempotency::a_retry_is_recognised_even_when_its_expected_version_no_longer_holds,
                 store: idempotency::a_retried_multi_stream_append_returns_the_original_results,
+                store: idempotency::a_retry_of_part_of_an_earlier_append_returns_the_stored_part,
                 store: idempotency::an_append_reusing_a_stored_id_among_new_ids_is_rejected,
                 store: idempotency::an_append_reusing_stored_ids_in_another_stream_is_rejected,
                 store: stream_reads::reading_a_missing_stream_yields_nothing,
@@ -57,11 +58,13 @@ macro_rules! conformance_suite {
                 store: log_reads::a_filtered_log_read_crosses_more_non_matching_events_than_one_scan_looks_at,
                 store: envelope::every_envelope_field_round_trips_exactly,
                 store: envelope::recorded_at_never_decreases_along_the_log,
+                store: envelope::an_append_is_recorded_no_earlier_than_the_last_stored_event,
                 store: head_and_time::an_empty_store_has_head_zero_and_nothing_to_read,
                 store: head_and_time::head_and_stream_version_follow_every_append,
                 store: head_and_time::seek_recorded_finds_the_first_event_recorded_at_or_after_a_time,
                 store: live::a_head_watch_wakes_on_an_append_from_another_task,
                 store: live::many_watchers_are_all_woken_by_one_append,
+                store: live::a_task_woken_by_the_head_watch_reads_the_events_at_once,
                 store: races::racers_expecting_the_same_version_have_exactly_one_winner,
                 store: races::racers_retrying_exact_appends_fill_one_stream_without_gaps_or_duplicates,
                 store: races::many_appenders_over_many_streams_keep_log_and_streams_gap_free,
@@ -70,6 +73,8 @@ macro_rules! conformance_suite {
                 store: checkpoints::a_bad_checkpoint_name_is_rejected_and_its_batch_writes_nothing,
                 store: restore::an_export_imports_into_an_empty_store_exactly_and_a_second_import_adds_nothing,
                 store: restore::restoring_events_that_do_not_continue_the_log_is_refused_and_writes_nothing,
+                store: restore::a_restored_batch_is_written_as_one_atomic_append_per_run_of_streams,
+                store: restore::an_import_restores_whole_original_groups_and_stops_only_between_them,
             );
         }
     };

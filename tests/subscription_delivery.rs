@@ -1,9 +1,9 @@
 //! What a subscription delivers, and what it saves: every position once and in order, catch-up then
 //! live with nothing missed at the switch while others append; a restart resumes after the last event
-//! handled (stop commits); checkpoints are batched and never pass an event not handled yet; filters
-//! and start options decide exactly which events come; independent subscriptions read at their own
-//! pace without holding back each other or the writers; a read-your-writes wait times out when the
-//! handler is stuck. Properties run on both stores where that is cheap, on sled where persistence is
+//! handled (stop commits); checkpoints are batched (by count, by interval, on catching up) and never
+//! pass an event not handled yet; filters and start options decide exactly which events come;
+//! independent subscriptions read at their own pace without holding back each other or the writers;
+//! a read-your-writes wait times out when the handler is stuck. Properties run on both stores where that is cheap, on sled where persistence is
 //! the point.
 
 #![allow(missing_docs)]
@@ -20,7 +20,7 @@ use annals::{
 };
 use chrono::{SubsecRound, TimeDelta, Utc};
 use futures_util::TryStreamExt;
-use subscriptions::{append, Gate, Log, Probe, TestResult, WAIT};
+use subscriptions::{append, eventually, Gate, Log, Probe, TestResult, WAIT};
 
 /// A checkpoint policy that never commits by itself while the test looks: only on catching up, on
 /// stop, and every `every` events.
@@ -106,7 +106,11 @@ async fn a_restart_resumes_after_the_last_event_handled() -> TestResult {
     // First run: catches up on 1..=5, then handles 6..=8 live; only stop commits those.
     let first = Log::default();
     let subscription = Subscription::start(store.clone(), committing_every(NAME, 1_000), Probe::new(&first)).await?;
-    subscription.caught_up().await?;
+    let caught_up = subscription.caught_up().await?;
+    // Catching up commits, right after `caught_up` answers (neither the count nor the hour-long
+    // interval would).
+    eventually("catching up commits", || subscription.checkpoint() == caught_up).await?;
+    assert_eq!(Subscription::checkpoint(&store, NAME).await?, Some(Position::new(5)));
     let last = append(&store, "order-1", "OrderPaid", 3).await?.last_position;
     subscription.wait_for(last, WAIT).await?;
     let before_stop = Subscription::checkpoint(&store, NAME).await?;
@@ -224,6 +228,57 @@ async fn catch_up_checkpoints_are_batched_within_a_page_and_before_the_stuck_eve
 async fn catch_up_checkpoints_are_batched_within_a_page_and_before_the_stuck_event_sled() -> TestResult {
     let dir = tempfile::tempdir()?;
     catch_up_checkpoints_are_batched_within_a_page_and_before_the_stuck_event(SledStore::open(dir.path())?).await
+}
+
+/// With neither `checkpoint_every` nor catching up nor stop to commit it, progress is committed
+/// `checkpoint_interval` after it was first made: not sooner (a lower bound, measured from before the
+/// append), and also while events keep coming (the interval runs from the first uncommitted event,
+/// not the last).
+async fn progress_is_committed_an_interval_after_it_was_made<S>(store: S) -> TestResult
+where
+    S: EventStore + Clone + 'static,
+{
+    const NAME: &str = "timed";
+    const INTERVAL: Duration = Duration::from_millis(300);
+    append(&store, "timed-1", "Counted", 3).await?;
+    let config = SubscriptionConfig::new(NAME).checkpoint_every(1_000_000).checkpoint_interval(INTERVAL);
+    let log = Log::default();
+    let subscription = Subscription::start(store.clone(), config, Probe::new(&log)).await?;
+    let caught_up = subscription.caught_up().await?;
+    eventually("catching up commits", || subscription.checkpoint() == caught_up).await?;
+
+    // One live event: committed an interval after it was handled.
+    let before = std::time::Instant::now();
+    let one = append(&store, "timed-1", "Counted", 1).await?.last_position;
+    subscription.wait_for(one, WAIT).await?;
+    eventually("the interval commits the live event", || subscription.checkpoint() == one).await?;
+    let took = before.elapsed();
+    assert!(took >= INTERVAL, "committed {took:?} after the append, before the {INTERVAL:?} interval");
+    assert_eq!(Subscription::checkpoint(&store, NAME).await?, Some(one), "saved, not only reported");
+
+    // Events every 50 ms for at least 2 s: commits come while they do.
+    let mut last = one;
+    for _ in 0..40 {
+        last = append(&store, "timed-1", "Counted", 1).await?.last_position;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let during = subscription.checkpoint();
+    assert!(during > one, "no commit in 2 s of events {INTERVAL:?} apart or less: checkpoint {during}");
+    subscription.wait_for(last, WAIT).await?;
+    eventually("the last events are committed", || subscription.checkpoint() == last).await?;
+    subscription.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_committed_an_interval_after_it_was_made_memory() -> TestResult {
+    progress_is_committed_an_interval_after_it_was_made(MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_committed_an_interval_after_it_was_made_sled() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    progress_is_committed_an_interval_after_it_was_made(SledStore::open(dir.path())?).await
 }
 
 // 4. Filters.

@@ -1,7 +1,8 @@
-//! What a subscription does when its handler fails: it retries as its policy says; an event that
-//! keeps failing is parked (listed with its error, kept across restarts, never redelivered by itself,
-//! replayed or skipped on request) while the subscription goes on; or, with `OnFailure::Stop`, the
-//! worker stops with `Error::Handler`, its checkpoint before the event, which a restart delivers first.
+//! What a subscription does when its handler fails: it retries as its policy says, waiting a doubling
+//! backoff between attempts; an event that keeps failing is parked (listed with its error, kept
+//! across restarts, never redelivered by itself, replayed or skipped on request) while the
+//! subscription goes on; or, with `OnFailure::Stop`, the worker stops with `Error::Handler`, its
+//! checkpoint before the event, which a restart delivers first.
 //! Each property runs on both stores; the sled runs reopen the store across restarts. A handle kept
 //! after its worker stopped answers waits with `Error::Consumer`.
 
@@ -11,8 +12,10 @@
 #[path = "common/subscriptions.rs"]
 mod subscriptions;
 
+use std::time::Duration;
+
 use annals::{
-    Error, EventStore, MemoryStore, OnFailure, Position, SledStore, Subscription, SubscriptionConfig,
+    Error, EventStore, MemoryStore, OnFailure, Position, RetryPolicy, SledStore, Subscription, SubscriptionConfig,
     SubscriptionHandle,
 };
 use subscriptions::{append, eventually, quick_retry, Faults, Log, Probe, TestResult, WAIT};
@@ -67,6 +70,44 @@ async fn a_handler_that_fails_twice_succeeds_on_the_third_attempt_memory() -> Te
 async fn a_handler_that_fails_twice_succeeds_on_the_third_attempt_sled() -> TestResult {
     let dir = tempfile::tempdir()?;
     a_handler_that_fails_twice_succeeds_on_the_third_attempt(SledStore::open(dir.path())?).await
+}
+
+/// The waits between attempts double from the policy's first backoff. Only lower bounds are
+/// asserted (40, 80 then 160 ms): a loaded machine may wait longer, never shorter.
+async fn retries_wait_a_doubling_backoff<S>(store: S) -> TestResult
+where
+    S: EventStore + Clone + 'static,
+{
+    const FIRST: Duration = Duration::from_millis(40);
+    let flaky = append(&store, "flaky-1", "Counted", 1).await?.last_position;
+    let faults = Faults::default();
+    faults.fail("flaky-1", 3);
+    let log = Log::default();
+    let retry = RetryPolicy::attempts(4).backoff(FIRST, Duration::from_secs(5));
+    let config = SubscriptionConfig::new("backing-off").retry(retry);
+    let subscription = Subscription::start(store.clone(), config, Probe::new(&log).faults(&faults)).await?;
+    subscription.wait_for(flaky, WAIT).await?;
+    subscription.stop().await?;
+    let times = log.attempt_times(flaky.get());
+    assert_eq!(times.len(), 4, "three failures, then the success");
+    let waits: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for (failures, wait) in (1..).zip(&waits) {
+        let least = FIRST * 2u32.pow(failures - 1);
+        assert!(*wait >= least, "after failure {failures} it waited {wait:?}, less than {least:?}: {waits:?}");
+    }
+    assert_eq!(log.positions(), vec![flaky.get()]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_wait_a_doubling_backoff_memory() -> TestResult {
+    retries_wait_a_doubling_backoff(MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_wait_a_doubling_backoff_sled() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    retries_wait_a_doubling_backoff(SledStore::open(dir.path())?).await
 }
 
 /// `RetryPolicy::never` tries once: a single failure parks the event.

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::Child;
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Writes `text` to stdout at once: the parent reads it line by line while the child runs.
 pub fn say(text: &str) {
@@ -34,6 +34,23 @@ pub fn read_lines(child: &mut Child) -> (mpsc::Receiver<String>, std::thread::Jo
         while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
             if let Some(complete) = line.strip_suffix('\n') {
                 let _ = send.send(complete.to_owned());
+            }
+            line.clear();
+        }
+    });
+    (lines, reader)
+}
+
+/// As [`read_lines`], each line with the moment it was read.
+pub fn read_timed_lines(child: &mut Child) -> (mpsc::Receiver<(Instant, String)>, std::thread::JoinHandle<()>) {
+    let pipe = child.stdout.take().unwrap();
+    let (send, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut pipe = BufReader::new(pipe);
+        let mut line = String::new();
+        while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if let Some(complete) = line.strip_suffix('\n') {
+                let _ = send.send((Instant::now(), complete.to_owned()));
             }
             line.clear();
         }

@@ -1,4 +1,5 @@
-//! A store wrapper that counts the events read, and can fake a concurrent writer.
+//! A store wrapper that counts the events read and the log reads made, and can fake a concurrent
+//! writer.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use chrono::{DateTime, Utc};
 pub struct Counting<S> {
     pub inner: S,
     pub events_read: Arc<AtomicUsize>,
+    /// Calls of `read_log_chunk`, whatever they return.
+    pub log_reads: Arc<AtomicUsize>,
     /// When set, the next append first appends a `Deposited` event to the same stream, as a
     /// concurrent writer would, so the real append conflicts.
     pub interfere_once: Arc<AtomicBool>,
@@ -21,11 +24,16 @@ pub struct Counting<S> {
 
 impl<S> Counting<S> {
     pub fn new(inner: S) -> Self {
-        Counting { inner, events_read: Arc::default(), interfere_once: Arc::default() }
+        Counting { inner, events_read: Arc::default(), log_reads: Arc::default(), interfere_once: Arc::default() }
     }
 
     pub fn take_read(&self) -> usize {
         self.events_read.swap(0, Ordering::SeqCst)
+    }
+
+    /// The log reads made since the last call.
+    pub fn take_log_reads(&self) -> usize {
+        self.log_reads.swap(0, Ordering::SeqCst)
     }
 }
 
@@ -53,6 +61,7 @@ impl<S: EventStore> EventStore for Counting<S> {
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
+        self.log_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_log_chunk(from, max, filter).await
     }
 

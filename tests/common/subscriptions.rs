@@ -1,11 +1,11 @@
 //! What the subscription tests share: a handler ([`Probe`]) that records every event it handles (and
-//! every attempt), can be told to fail on chosen streams ([`Faults`]) and to block on a chosen position
+//! every attempt, and when), can be told to fail on chosen streams ([`Faults`]) and to block on a chosen position
 //! ([`Gate`]); appending helpers; and a polling wait for conditions no handle reports.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use annals::{
     AppendResult, EventStore, ExpectedVersion, Handler, HandlerError, NewEvent, Phase, Position, RecordedEvent,
@@ -79,6 +79,8 @@ pub struct Seen {
 struct Records {
     seen: Vec<Seen>,
     attempts: HashMap<u64, u32>,
+    /// When each attempt at a position began.
+    attempted_at: HashMap<u64, Vec<Instant>>,
 }
 
 /// What probes handled, in the order they handled it (across workers too), and how often each
@@ -109,8 +111,15 @@ impl Log {
         self.0.lock().unwrap().attempts.get(&position).copied().unwrap_or(0)
     }
 
+    /// When each attempt at `position` began, in order.
+    pub fn attempt_times(&self, position: u64) -> Vec<Instant> {
+        self.0.lock().unwrap().attempted_at.get(&position).cloned().unwrap_or_default()
+    }
+
     fn attempt(&self, position: u64) {
-        *self.0.lock().unwrap().attempts.entry(position).or_default() += 1;
+        let mut records = self.0.lock().unwrap();
+        *records.attempts.entry(position).or_default() += 1;
+        records.attempted_at.entry(position).or_default().push(Instant::now());
     }
 
     fn record(&self, seen: Seen) {

@@ -12,6 +12,10 @@
 //! and directories that no synced entry reaches are gone. Mounts made before a cut answer `EIO` to
 //! everything from then on, so a later [`Disk::mount`] (fresh kernel caches) serves only what was
 //! durable. Hard links, symlinks, xattrs and permissions are not modelled: sled needs none of them.
+//!
+//! [`Disk::hold_syncs`] makes the disk slow to sync one file: every `fsync` of a file of that name
+//! waits, unanswered (the caller blocks), until [`Disk::release_syncs`], which does the syncs and
+//! answers them. Other requests, reads and writes of that file included, are served meanwhile.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -98,6 +102,15 @@ struct State {
     generation: u64,
     stats: Stats,
     born: SystemTime,
+    /// Syncs held back, while [`Disk::hold_syncs`] is in force.
+    hold: Option<Hold>,
+}
+
+/// The file name whose syncs are held, and the syncs waiting: the node and the unanswered reply.
+#[derive(Debug)]
+struct Hold {
+    name: OsString,
+    waiting: Vec<(u64, ReplyEmpty)>,
 }
 
 /// The disk: shared by its mounts and the test, which cuts its power.
@@ -114,8 +127,14 @@ impl Disk {
     /// An empty disk: a root directory, durable.
     pub fn new() -> Disk {
         let nodes = HashMap::from([(ROOT, Node::dir())]);
-        let state =
-            State { nodes, next_ino: ROOT + 1, generation: 0, stats: Stats::default(), born: SystemTime::now() };
+        let state = State {
+            nodes,
+            next_ino: ROOT + 1,
+            generation: 0,
+            stats: Stats::default(),
+            born: SystemTime::now(),
+            hold: None,
+        };
         Disk(Arc::new(Mutex::new(state)))
     }
 
@@ -179,6 +198,61 @@ impl Disk {
     pub fn stats(&self) -> Stats {
         self.lock().stats
     }
+
+    /// From now on, an `fsync` or `fdatasync` of a file named `name` (in any directory) is neither
+    /// done nor answered until [`release_syncs`](Self::release_syncs): its caller blocks, as on a
+    /// disk that is slow to flush. Everything else is served as usual.
+    pub fn hold_syncs(&self, name: &str) {
+        self.lock().hold = Some(Hold { name: name.into(), waiting: Vec::new() });
+    }
+
+    /// How many syncs are waiting under [`hold_syncs`](Self::hold_syncs).
+    pub fn held_syncs(&self) -> usize {
+        self.lock().hold.as_ref().map_or(0, |hold| hold.waiting.len())
+    }
+
+    /// Ends [`hold_syncs`](Self::hold_syncs): does the waiting syncs, in order, and answers them.
+    pub fn release_syncs(&self) {
+        let mut replies = Vec::new();
+        {
+            let mut state = self.lock();
+            let Some(hold) = state.hold.take() else { return };
+            for (ino, reply) in hold.waiting {
+                replies.push((reply, sync_node(&mut state, ino)));
+            }
+        }
+        for (reply, result) in replies {
+            match result {
+                Ok(()) => reply.ok(),
+                Err(errno) => reply.error(errno),
+            }
+        }
+    }
+}
+
+/// `fsync`, `fdatasync` or `fsyncdir` of `ino`: what the node holds now becomes durable.
+fn sync_node(state: &mut State, ino: u64) -> Result<(), Errno> {
+    let is_file = match state.nodes.get_mut(&ino).ok_or(Errno::ENOENT)? {
+        Node::File { data, synced, dirty } => {
+            synced.resize(data.len(), 0);
+            for (start, end) in dirty.drain(..) {
+                let end = (end as usize).min(data.len());
+                let start = (start as usize).min(end);
+                synced[start..end].copy_from_slice(&data[start..end]);
+            }
+            true
+        }
+        Node::Dir { entries, synced } => {
+            synced.clone_from(entries);
+            false
+        }
+    };
+    if is_file {
+        state.stats.file_syncs += 1;
+    } else {
+        state.stats.dir_syncs += 1;
+    }
+    Ok(())
 }
 
 /// The path of every node that the root reaches through the directories' current entries, by inode.
@@ -414,28 +488,33 @@ impl Served {
 
     /// `fsync`, `fdatasync` or `fsyncdir`: what the node holds now becomes durable.
     fn sync(&self, ino: u64) -> Result<(), Errno> {
-        let mut state = self.state()?;
-        let is_file = match state.nodes.get_mut(&ino).ok_or(Errno::ENOENT)? {
-            Node::File { data, synced, dirty } => {
-                synced.resize(data.len(), 0);
-                for (start, end) in dirty.drain(..) {
-                    let end = (end as usize).min(data.len());
-                    let start = (start as usize).min(end);
-                    synced[start..end].copy_from_slice(&data[start..end]);
-                }
-                true
-            }
-            Node::Dir { entries, synced } => {
-                synced.clone_from(entries);
-                false
-            }
+        sync_node(&mut *self.state()?, ino)
+    }
+
+    /// A file sync: done and answered now, or kept waiting when the disk holds syncs of its name.
+    fn sync_file(&self, ino: u64, reply: ReplyEmpty) {
+        let mut state = match self.state() {
+            Ok(state) => state,
+            Err(errno) => return reply.error(errno),
         };
-        if is_file {
-            state.stats.file_syncs += 1;
-        } else {
-            state.stats.dir_syncs += 1;
+        let held = state.hold.as_ref().is_some_and(|hold| {
+            let names = paths(&state.nodes);
+            let is_file = matches!(state.nodes.get(&ino), Some(Node::File { .. }));
+            let name = names.get(&ino).and_then(|path| path.rsplit('/').next()).map(OsStr::new);
+            is_file && name == Some(hold.name.as_os_str())
+        });
+        if held {
+            if let Some(hold) = state.hold.as_mut() {
+                hold.waiting.push((ino, reply));
+            }
+            return;
         }
-        Ok(())
+        let result = sync_node(&mut state, ino);
+        drop(state);
+        match result {
+            Ok(()) => reply.ok(),
+            Err(errno) => reply.error(errno),
+        }
     }
 }
 
@@ -571,7 +650,7 @@ impl Filesystem for Served {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        answer!(reply, self.sync(ino.0), |()| reply.ok());
+        self.sync_file(ino.0, reply);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {

@@ -1,6 +1,6 @@
 //! What is stored comes back exactly: ids, types, schema versions, metadata, payload text and times.
 
-use annals::{ExpectedVersion, Metadata, NewEvent, ReadLog, ReadStream, StreamAppend};
+use annals::{EventStore, ExpectedVersion, Metadata, NewEvent, ReadLog, ReadStream, StreamAppend};
 use chrono::{SubsecRound, TimeDelta, Utc};
 use uuid::Uuid;
 
@@ -75,5 +75,28 @@ pub(crate) async fn recorded_at_never_decreases_along_the_log<S: TestStore>(stor
     }
     assert!(log[7].recorded_at < log[8].recorded_at, "the pause before the third append did not show");
     assert_eq!(last_of_batch.last().map(|p| p.get()), Some(24));
+    Ok(())
+}
+
+/// A restored event recorded an hour from now stands for a clock that went back: the next append
+/// takes its time, not the clock's, so `recorded_at` still does not decrease.
+pub(crate) async fn an_append_is_recorded_no_earlier_than_the_last_stored_event<S: TestStore>(store: &S) -> TestResult {
+    let source = annals::MemoryStore::new();
+    let a = stream("a-1")?;
+    source.append(&a, ExpectedVersion::NoStream, events(1, 1)).await?;
+    let mut restored = read_log(&source, ReadLog::from_start()).await?;
+    let later = Utc::now().trunc_subsecs(6) + TimeDelta::hours(1);
+    restored[0].recorded_at = later;
+    store.restore(restored).await?;
+
+    let appended = store.append(&a, ExpectedVersion::Any, events(2, 2)).await?;
+    let log = read_log(store, ReadLog::from_start()).await?;
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[0].recorded_at, later);
+    for event in &log[1..] {
+        assert!(event.recorded_at >= later, "recorded at {} after an event recorded at {later}", event.recorded_at);
+    }
+    assert_eq!(store.seek_recorded(later).await?, Some(annals::Position::FIRST));
+    assert_eq!(appended.first_position.get(), 2);
     Ok(())
 }

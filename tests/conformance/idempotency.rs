@@ -1,5 +1,6 @@
-//! Retries: appending the very same events again answers with the original result and stores
-//! nothing; reusing stored ids in anything but such a retry is `DuplicateEventId`.
+//! Retries: appending the very same events again (or a consecutive part of them) answers with the
+//! stored result and stores nothing; reusing stored ids in anything but such a retry is
+//! `DuplicateEventId`.
 
 use annals::{AppendResult, Error, ExpectedVersion, Position, StreamAppend, Version};
 
@@ -115,4 +116,62 @@ pub(crate) async fn an_append_reusing_stored_ids_in_another_stream_is_rejected<S
     let error = expect_error(store.append_multi(split).await)?;
     assert!(matches!(&error, Error::DuplicateEventId { id, .. } if *id == stored[1].id()), "{error:?}");
     before.assert_unchanged(store, &[&order, &other]).await
+}
+
+pub(crate) async fn a_retry_of_part_of_an_earlier_append_returns_the_stored_part<S: TestStore>(
+    store: &S,
+) -> TestResult {
+    let (order, other) = (stream("order-1")?, stream("other-1")?);
+    store.append(&order, ExpectedVersion::NoStream, events(1, 2)).await?;
+    store.append(&other, ExpectedVersion::Any, events(10, 1)).await?;
+    // Versions 3 to 6 of order-1, at positions 4 to 7: not the stream's first append.
+    let append = events(3, 4);
+    let original = store.append(&order, ExpectedVersion::Exact(Version::new(2)), append.clone()).await?;
+    assert_appended(&original, 6, 4, 7);
+    store.append(&other, ExpectedVersion::Any, events(11, 1)).await?;
+    let before = Snapshot::take(store).await?;
+
+    // Any consecutive part: its own versions and positions, whatever it expects.
+    for (from, to) in [(0, 1), (1, 3), (3, 4), (0, 3), (1, 4), (0, 4)] {
+        let retry = store.append(&order, ExpectedVersion::NoStream, append[from..to].to_vec()).await?;
+        assert!(retry.already_appended, "part {from}..{to}: {retry:?}");
+        assert_eq!(
+            (retry.version.get(), retry.first_position.get(), retry.last_position.get()),
+            (3 + to as u64 - 1, 4 + from as u64, 4 + to as u64 - 1),
+            "part {from}..{to} answers with its own stored versions and positions"
+        );
+    }
+    // Not consecutive (a stored event left out in the middle): not a retry.
+    let gapped = vec![append[0].clone(), append[2].clone()];
+    let error = expect_error(store.append(&order, ExpectedVersion::Any, gapped).await)?;
+    assert!(matches!(error, Error::DuplicateEventId { .. }), "{error:?}");
+    before.assert_unchanged(store, &[&order, &other]).await?;
+
+    // Parts of a multi-stream append: of both streams together, or of one alone.
+    let (a, b) = (stream("a-1")?, stream("b-1")?);
+    let (for_a, for_b) = (events(20, 3), events(30, 2));
+    let multi = store
+        .append_multi(vec![
+            StreamAppend::new(a.clone(), ExpectedVersion::NoStream, for_a.clone()),
+            StreamAppend::new(b.clone(), ExpectedVersion::NoStream, for_b.clone()),
+        ])
+        .await?;
+    assert_appended(&multi[0], 3, 9, 11);
+    assert_appended(&multi[1], 2, 12, 13);
+    let before = Snapshot::take(store).await?;
+    let both = store
+        .append_multi(vec![
+            StreamAppend::new(a.clone(), ExpectedVersion::Any, for_a[1..].to_vec()),
+            StreamAppend::new(b.clone(), ExpectedVersion::Any, for_b[..1].to_vec()),
+        ])
+        .await?;
+    let answered: Vec<_> = both
+        .iter()
+        .map(|r| (r.version.get(), r.first_position.get(), r.last_position.get(), r.already_appended))
+        .collect();
+    assert_eq!(answered, [(3, 10, 11, true), (1, 12, 12, true)]);
+    let alone = store.append(&b, ExpectedVersion::Any, for_b[1..].to_vec()).await?;
+    assert!(alone.already_appended, "{alone:?}");
+    assert_eq!((alone.version.get(), alone.first_position.get()), (2, 13));
+    before.assert_unchanged(store, &[&a, &b]).await
 }

@@ -61,3 +61,59 @@ pub(crate) async fn many_watchers_are_all_woken_by_one_append<S: TestStore>(stor
     }
     Ok(())
 }
+
+/// Events the race below appends, in appends of 1 to 3.
+const RACED: u64 = 300;
+
+/// A task that does nothing but wait on the head watch reads, the moment it wakes, every event up to
+/// the head it was woken with, in the log, in its stream and in the head: it never sees the watch
+/// move before the events are readable. It does not wait for the appender's acknowledgement.
+pub(crate) async fn a_task_woken_by_the_head_watch_reads_the_events_at_once<S: TestStore>(store: &S) -> TestResult {
+    let reader = {
+        let store = store.clone();
+        let mut watch = store.watch_head();
+        tokio::spawn(async move {
+            let (mut seen, mut wakes) = (0, 0);
+            while seen < RACED {
+                let woken = timeout(PATIENCE, watch.wait_past(Position::new(seen))).await??;
+                wakes += 1;
+                // At once: no sleep, no other await before the reads.
+                let read = read_log(&store, ReadLog::from(Position::new(seen + 1))).await?;
+                let head = store.head().await?;
+                let positions: Vec<u64> = read.iter().map(|e| e.position.get()).collect();
+                if positions.first() != Some(&(seen + 1)) || positions.last() < Some(&woken.get()) {
+                    return Err(format!("woken at {woken} after {seen}, the log read gave {positions:?}").into());
+                }
+                if head < woken {
+                    return Err(format!("woken at {woken}, head() said {head}").into());
+                }
+                let last = read.iter().find(|e| e.position == woken).ok_or("the woken position was not read")?;
+                let version = store.stream_version(&last.stream).await?;
+                if version < Some(last.version) {
+                    return Err(format!("woken at {woken}, {} is at {version:?}", last.stream).into());
+                }
+                seen = woken.get();
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(wakes)
+        })
+    };
+    let appender = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut appended = 0;
+            while appended < RACED {
+                let count = (1 + appended % 3).min(RACED - appended);
+                let s = annals::StreamId::new(format!("race-{}", appended % 5))?;
+                store.append(&s, ExpectedVersion::Any, events(appended, count)).await?;
+                appended += count;
+                // Lets the reader run between appends even on a store that never waits.
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, annals::Error>(())
+        })
+    };
+    timeout(PATIENCE, appender).await???;
+    let wakes = timeout(PATIENCE, reader).await??.map_err(|e| e.to_string())?;
+    assert!(wakes > 1, "the reader woke only {wakes} times: it raced with nothing");
+    Ok(())
+}

@@ -35,7 +35,7 @@ const CHECKPOINTS: &str = "annals-checkpoints";
 /// How long an open retries a locked database before it reports [`Error::Locked`]: long enough for
 /// sled to release the lock of a store whose last handle was just dropped (a few ms, up to ~150 ms
 /// seen on a loaded machine).
-const LOCK_PATIENCE: Duration = Duration::from_millis(500);
+pub(super) const LOCK_PATIENCE: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub(super) struct Files {

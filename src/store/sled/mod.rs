@@ -111,7 +111,7 @@ impl SledStore {
         if config.max_event_size == 0 || config.max_event_size > MAX_EVENT_SIZE_LIMIT {
             return Err(Error::Config { setting: "max_event_size", expected: "between 1 byte and 1 MiB" });
         }
-        let mut registered = recovery::register(&config.path)?;
+        let mut registered = recovery::register(&config.path, files::LOCK_PATIENCE)?;
         let files = Arc::new(Files::open(&config)?);
         registered.created(&config.path);
         let writer = writer::spawn(Arc::clone(&files), config.durability)?;

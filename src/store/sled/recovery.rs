@@ -82,15 +82,21 @@ static OPEN: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 #[derive(Debug)]
 pub(super) struct Registered(Option<PathBuf>);
 
-/// Registers `path` as open in this process, or answers [`Error::AlreadyOpen`] when it is.
-pub(super) fn register(path: &Path) -> Result<Registered> {
+/// Registers `path` as open in this process, or answers [`Error::AlreadyOpen`] when it still is after
+/// `patience` (the same wait as for sled's lock: a handle being dropped on another thread lets go).
+pub(super) fn register(path: &Path, patience: Duration) -> Result<Registered> {
     // A directory that does not exist yet cannot be open.
     let Ok(canonical) = std::fs::canonicalize(path) else { return Ok(Registered(None)) };
-    let mut open = OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !open.insert(canonical.clone()) {
-        return Err(Error::AlreadyOpen { path: path.to_owned() });
+    let started = std::time::Instant::now();
+    loop {
+        if OPEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(canonical.clone()) {
+            return Ok(Registered(Some(canonical)));
+        }
+        if started.elapsed() >= patience {
+            return Err(Error::AlreadyOpen { path: path.to_owned() });
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(Registered(Some(canonical)))
 }
 
 impl Registered {
