@@ -32,7 +32,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +45,7 @@ use annals::{
     SubscriptionConfig, Until,
 };
 use async_trait::async_trait;
-use common::child::{env_number, read_lines, say, seed_from, Rng};
+use common::child::{env_number, read_lines, read_stderr, say, seed_from, Rng};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -726,14 +726,7 @@ fn run_child(
         .spawn()
         .unwrap();
     let (lines, stdout) = read_lines(&mut child);
-    let stderr = {
-        let mut pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
+    let stderr = read_stderr(&mut child);
     let mut seen = Vec::new();
     let waiting = Instant::now();
     loop {

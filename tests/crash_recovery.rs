@@ -29,18 +29,18 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use annals::{
-    AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, ReadStream, RecordedEvent,
-    SledConfig, SledStore, StreamAppend, StreamId,
+    AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, RecordedEvent, SledConfig,
+    SledStore, StreamAppend, StreamId,
 };
-use common::child::{env_number, read_timed_lines, say, seed_from, Rng};
+use common::child::{env_number, read_stderr, read_timed_lines, say, seed_from, Rng};
+use common::log_checks::{check_batches, check_streams, BATCH_HEADER, SIZE_HEADER};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
@@ -51,8 +51,6 @@ const SEED_VAR: &str = "ANNALS_CRASH_SEED";
 
 const STREAMS: [&str; 4] = ["crash-0", "crash-1", "crash-2", "crash-3"];
 const EVENT_TYPE: &str = "CrashTested";
-const BATCH_HEADER: &str = "batch";
-const SIZE_HEADER: &str = "batch_size";
 
 /// How long a child may take to open the store before the test gives up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -350,14 +348,7 @@ fn run_child(
         .spawn()
         .unwrap();
     let (lines, stdout) = read_timed_lines(&mut child);
-    let stderr = {
-        let mut pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
+    let stderr = read_stderr(&mut child);
     let mut early = Vec::new();
     if let Kill::AfterReady = kill {
         let waiting = Instant::now();
@@ -423,45 +414,9 @@ async fn check_store(
     }
 
     check_streams(&store, &log, context).await;
-    check_batches(&log, context);
+    check_batches(&log, EVENT_TYPE, payload, context);
     let lost = check_acks(&log, acks, durability, context);
     (log.iter().map(|e| e.id).collect(), lost)
-}
-
-/// Every stream's versions are gap-free, and the stream reads agree with the log.
-async fn check_streams(store: &SledStore, log: &[RecordedEvent], context: &str) {
-    let mut streams: BTreeMap<&StreamId, Vec<&RecordedEvent>> = BTreeMap::new();
-    for event in log {
-        streams.entry(&event.stream).or_default().push(event);
-    }
-    for (stream, events) in streams {
-        for (index, event) in events.iter().enumerate() {
-            assert_eq!(event.version.get(), index as u64 + 1, "{context}: gap in the versions of {stream:?}");
-        }
-        let version = store.stream_version(stream).await.unwrap().map(|v| v.get());
-        assert_eq!(version, Some(events.len() as u64), "{context}: version of {stream:?}");
-        let read: Vec<RecordedEvent> = store.read_stream(stream, ReadStream::forward()).try_collect().await.unwrap();
-        assert!(read.iter().eq(events.iter().copied()), "{context}: reading {stream:?} disagrees with the log");
-    }
-}
-
-/// Every append is whole: as many events as its size header says, in order, with the right payloads.
-fn check_batches(log: &[RecordedEvent], context: &str) {
-    let mut batches: HashMap<&str, Vec<&RecordedEvent>> = HashMap::new();
-    for event in log {
-        let batch = event.metadata.headers.get(BATCH_HEADER).expect("every event names its append");
-        batches.entry(batch.as_str()).or_default().push(event);
-    }
-    for (batch, events) in batches {
-        let size: usize = events[0].metadata.headers[SIZE_HEADER].parse().unwrap();
-        let positions: Vec<u64> = events.iter().map(|e| e.position.get()).collect();
-        assert_eq!(events.len(), size, "{context}: append {batch} is partly visible, at positions {positions:?}");
-        for (index, event) in events.iter().enumerate() {
-            let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
-            assert_eq!(payload, self::payload(batch, event.stream.as_str(), index), "{context}: payload");
-            assert_eq!(event.event_type, EVENT_TYPE);
-        }
-    }
 }
 
 /// Acknowledged events are where they were acknowledged; with `Fsync`, they are all there; with

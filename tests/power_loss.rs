@@ -45,8 +45,7 @@ mod common;
 #[path = "common/volatile_fs.rs"]
 mod volatile_fs;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -54,9 +53,10 @@ use std::time::{Duration, Instant};
 
 use annals::{
     AppendResult, Checkpoint, CheckpointWrite, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog,
-    ReadStream, RecordedEvent, SledConfig, SledStore, StreamAppend, StreamId,
+    RecordedEvent, SledConfig, SledStore, StreamAppend, StreamId,
 };
-use common::child::{env_number, read_timed_lines, say, Rng};
+use common::child::{env_number, read_stderr, read_timed_lines, say, Rng};
+use common::log_checks::{check_batches, check_streams, BATCH_HEADER, SIZE_HEADER};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 use volatile_fs::Disk;
@@ -83,8 +83,6 @@ const BUFFERED_FLUSH_MS: u64 = 100;
 const BUFFERED_LOSS_BOUND: Duration = Duration::from_millis(2 * BUFFERED_FLUSH_MS + 500);
 
 const EVENT_TYPE: &str = "PowerTested";
-const BATCH_HEADER: &str = "batch";
-const SIZE_HEADER: &str = "batch_size";
 /// How long a child may take to open the store before the test gives up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -623,14 +621,7 @@ fn run_child(dir: &Path, mode: Mode, round: u64, seed: u64, delay: Duration) -> 
         .spawn()
         .unwrap();
     let (lines, stdout) = read_timed_lines(&mut child);
-    let stderr = {
-        let mut pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
+    let stderr = read_stderr(&mut child);
     let mut read = Vec::new();
     let waiting = Instant::now();
     loop {
@@ -701,47 +692,11 @@ async fn check_store(
         assert_eq!(event.id, *id, "{context}: event at {} changed since the last check", event.position);
     }
     check_streams(&store, &log, context).await;
-    check_batches(&log, context);
+    check_batches(&log, EVENT_TYPE, payload, context);
     let lost = check_acks(&log, acks, context);
 
     let appended = append_after_head(&store, head, round, context).await;
     Checked { log: log.iter().map(|e| e.id).collect(), lost, appended }
-}
-
-/// Every stream's versions are gap-free, and the stream reads agree with the log.
-async fn check_streams(store: &SledStore, log: &[RecordedEvent], context: &str) {
-    let mut streams: BTreeMap<&StreamId, Vec<&RecordedEvent>> = BTreeMap::new();
-    for event in log {
-        streams.entry(&event.stream).or_default().push(event);
-    }
-    for (stream, events) in streams {
-        for (index, event) in events.iter().enumerate() {
-            assert_eq!(event.version.get(), index as u64 + 1, "{context}: gap in the versions of {stream:?}");
-        }
-        let version = store.stream_version(stream).await.unwrap().map(|v| v.get());
-        assert_eq!(version, Some(events.len() as u64), "{context}: version of {stream:?}");
-        let read: Vec<RecordedEvent> = store.read_stream(stream, ReadStream::forward()).try_collect().await.unwrap();
-        assert!(read.iter().eq(events.iter().copied()), "{context}: reading {stream:?} disagrees with the log");
-    }
-}
-
-/// Every append is whole: as many events as its size header says, in order, with the right payloads.
-fn check_batches(log: &[RecordedEvent], context: &str) {
-    let mut batches: HashMap<&str, Vec<&RecordedEvent>> = HashMap::new();
-    for event in log {
-        let batch = event.metadata.headers.get(BATCH_HEADER).expect("every event names its append");
-        batches.entry(batch.as_str()).or_default().push(event);
-    }
-    for (batch, events) in batches {
-        let size: usize = events[0].metadata.headers[SIZE_HEADER].parse().unwrap();
-        let positions: Vec<u64> = events.iter().map(|e| e.position.get()).collect();
-        assert_eq!(events.len(), size, "{context}: append {batch} is partly there, at positions {positions:?}");
-        for (index, event) in events.iter().enumerate() {
-            let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
-            assert_eq!(payload, self::payload(batch, event.stream.as_str(), index), "{context}: payload");
-            assert_eq!(event.event_type, EVENT_TYPE);
-        }
-    }
 }
 
 /// Every acknowledged append is where it was acknowledged, or gone together with everything after it.

@@ -84,3 +84,13 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+/// Reads the child's whole stderr in a thread (for the report when it fails).
+pub fn read_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    })
+}

@@ -4,4 +4,5 @@
 pub mod bank;
 pub mod child;
 pub mod counting;
+pub mod log_checks;
 pub mod raw_sled;

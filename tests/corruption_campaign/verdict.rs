@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::child::{read_lines, Rng};
+use crate::common::child::{read_lines, read_stderr, Rng};
 use crate::mutations::{copy_dir, mutate, Kind, Layout};
 use crate::reference::{Expect, Reference};
 use crate::{CHILD_TIME_LIMIT, DIR_VAR, KNOWN_PROBLEMS, MARK, ONLY_VAR, SEED_VAR, SKIP_VERIFY_VAR};
@@ -179,14 +178,7 @@ fn run_child(dir: &Path, skip_verify: bool) -> ChildRun {
         .spawn()
         .unwrap();
     let (lines, stdout) = read_lines(&mut child);
-    let stderr = {
-        let mut pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
+    let stderr = read_stderr(&mut child);
     let deadline = Instant::now() + CHILD_TIME_LIMIT;
     let success = loop {
         if let Some(status) = child.try_wait().unwrap() {
