@@ -224,13 +224,12 @@ fn a_clean_close_makes_buffered_appends_durable() {
     mount.unmount();
 }
 
-/// Known bug, kept as the test that will prove the fix: under `Buffered`, events large enough for
-/// sled to write its pages to blob files (here events of 20 KiB) are not synced by anyone (sled syncs
-/// only its data file; the store syncs blobs only under `Fsync` and at a clean close), while sled's
-/// flush thread syncs the data file that points at them. A power cut then leaves a store that does
-/// not open (`Error::Corrupt`, sled panicking on a missing blob) instead of a prefix of its log.
+/// Under `Buffered`, events large enough for sled to write its pages to blob files (here events of
+/// 20 KiB) must be durable before the data file that points at them: the store's flush thread syncs
+/// the blob files, then the data file, and sled's own flush thread (which synced only the data file)
+/// is off. With sled's flush thread back on, a power cut leaves a store that does not open
+/// (`Error::Corrupt`, sled panicking on a missing blob) instead of a prefix of its log.
 #[test]
-#[ignore = "known bug: Buffered never syncs sled's blob files; run with --ignored to see it"]
 fn buffered_power_loss_with_blob_files_keeps_a_prefix_of_the_log() {
     let root = tempfile::Builder::new().prefix("annals-power-").tempdir().unwrap();
     let mountpoint = root.path().join("disk");

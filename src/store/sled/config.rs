@@ -15,10 +15,11 @@ pub enum Durability {
     /// survives `kill -9` of the process and the loss of power. The default.
     #[default]
     Fsync,
-    /// An append is acknowledged once it is in sled's buffers; sled writes them out every
-    /// `flush_every_ms` (500 ms by default) without `fsync`. After `kill -9`, appends acknowledged
-    /// in the last half-second or so may be lost (never half of one); after a power loss, more.
-    /// Several times faster for small appends.
+    /// An append is acknowledged once it is in sled's buffers; the store writes them out and
+    /// `fsync`s them every `flush_every_ms` (500 ms by default). After `kill -9`, appends
+    /// acknowledged in the last half-second or so may be lost (never half of one); after a power
+    /// loss, those of up to about two `flush_every_ms`, always from the end of the log. Several times
+    /// faster for small appends.
     Buffered,
 }
 
@@ -87,8 +88,9 @@ impl SledConfig {
         self
     }
 
-    /// How often sled writes its buffers out in the background, in milliseconds (default 500). This is
-    /// the loss window of [`Durability::Buffered`].
+    /// How often the store writes sled's buffers out and syncs them under [`Durability::Buffered`], in
+    /// milliseconds (default 500): the loss window of that mode. Under `Fsync` every commit group is
+    /// written and synced before it is acknowledged, and this setting is not used.
     pub fn flush_every_ms(mut self, ms: u64) -> Self {
         self.flush_every_ms = ms;
         self

@@ -67,7 +67,9 @@ impl Files {
         let sled_config = sled::Config::new()
             .path(&path)
             .cache_capacity(config.cache_capacity)
-            .flush_every_ms(Some(config.flush_every_ms.max(1)));
+            // sled's own flusher would `fsync` the data file while blob files it points at are not
+            // synced yet; the store flushes and syncs itself, in that order (see `writer::spawn`).
+            .flush_every_ms(None);
         // sled's recovery panics on some damaged files: a panic is damage, not a crash of the caller.
         let db = recovery::guarded("data file (db)", || open_db(&path, &sled_config))?;
         let opened = recovery::guarded("data file (db)", || {
@@ -129,8 +131,9 @@ impl Files {
         if self.skip_fdatasync {
             return Ok(());
         }
-        self.data.sync_data().map_err(Error::storage)?;
-        self.sync_blobs()
+        // Blobs first: the data file points at them, and must never be durable before them.
+        self.sync_blobs()?;
+        self.data.sync_data().map_err(Error::storage)
     }
 
     fn sync_blobs(&self) -> Result<()> {

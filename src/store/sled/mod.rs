@@ -114,7 +114,7 @@ impl SledStore {
         let mut registered = recovery::register(&config.path, files::LOCK_PATIENCE)?;
         let files = Arc::new(Files::open(&config)?);
         registered.created(&config.path);
-        let writer = writer::spawn(Arc::clone(&files), config.durability)?;
+        let writer = writer::spawn(Arc::clone(&files), config.durability, config.flush_every_ms)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
                 files,

@@ -38,10 +38,12 @@ pub(super) struct WriterHandle {
     syncer: Arc<Syncer>,
     thread: Option<JoinHandle<()>>,
     head: watch::Receiver<Position>,
+    /// Under `Buffered`: the thread that flushes and syncs every `flush_every_ms`, and its stop.
+    flusher: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 /// Starts the writer and syncer threads of the store in `files`, which continue its log.
-pub(super) fn spawn(files: Arc<Files>, durability: Durability) -> Result<WriterHandle> {
+pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u64) -> Result<WriterHandle> {
     // What the writer continues is read from sled; a panic there on a damaged file is damage too.
     let last = guarded("data file (db)", || files.last_record())?;
     let ids = guarded("data file (db)", || files.event_ids())?;
@@ -59,6 +61,10 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability) -> Result<WriterH
         queued: AtomicUsize::new(0),
         head_file: Mutex::new(HeadFileClock { groups: 0, written: Instant::now() }),
     });
+    let flusher = match durability {
+        Durability::Buffered => Some(spawn_flusher(Arc::clone(&files), Arc::clone(&syncer), flush_every_ms)?),
+        Durability::Fsync => None,
+    };
     let writer = Writer {
         ids,
         type_counts,
@@ -85,7 +91,26 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability) -> Result<WriterH
             let _ = syncer_thread.join();
         })
         .map_err(Error::storage)?;
-    Ok(WriterHandle { queue: Some(queue), syncer, thread: Some(thread), head: head_rx })
+    Ok(WriterHandle { queue: Some(queue), syncer, thread: Some(thread), head: head_rx, flusher })
+}
+
+/// Under `Buffered`, sled's flusher is off (see `Files::open`): this thread writes sled's buffers out
+/// and syncs the blob files, then the data file, every `flush_every_ms`, until it is told to stop.
+fn spawn_flusher(files: Arc<Files>, syncer: Arc<Syncer>, every_ms: u64) -> Result<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let every = std::time::Duration::from_millis(every_ms.max(1));
+    let thread = std::thread::Builder::new()
+        .name("annals-flusher".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                if !syncer.poisoned.load(Ordering::Acquire) {
+                    // A failure shows at the next flush or at close; nothing waits on this one.
+                    let _ = guarded("data file (db)", || files.flush_and_sync());
+                }
+            }
+        })
+        .map_err(Error::storage)?;
+    Ok((stop, thread))
 }
 
 impl WriterHandle {
@@ -113,6 +138,10 @@ impl WriterHandle {
 
 impl Drop for WriterHandle {
     fn drop(&mut self) {
+        if let Some((stop, thread)) = self.flusher.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         drop(self.queue.take());
         if let Some(thread) = self.thread.take() {
             if thread.join().is_ok() {
