@@ -101,16 +101,6 @@ use verdict::{print_findings, print_table, run_mutation, Class, Finding, Mutatio
 /// campaign then holds the fix.
 const KNOWN_PROBLEMS: &[KnownProblem] = &[
     KnownProblem {
-        kinds: &[Kind::IndexRemove, Kind::IndexPlausible],
-        classes: &[Class::SilentLoss],
-        reads: &["stream>", "stream<", "version:", "streams"],
-        detail: "",
-        description: "a stream whose last index entry is removed or shrunk is silently shorter: its version \
-            (Files::stream_version), the end of a forward read and the start of a backward one come from \
-            that entry alone, and nothing holds them against the log (the next append would reuse the \
-            versions). Only verify(), which walks the log, finds it.",
-    },
-    KnownProblem {
         kinds: &[Kind::CheckpointRemove],
         classes: &[Class::SilentLoss],
         reads: &["checkpoint"],

@@ -338,3 +338,28 @@ async fn a_log_shorter_than_the_head_recorded_while_running_does_not_open() -> T
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_last_index_entry_is_gone_is_damage_not_a_shorter_stream() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    filled(dir.path()).await?;
+    damage(dir.path(), "annals", |tree| {
+        let last = tree.scan_prefix(b"Ss-1\x00").keys().last().expect("entries")?;
+        tree.remove(last)?;
+        Ok(())
+    })?;
+    let store = open(dir.path()).await?;
+    let stream = StreamId::new("s-1")?;
+    let version = store.stream_version(&stream).await;
+    assert!(matches!(&version, Err(Error::Corrupt { what: "stream index entry", .. })), "{version:?}");
+    for read in [ReadStream::forward(), ReadStream::backward()] {
+        let events = store.read_stream(&stream, read).try_collect::<Vec<_>>().await;
+        assert!(matches!(&events, Err(Error::Corrupt { .. })), "{:?}", events.map(|e| e.len()));
+    }
+    let appended = store.append(&stream, ExpectedVersion::Any, vec![NewEvent::raw("Touched", "{}")]).await;
+    assert!(matches!(&appended, Err(Error::Corrupt { .. })), "the lost versions would be reused: {appended:?}");
+    // Other streams are untouched.
+    let other = StreamId::new("s-2")?;
+    assert_eq!(store.stream_version(&other).await?.map(|v| v.get()), Some(300));
+    Ok(())
+}

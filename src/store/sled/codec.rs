@@ -347,13 +347,14 @@ impl<B: AsRef<[u8]>> Record<B> {
         Ok(rest)
     }
 
-    /// The id of the event at `position`, without decoding the rest.
-    pub(crate) fn id(&self, position: u64) -> Result<Uuid> {
+    /// The id, stream and version of the event at `position`, without decoding the rest.
+    pub(crate) fn identity(&self, position: u64) -> Result<(Uuid, &str, u64)> {
         let entry = self.entry(position)?;
-        entry
-            .get(8..24)
-            .and_then(|b| Uuid::from_slice(b).ok())
-            .ok_or_else(|| self.corrupt(position, "event is cut short"))
+        let short = || self.corrupt(position, "event is cut short");
+        let version = u64::from_le_bytes(entry.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(short)?);
+        let id = entry.get(8..24).and_then(|b| Uuid::from_slice(b).ok()).ok_or_else(short)?;
+        let (stream, _) = self.peek_entry(entry, position)?;
+        Ok((id, stream, version))
     }
 
     /// The stream and type of the event at `position`, without decoding the rest: enough to filter.

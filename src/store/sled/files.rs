@@ -55,6 +55,9 @@ pub(super) struct Files {
     /// The last position written to sled so far, acknowledged or not: set by the writer before it
     /// applies a group, so that no index entry a reader meets lies past it unless it is damaged.
     applied: AtomicU64,
+    /// Streams whose index ends before their last event in the log, with that event's version (found
+    /// by the scan at open).
+    short_streams: Mutex<HashMap<String, u64>>,
 }
 
 impl Files {
@@ -90,8 +93,20 @@ impl Files {
         let synced_blobs = Mutex::new(HashSet::new());
         let skip_fdatasync = config.skip_fdatasync;
         let applied = AtomicU64::new(0);
-        let files =
-            Files { path, db, tree, snapshots, checkpoints, data, synced_blobs, skip_fdatasync, store, applied };
+        let short_streams = Mutex::new(HashMap::new());
+        let files = Files {
+            path,
+            db,
+            tree,
+            snapshots,
+            checkpoints,
+            data,
+            synced_blobs,
+            skip_fdatasync,
+            store,
+            applied,
+            short_streams,
+        };
         let log_head = recovery::guarded("data file (db)", || files.last_record())?.map_or(0, |r| r.last());
         files.applied.store(log_head, Ordering::Release);
         // What sled recovered (and any id just made) is durable before the head file names it, and so
@@ -343,6 +358,7 @@ impl Files {
     }
 
     pub(super) fn stream_version(&self, stream: &str, head: u64) -> Result<Option<u64>> {
+        self.check_stream_index(stream)?;
         let damage =
             |position, reason| Error::Corrupt { what: "stream index entry", position: Position::new(position), reason };
         for entry in self.stream_entries(stream, u64::MAX, Direction::Backward) {
@@ -440,18 +456,53 @@ impl Files {
 
     /// Every event id in the log, with its position: the writer's id index, rebuilt at open. A record
     /// or an entry that does not read is left out here; reading it reports the damage.
-    pub(super) fn event_ids(&self) -> Result<HashMap<Uuid, u64>> {
+    /// One pass over the log at open: the position of every event id (for the writer to recognise
+    /// retries), and the streams whose index ends before their last event in the log (a removed or
+    /// shrunk last index entry), which reads and appends of those streams then report as damage.
+    pub(super) fn scan_log(&self) -> Result<HashMap<Uuid, u64>> {
         let mut ids = HashMap::new();
+        let mut versions: HashMap<String, u64> = HashMap::new();
         for item in self.tree.scan_prefix([LOG]) {
             let (key, value) = item.map_err(sled_error)?;
             let Ok(record) = parse_record(&key, value) else { continue };
             for position in record.first..=record.last() {
-                if let Ok(id) = record.id(position) {
+                if let Ok((id, stream, version)) = record.identity(position) {
                     ids.insert(id, position);
+                    match versions.get_mut(stream) {
+                        Some(last) => *last = (*last).max(version),
+                        None => {
+                            versions.insert(stream.to_owned(), version);
+                        }
+                    }
                 }
             }
         }
+        let mut short = HashMap::new();
+        for (stream, version) in versions {
+            // A last entry that does not decode is damage of this stream only: its reads report it.
+            let indexed = match self.stream_entries(&stream, u64::MAX, Direction::Backward).next() {
+                Some(Ok(entry)) => entry.last_version(),
+                Some(Err(_)) | None => 0,
+            };
+            if indexed < version {
+                short.insert(stream, version);
+            }
+        }
+        *self.short_streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = short;
         Ok(ids)
+    }
+
+    /// Fails for a stream whose index ends before its last event in the log (found at open).
+    pub(super) fn check_stream_index(&self, stream: &str) -> Result<()> {
+        let short = self.short_streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match short.get(stream) {
+            Some(_) => Err(Error::Corrupt {
+                what: "stream index entry",
+                position: Position::ZERO,
+                reason: "the stream's index ends before its last event in the log",
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub(super) fn stream_chunk(
     direction: Direction,
     max: usize,
 ) -> Result<Vec<RecordedEvent>> {
+    files.check_stream_index(stream.as_str())?;
     let mut cache = None;
     let mut events = Vec::new();
     let from = from.get().max(1);

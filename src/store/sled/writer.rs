@@ -46,7 +46,7 @@ pub(super) struct WriterHandle {
 pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u64) -> Result<WriterHandle> {
     // What the writer continues is read from sled; a panic there on a damaged file is damage too.
     let last = guarded("data file (db)", || files.last_record())?;
-    let ids = guarded("data file (db)", || files.event_ids())?;
+    let ids = guarded("data file (db)", || files.scan_log())?;
     let type_counts = guarded("data file (db)", || files.type_counts())?;
     let next_position = last.as_ref().map_or(1, |r| r.last() + 1);
     let (head_tx, head_rx) = watch::channel(Position::new(next_position - 1));
