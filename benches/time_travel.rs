@@ -2,12 +2,16 @@
 //!
 //! | group | what |
 //! | --- | --- |
-//! | `aggregate_as_of_100k` | an aggregate with a 100,000-event history and a snapshot every 100 events, loaded as of a recorded time in the middle of its history, and at a version; beside them, the same load from the first event (no snapshots) |
-//! | `projection_as_of_1m` | a count-per-type projection as of a recorded time in the middle of a 1,000,000-event log: from the nearest state a persisted projector saved (`keep_history_every(10_000)`), and by a replay from the start |
+//! | `aggregate_as_of_100k` | an aggregate with a 100,000-event history and a snapshot every 100 events, loaded as of recorded times in the middle of its history that fall 10, 50 and 90 events after a snapshot, and at a version 37 events after one; beside them, the same load from the first event (no snapshots) |
+//! | `projection_as_of_1m` | a count-per-type projection as of a recorded time in the middle of a 1,000,000-event log, between two saved states: from the nearest state a persisted projector saved (`keep_history_every(10_000)`), and by a replay from the start |
 //!
-//! The fixtures are built fresh in each run with `Durability::Buffered` (appends of 100 events for
-//! the aggregate, of 1,000 for the log, each append its own `recorded_at`), then reopened with
-//! `Fsync`. Each group prints its speed-up ratio to stderr on a line starting with its name.
+//! The fixtures are built fresh in each run with `Durability::Buffered` (commands of 10 events for
+//! the aggregate, appends of 1,000 for the log, each append its own `recorded_at`), then reopened
+//! with `Fsync`. A bound on recorded time resolves to the end of an append, so the aggregate's
+//! commands are smaller than its snapshot interval: otherwise every such bound would land on a
+//! snapshot and the load would replay nothing. Each load counts the events it replays after its
+//! snapshot or saved state (a field the state does not save), and each group prints those counts and
+//! its speed-up ratio to stderr on lines starting with its name.
 //!
 //! ```text
 //! cargo bench --bench time_travel
@@ -53,6 +57,9 @@ enum AccountEvent {
 struct Account {
     balance: u64,
     deposits: u64,
+    /// Events applied since the state was created or read from a snapshot: what a load replayed.
+    #[serde(skip)]
+    replayed: u64,
 }
 
 impl Account {
@@ -65,24 +72,35 @@ impl Account {
         let AccountEvent::Deposited { cents } = event;
         self.balance += cents;
         self.deposits += 1;
+        self.replayed += 1;
     }
 }
 
-/// Builds the history; returns the recorded time of the append that reached the middle.
-fn build_account(rt: &Runtime, dir: &TempDir) -> DateTime<Utc> {
+/// Events per command while building the history: a divisor of the snapshot interval smaller than it,
+/// so that snapshots land on multiples of 100 and appends end between them.
+const COMMAND: u32 = 10;
+/// Where the recorded-time bounds fall: this many events after the snapshot at `HISTORY / 2`.
+const AFTER_SNAPSHOT: [u64; 3] = [10, 50, 90];
+
+/// Builds the history; returns, for each of `AFTER_SNAPSHOT`, the recorded time of the append that
+/// ended that many events after the snapshot at version `HISTORY / 2`.
+fn build_account(rt: &Runtime, dir: &TempDir) -> Vec<DateTime<Utc>> {
     rt.block_on(async {
         let store = open(dir, Durability::Buffered);
-        let accounts = Repository::<Account, _>::new(store.clone()).with_snapshots(SnapshotPolicy::every(100));
-        let mut middle = None;
-        for _ in 0..HISTORY / 100 {
-            let committed = accounts.execute("a", 100, &CommandContext::new()).await.unwrap();
-            if committed.version.get() >= HISTORY / 2 && middle.is_none() {
-                let stream = Account::stream_id("a").unwrap();
+        let accounts =
+            Repository::<Account, _>::new(store.clone()).with_snapshots(SnapshotPolicy::every(100)).with_cache(1);
+        let stream = Account::stream_id("a").unwrap();
+        let mut bounds = Vec::new();
+        for _ in 0..HISTORY / u64::from(COMMAND) {
+            let committed = accounts.execute("a", COMMAND, &CommandContext::new()).await.unwrap();
+            let version = committed.version.get();
+            if AFTER_SNAPSHOT.iter().any(|after| version == HISTORY / 2 + after) {
                 let event = store.read_stream_chunk(&stream, committed.version, annals::Direction::Forward, 1).await;
-                middle = Some(event.unwrap()[0].recorded_at);
+                bounds.push(event.unwrap()[0].recorded_at);
             }
         }
-        middle.unwrap()
+        assert_eq!(bounds.len(), AFTER_SNAPSHOT.len());
+        bounds
     })
 }
 
@@ -90,28 +108,45 @@ fn aggregate_as_of(c: &mut Criterion) {
     let rt = runtime();
     let dir = scratch_dir();
     let started = Instant::now();
-    let middle = build_account(&rt, &dir);
-    eprintln!("aggregate_as_of_100k: built {HISTORY} events in {:.1?}", started.elapsed());
+    let bounds = build_account(&rt, &dir);
+    eprintln!("aggregate_as_of_100k: built {HISTORY} events in commands of {COMMAND} in {:.1?}", started.elapsed());
     let store = open(&dir, Durability::Fsync);
     let with_snapshots = Repository::<Account, _>::new(store.clone()).with_snapshots(SnapshotPolicy::every(100));
     let without = Repository::<Account, _>::new(store.clone());
 
-    let check = rt.block_on(with_snapshots.load_as_of("a", AsOf::Recorded(middle))).unwrap();
-    assert!(check.version.get() >= HISTORY / 2 && check.version.get() < HISTORY / 2 + 100);
-    let full = rt.block_on(without.load_as_of("a", AsOf::Recorded(middle))).unwrap();
-    assert_eq!((full.version, full.state.balance), (check.version, check.state.balance));
+    // Each bound resolves to the version it was taken at, and the load replays the events after the
+    // snapshot at `HISTORY / 2`, the same answer as a load from the first event.
+    for (after, bound) in AFTER_SNAPSHOT.iter().zip(&bounds) {
+        let check = rt.block_on(with_snapshots.load_as_of("a", AsOf::Recorded(*bound))).unwrap();
+        assert_eq!((check.version.get(), check.state.replayed), (HISTORY / 2 + after, *after));
+        let full = rt.block_on(without.load_as_of("a", AsOf::Recorded(*bound))).unwrap();
+        assert_eq!((full.version, full.state.balance), (check.version, check.state.balance));
+        assert_eq!(full.state.replayed, check.version.get());
+    }
+    let at_version = Version::new(HISTORY / 2 + 37);
+    let check = rt.block_on(with_snapshots.load_as_of("a", AsOf::Version(at_version))).unwrap();
+    assert_eq!(check.state.replayed, 37);
+    eprintln!(
+        "aggregate_as_of_100k: the loads replay {AFTER_SNAPSHOT:?} events (recorded-time bounds) and 37 \
+         (version bound) after the snapshot at version {}; from the first event, {} to {}",
+        HISTORY / 2,
+        HISTORY / 2 + AFTER_SNAPSHOT[0],
+        HISTORY / 2 + AFTER_SNAPSHOT[2]
+    );
 
     let mut group = c.benchmark_group("aggregate_as_of_100k");
-    group.sample_size(50).measurement_time(Duration::from_secs(5));
-    group.bench_function("recorded_time_with_snapshots", |b| {
-        b.iter(|| rt.block_on(with_snapshots.load_as_of("a", AsOf::Recorded(black_box(middle)))).unwrap())
+    group.sample_size(50).measurement_time(Duration::from_secs(3));
+    for (after, bound) in AFTER_SNAPSHOT.iter().zip(&bounds) {
+        group.bench_function(format!("recorded_time_with_snapshots_{after}_after"), |b| {
+            b.iter(|| rt.block_on(with_snapshots.load_as_of("a", AsOf::Recorded(black_box(*bound)))).unwrap())
+        });
+    }
+    group.bench_function("version_with_snapshots_37_after", |b| {
+        b.iter(|| rt.block_on(with_snapshots.load_as_of("a", AsOf::Version(black_box(at_version)))).unwrap())
     });
-    group.bench_function("version_with_snapshots", |b| {
-        let at = Version::new(HISTORY / 2 + 37);
-        b.iter(|| rt.block_on(with_snapshots.load_as_of("a", AsOf::Version(black_box(at)))).unwrap())
-    });
+    let middle = bounds[1];
     group.sample_size(10).measurement_time(Duration::from_secs(10));
-    group.bench_function("recorded_time_from_the_first_event", |b| {
+    group.bench_function("recorded_time_from_the_first_event_50_after", |b| {
         b.iter(|| rt.block_on(without.load_as_of("a", AsOf::Recorded(black_box(middle)))).unwrap())
     });
     group.finish();
@@ -125,7 +160,7 @@ fn aggregate_as_of(c: &mut Criterion) {
     };
     let (fast, slow) = (time(&with_snapshots), time(&without));
     eprintln!(
-        "aggregate_as_of_100k: as of the middle, {fast:.1?} from snapshots vs {slow:.1?} from the first event ({:.0}x)",
+        "aggregate_as_of_100k: as of the bound 50 events after a snapshot, {fast:.1?} from snapshots vs {slow:.1?} from the first event ({:.0}x)",
         slow.as_secs_f64() / fast.as_secs_f64()
     );
 }
@@ -134,7 +169,12 @@ fn aggregate_as_of(c: &mut Criterion) {
 // A projection over a 1M-event log.
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct CountPerType(HashMap<String, u64>);
+struct CountPerType {
+    counts: HashMap<String, u64>,
+    /// Events handled since the state was created or read from a saved copy: what a replay replayed.
+    #[serde(skip)]
+    replayed: u64,
+}
 
 #[async_trait::async_trait]
 impl Projection for CountPerType {
@@ -143,7 +183,8 @@ impl Projection for CountPerType {
     }
 
     async fn handle(&mut self, event: &RecordedEvent, _phase: Phase) -> Result<(), HandlerError> {
-        *self.0.entry(event.event_type.clone()).or_default() += 1;
+        *self.counts.entry(event.event_type.clone()).or_default() += 1;
+        self.replayed += 1;
         Ok(())
     }
 }
@@ -186,8 +227,16 @@ fn projection_as_of(c: &mut Criterion) {
 
     let fast = rt.block_on(projector.as_of(until)).unwrap();
     let full = rt.block_on(replay(&store, CountPerType::default(), Start::Beginning, until)).unwrap();
-    assert_eq!(fast.0, full.0, "the same answer both ways");
-    assert!(full.0.values().sum::<u64>() > LOG / 2);
+    assert_eq!(fast.counts, full.counts, "the same answer both ways");
+    let through = full.counts.values().sum::<u64>();
+    assert!(through > LOG / 2 && full.replayed == through);
+    assert!(fast.replayed > 0 && fast.replayed < 10_000, "the bound falls between two saved states");
+    eprintln!(
+        "projection_as_of_1m: the bound resolves to position {through}; from the nearest saved state the \
+         replay handles {} events (saved at position {}), from the start {through}",
+        fast.replayed,
+        through - fast.replayed
+    );
 
     let mut group = c.benchmark_group("projection_as_of_1m");
     group.sample_size(20).measurement_time(Duration::from_secs(5));

@@ -35,3 +35,127 @@ pub(crate) fn scratch_dir() -> TempDir {
 pub(crate) fn multi_thread_runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
+
+// ---------------------------------------------------------------------------------------------------
+// A raw-sled baseline for reads: the store's log records decoded by hand.
+// ---------------------------------------------------------------------------------------------------
+
+/// The fields of one event as a baseline decodes them from a log record: the same fields, owned,
+/// that the store's `RecordedEvent` holds.
+pub(crate) struct RawEvent {
+    pub(crate) id: uuid::Uuid,
+    pub(crate) stream: String,
+    pub(crate) version: u64,
+    pub(crate) position: u64,
+    pub(crate) event_type: String,
+    pub(crate) schema_version: u32,
+    pub(crate) recorded_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) occurred_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) causation_id: Option<String>,
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    pub(crate) payload: String,
+}
+
+/// A bounds-checked cursor over an entry.
+struct Cursor<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let bytes = self.data.get(self.at..self.at.checked_add(len)?)?;
+        self.at += len;
+        Some(bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn str16(&mut self) -> Option<&'a str> {
+        let len = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
+        std::str::from_utf8(self.take(usize::from(len))?).ok()
+    }
+
+    fn str32(&mut self) -> Option<&'a str> {
+        let len = self.u32()?;
+        std::str::from_utf8(self.take(usize::try_from(len).ok()?)?).ok()
+    }
+}
+
+/// Decodes one log record of the sled store (key `L` + first position, value as in
+/// `docs/storage-format.md`, "Log record") the way the store's read path does, written out by hand:
+/// the header and its CRC-32, then for each event its entry's CRC-32 and every envelope field into
+/// owned values (stream name checked for control characters, as the store checks it). Calls `each`
+/// with every event; panics on a record that does not check or decode (a baseline must not skip
+/// work the store does).
+pub(crate) fn decode_record(key: &[u8], record: &[u8], mut each: impl FnMut(RawEvent)) {
+    const HEADER: usize = 1 + 4 + 8 + 4;
+    let first = u64::from_be_bytes(key[1..9].try_into().unwrap());
+    assert_eq!(record[0], 0xA1, "record magic");
+    let count = u32::from_le_bytes(record[1..5].try_into().unwrap()) as usize;
+    let table_end = HEADER + 4 * count;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&record[..13]);
+    crc.update(&[0; 4]);
+    crc.update(&record[HEADER..table_end]);
+    assert_eq!(crc.finalize(), u32::from_le_bytes(record[13..17].try_into().unwrap()), "record header CRC");
+    let micros = i64::from_le_bytes(record[5..13].try_into().unwrap());
+    let recorded_at = chrono::DateTime::from_timestamp_micros(micros).unwrap();
+    let offset = |i: usize| table_end + u32::from_le_bytes(record[HEADER + 4 * i..][..4].try_into().unwrap()) as usize;
+    for i in 0..count {
+        let end = if i + 1 < count { offset(i + 1) } else { record.len() };
+        let entry = &record[offset(i)..end];
+        let (stored_crc, entry) = entry.split_at(4);
+        assert_eq!(u32::from_le_bytes(stored_crc.try_into().unwrap()), crc32fast::hash(entry), "event CRC");
+        let event = decode_entry(entry, first + i as u64, recorded_at).expect("the entry decodes");
+        each(event);
+    }
+}
+
+fn decode_entry(entry: &[u8], position: u64, recorded_at: chrono::DateTime<chrono::Utc>) -> Option<RawEvent> {
+    let mut r = Cursor { data: entry, at: 0 };
+    let version = r.u64()?;
+    let id = uuid::Uuid::from_slice(r.take(16)?).ok()?;
+    let stream = r.str16()?;
+    if stream.is_empty() || stream.len() > 256 || stream.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return None;
+    }
+    let stream = stream.to_owned();
+    let event_type = r.str16()?.to_owned();
+    let schema_version = r.u32()?;
+    let flags = r.take(1)?[0];
+    let occurred_at = if flags & 1 != 0 {
+        chrono::DateTime::from_timestamp_micros(i64::from_le_bytes(r.take(8)?.try_into().ok()?))?
+    } else {
+        recorded_at
+    };
+    let correlation_id = if flags & 2 != 0 { Some(r.str32()?.to_owned()) } else { None };
+    let causation_id = if flags & 4 != 0 { Some(r.str32()?.to_owned()) } else { None };
+    let mut headers = std::collections::BTreeMap::new();
+    for _ in 0..r.u32()? {
+        let key = r.str32()?.to_owned();
+        headers.insert(key, r.str32()?.to_owned());
+    }
+    let payload = r.str32()?.to_owned();
+    (r.at == entry.len()).then_some(RawEvent {
+        id,
+        stream,
+        version,
+        position,
+        event_type,
+        schema_version,
+        recorded_at,
+        occurred_at,
+        correlation_id,
+        causation_id,
+        headers,
+        payload,
+    })
+}
