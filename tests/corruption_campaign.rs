@@ -99,28 +99,16 @@ use verdict::{print_findings, print_table, run_mutation, Class, Finding, Mutatio
 /// test when an entry names its mutation kind, its class, a prefix of its read's label (`""`: any)
 /// and a piece of its detail (`""`: any). The lead removes an entry once the store is fixed; the
 /// campaign then holds the fix.
-const KNOWN_PROBLEMS: &[KnownProblem] = &[
-    KnownProblem {
-        kinds: &[Kind::CheckpointRemove],
-        classes: &[Class::SilentLoss],
-        reads: &["checkpoint"],
-        detail: "",
-        description: "a removed checkpoint reads as one never saved (load_checkpoint answers None, \
-            src/store/sled/files.rs:340; list_checkpoints leaves it out): nothing records which checkpoints \
-            exist. Its consumer starts again from the beginning (delivery stays at-least-once; a saved state \
-            is lost).",
-    },
-    KnownProblem {
-        kinds: BYTE_DAMAGE,
-        classes: &[Class::Panic],
-        reads: &["caught panic at sled-0.34.7/"],
-        detail: "",
-        description: "sled 0.34.7 panics recovering some cut data files (index out of bounds, \
+const KNOWN_PROBLEMS: &[KnownProblem] = &[KnownProblem {
+    kinds: BYTE_DAMAGE,
+    classes: &[Class::Panic],
+    reads: &["caught panic at sled-0.34.7/"],
+    detail: "",
+    description: "sled 0.34.7 panics recovering some cut data files (index out of bounds, \
             pagecache/segment.rs:556). The store catches it (recovery::guarded, src/store/sled/recovery.rs:77) \
             and answers Corrupt, but the panic still goes through the process's panic hook (a message on \
             stderr), and a program built with panic = \"abort\" would end there.",
-    },
-];
+}];
 
 /// One problem the store does not handle yet; see [`KNOWN_PROBLEMS`].
 struct KnownProblem {

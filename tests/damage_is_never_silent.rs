@@ -363,3 +363,24 @@ async fn a_stream_whose_last_index_entry_is_gone_is_damage_not_a_shorter_stream(
     assert_eq!(store.stream_version(&other).await?.map(|v| v.get()), Some(300));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_checkpoint_is_damage_not_one_never_saved() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let store = SledStore::open(dir.path())?;
+        let saved = |name: &str| annals::CheckpointWrite::Save(annals::Checkpoint::new(name, Position::new(7)));
+        store.save_checkpoints(vec![saved("projection/a"), saved("projection/b")]).await?;
+        // Deleted by the store: gone for good, and not damage.
+        store.save_checkpoints(vec![annals::CheckpointWrite::Delete("projection/b".into())]).await?;
+    }
+    damage(dir.path(), "annals-checkpoints", |tree| tree.remove("projection/a").map(drop))?;
+    let store = open(dir.path()).await?;
+    let loaded = store.load_checkpoint("projection/a").await;
+    assert!(matches!(&loaded, Err(Error::Corrupt { what: "checkpoint", .. })), "{loaded:?}");
+    let listed = store.list_checkpoints("projection/").await;
+    assert!(matches!(&listed, Err(Error::Corrupt { .. })), "{listed:?}");
+    assert_eq!(store.load_checkpoint("projection/b").await?, None, "a deleted checkpoint is simply gone");
+    assert!(!store.verify()?.is_ok(), "verify reports it");
+    Ok(())
+}

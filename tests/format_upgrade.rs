@@ -36,6 +36,8 @@ fn downgrade(dir: &std::path::Path) -> sled::Result<()> {
         tree.remove(key?)?;
     }
     let checkpoints = db.open_tree("annals-checkpoints")?;
+    // Format 1 kept no list of checkpoint names.
+    checkpoints.remove(b"\x00names")?;
     for item in checkpoints.iter() {
         let (key, value) = item?;
         let mut old = value.to_vec();

@@ -135,6 +135,37 @@ fn checkpoint_checksum(name: &str, body: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The key, in the checkpoint tree, of the list of checkpoint names (names hold no control character,
+/// so no checkpoint has it).
+pub(crate) const CHECKPOINT_NAMES_KEY: &[u8] = b"\x00names";
+
+/// The list of checkpoint names: count (u32 LE), each name as str16, then a crc32 of all that.
+pub(crate) fn encode_checkpoint_names(names: &std::collections::BTreeSet<String>) -> Vec<u8> {
+    let mut value = u32::try_from(names.len()).unwrap_or(u32::MAX).to_le_bytes().to_vec();
+    for name in names {
+        value.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_le_bytes());
+        value.extend_from_slice(name.as_bytes());
+    }
+    let crc = crc32fast::hash(&value);
+    value.extend_from_slice(&crc.to_le_bytes());
+    value
+}
+
+/// Decodes the list of checkpoint names; `None` when it is damaged.
+pub(crate) fn decode_checkpoint_names(value: &[u8]) -> Option<std::collections::BTreeSet<String>> {
+    let body = value.get(..value.len().checked_sub(4)?)?;
+    if le_u32(value, body.len())? != crc32fast::hash(body) {
+        return None;
+    }
+    let mut reader = Reader { data: body, at: 4 };
+    let count = le_u32(body, 0)?;
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..count {
+        names.insert(reader.str16()?.to_owned());
+    }
+    (reader.at == body.len()).then_some(names)
+}
+
 /// Decodes a format-1 checkpoint value, whose checksum covers the value only; `None` when damaged.
 pub(crate) fn decode_checkpoint_format_1(name: &str, value: &[u8]) -> Option<Checkpoint> {
     if le_u32(value, 0)? != crc32fast::hash(value.get(4..)?) {

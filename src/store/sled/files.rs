@@ -1,7 +1,7 @@
 //! The sled database of a store: opening and checking it, making writes durable, and reading records
 //! and index entries back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,8 +13,9 @@ use sled::IVec;
 use uuid::Uuid;
 
 use super::codec::{
-    be_u64, decode_checkpoint, decode_snapshot, encode_checkpoint, encode_snapshot, log_key, snapshot_key, stream_key,
-    stream_prefix, Record, FORMAT_KEY, FORMAT_VERSION, LOG, STORE_ID_KEY, STREAM, TYPE_INDEX_KEY,
+    be_u64, decode_checkpoint, decode_checkpoint_names, decode_snapshot, encode_checkpoint, encode_checkpoint_names,
+    encode_snapshot, log_key, snapshot_key, stream_key, stream_prefix, Record, CHECKPOINT_NAMES_KEY, FORMAT_KEY,
+    FORMAT_VERSION, LOG, STORE_ID_KEY, STREAM, TYPE_INDEX_KEY,
 };
 use super::config::SledConfig;
 use super::index::{count_key, decode_count, type_key, type_prefix, IndexEntry, TypeEntry, COUNT};
@@ -58,6 +59,8 @@ pub(super) struct Files {
     /// Streams whose index ends before their last event in the log, with that event's version (found
     /// by the scan at open).
     short_streams: Mutex<HashMap<String, u64>>,
+    /// The names of the saved checkpoints, as stored beside them (`None`: that list is damaged).
+    checkpoint_names: Mutex<Option<BTreeSet<String>>>,
 }
 
 impl Files {
@@ -82,9 +85,10 @@ impl Files {
             let store = ensure_store_id(&db, &tree)?;
             let snapshots = db.open_tree(SNAPSHOTS).map_err(sled_error)?;
             let checkpoints = db.open_tree(CHECKPOINTS).map_err(sled_error)?;
-            Ok((tree, store, snapshots, checkpoints))
+            let names = load_checkpoint_names(&checkpoints)?;
+            Ok((tree, store, snapshots, checkpoints, names))
         })?;
-        let (tree, store, snapshots, checkpoints) = opened;
+        let (tree, store, snapshots, checkpoints, names) = opened;
         let data = File::options()
             .read(true)
             .write(true)
@@ -106,6 +110,7 @@ impl Files {
             store,
             applied,
             short_streams,
+            checkpoint_names: Mutex::new(names),
         };
         let log_head = recovery::guarded("data file (db)", || files.last_record())?.map_or(0, |r| r.last());
         files.applied.store(log_head, Ordering::Release);
@@ -409,27 +414,55 @@ impl Files {
         &self.checkpoints
     }
 
-    /// The checkpoint named `name`, if any.
+    /// The checkpoint named `name`, if any. One the store saved and did not delete is never `None`:
+    /// the list of names says it must be there.
     pub(super) fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
         match self.checkpoints.get(name.as_bytes()).map_err(sled_error)? {
-            None => Ok(None),
+            None => match &*self.names() {
+                None => Err(names_damaged()),
+                Some(names) if names.contains(name) => Err(missing_checkpoint()),
+                Some(_) => Ok(None),
+            },
             Some(value) => decode_checkpoint(name, &value).map(Some).ok_or_else(|| corrupt_checkpoint(name)),
         }
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, Option<BTreeSet<String>>> {
+        self.checkpoint_names.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Applies checkpoint writes in one sled batch (atomic within the tree); `sync` makes them
     /// durable before returning.
     pub(super) fn save_checkpoints(&self, writes: &[CheckpointWrite], sync: bool) -> Result<()> {
+        // The list of names changes in the same batch as the checkpoints, under this lock.
+        let mut names = self.names();
+        let Some(current) = names.as_ref() else { return Err(names_damaged()) };
+        let mut next = None::<BTreeSet<String>>;
         let mut batch = sled::Batch::default();
         for write in writes {
             match write {
                 CheckpointWrite::Save(checkpoint) => {
                     batch.insert(checkpoint.name.as_bytes(), encode_checkpoint(checkpoint));
+                    if !next.as_ref().unwrap_or(current).contains(&checkpoint.name) {
+                        next.get_or_insert_with(|| current.clone()).insert(checkpoint.name.clone());
+                    }
                 }
-                CheckpointWrite::Delete(name) => batch.remove(name.as_bytes()),
+                CheckpointWrite::Delete(name) => {
+                    batch.remove(name.as_bytes());
+                    if next.as_ref().unwrap_or(current).contains(name) {
+                        next.get_or_insert_with(|| current.clone()).remove(name);
+                    }
+                }
             }
         }
+        if let Some(next) = &next {
+            batch.insert(CHECKPOINT_NAMES_KEY, encode_checkpoint_names(next));
+        }
         self.checkpoints.apply_batch(batch).map_err(sled_error)?;
+        if let Some(next) = next {
+            *names = Some(next);
+        }
+        drop(names);
         if sync {
             self.checkpoints.flush().map_err(sled_error)?;
             self.sync_to_disk()?;
@@ -442,8 +475,17 @@ impl Files {
         let mut checkpoints = Vec::new();
         for item in self.checkpoints.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item.map_err(sled_error)?;
+            if key.starts_with(&[0]) {
+                continue; // The list of names.
+            }
             let name = std::str::from_utf8(&key).map_err(|_| corrupt_checkpoint(prefix))?;
             checkpoints.push(decode_checkpoint(name, &value).ok_or_else(|| corrupt_checkpoint(name))?);
+        }
+        let names = self.names();
+        let Some(names) = names.as_ref() else { return Err(names_damaged()) };
+        let listed = names.iter().filter(|name| name.starts_with(prefix)).count();
+        if listed != checkpoints.len() {
+            return Err(missing_checkpoint());
         }
         Ok(checkpoints)
     }
@@ -454,8 +496,6 @@ impl Files {
         Ok(StoredId { position: event.position, stream: event.stream, version: event.version })
     }
 
-    /// Every event id in the log, with its position: the writer's id index, rebuilt at open. A record
-    /// or an entry that does not read is left out here; reading it reports the damage.
     /// One pass over the log at open: the position of every event id (for the writer to recognise
     /// retries), and the streams whose index ends before their last event in the log (a removed or
     /// shrunk last index entry), which reads and appends of those streams then report as damage.
@@ -504,6 +544,31 @@ impl Files {
             None => Ok(()),
         }
     }
+}
+
+fn missing_checkpoint() -> Error {
+    Error::Corrupt { what: "checkpoint", position: Position::ZERO, reason: "it was saved but is missing" }
+}
+
+fn names_damaged() -> Error {
+    Error::Corrupt { what: "checkpoint list", position: Position::ZERO, reason: "it does not decode" }
+}
+
+/// The list of checkpoint names, read at open; a store written before it has none and gets one made
+/// from its checkpoints. `None`: the list is damaged.
+fn load_checkpoint_names(checkpoints: &sled::Tree) -> Result<Option<BTreeSet<String>>> {
+    if let Some(value) = checkpoints.get(CHECKPOINT_NAMES_KEY).map_err(sled_error)? {
+        return Ok(decode_checkpoint_names(&value));
+    }
+    let mut names = BTreeSet::new();
+    for key in checkpoints.iter().keys() {
+        let key = key.map_err(sled_error)?;
+        if let Ok(name) = std::str::from_utf8(&key) {
+            names.insert(name.to_owned());
+        }
+    }
+    checkpoints.insert(CHECKPOINT_NAMES_KEY, encode_checkpoint_names(&names)).map_err(sled_error)?;
+    Ok(Some(names))
 }
 
 fn corrupt_checkpoint(_name: &str) -> Error {
