@@ -99,16 +99,7 @@ use verdict::{print_findings, print_table, run_mutation, Class, Finding, Mutatio
 /// test when an entry names its mutation kind, its class, a prefix of its read's label (`""`: any)
 /// and a piece of its detail (`""`: any). The lead removes an entry once the store is fixed; the
 /// campaign then holds the fix.
-const KNOWN_PROBLEMS: &[KnownProblem] = &[KnownProblem {
-    kinds: BYTE_DAMAGE,
-    classes: &[Class::Panic],
-    reads: &["caught panic at sled-0.34.7/"],
-    detail: "",
-    description: "sled 0.34.7 panics recovering some cut data files (index out of bounds, \
-            pagecache/segment.rs:556). The store catches it (recovery::guarded, src/store/sled/recovery.rs:77) \
-            and answers Corrupt, but the panic still goes through the process's panic hook (a message on \
-            stderr), and a program built with panic = \"abort\" would end there.",
-}];
+const KNOWN_PROBLEMS: &[KnownProblem] = &[];
 
 /// One problem the store does not handle yet; see [`KNOWN_PROBLEMS`].
 struct KnownProblem {
@@ -127,17 +118,6 @@ impl KnownProblem {
             && finding.detail.contains(self.detail)
     }
 }
-
-/// The kinds of byte damage: where sled's own checks meet the damage first.
-const BYTE_DAMAGE: &[Kind] = &[
-    Kind::FlipDb,
-    Kind::FlipOther,
-    Kind::TruncateDb,
-    Kind::TruncateOther,
-    Kind::ZeroDb,
-    Kind::AppendGarbage,
-    Kind::DeleteFile,
-];
 
 const COUNT_VAR: &str = "ANNALS_CAMPAIGN_MUTATIONS";
 const SEED_VAR: &str = "ANNALS_CAMPAIGN_SEED";

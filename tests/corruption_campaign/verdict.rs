@@ -249,10 +249,13 @@ fn classify(reference: &Reference, child: &ChildRun) -> MutationResult {
         }
         Some(true) => {}
     }
-    // A panic the store caught (and answered `Corrupt`) still went through the panic hook.
-    let caught = if done && child.success == Some(true) { "caught panic" } else { "panic" };
+    // A panic inside sled that the store caught at its boundary and answered `Corrupt` (the child
+    // read on to the end) is what the store promises: it counts as detected damage. It still went
+    // through the process's panic hook, which is why it shows on stderr. Any other panic fails.
+    let caught = done && child.success == Some(true);
     for location in panic_locations(&child.stderr) {
-        finding(Class::Panic, &format!("{caught} at {location}"), "\"panicked\" on the child's stderr".to_owned());
+        let (class, label) = if caught { (Class::Detected, "caught panic") } else { (Class::Panic, "panic") };
+        finding(class, &format!("{label} at {location}"), "\"panicked\" on the child's stderr".to_owned());
     }
     let Some(open) = reads.get("open") else {
         result.class = result.findings.iter().map(|f| f.class).max().unwrap_or(Class::Intact);
