@@ -29,18 +29,19 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use annals::{
-    AppendResult, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, RecordedEvent, SledConfig,
-    SledStore, StreamAppend, StreamId,
+    Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, RecordedEvent, SledConfig, SledStore,
+    StreamAppend, StreamId,
 };
 use common::child::{env_number, read_stderr, read_timed_lines, say, seed_from, Rng};
-use common::log_checks::{check_batches, check_streams, BATCH_HEADER, SIZE_HEADER};
+use common::log_checks::{
+    ack_line, check_acks, check_batches, check_streams, new_event, parse_ack, pick_expected, Ack, BATCH_HEADER,
+};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
@@ -50,6 +51,8 @@ const DURABILITY_VAR: &str = "ANNALS_CRASH_DURABILITY";
 const SEED_VAR: &str = "ANNALS_CRASH_SEED";
 
 const STREAMS: [&str; 4] = ["crash-0", "crash-1", "crash-2", "crash-3"];
+/// The payloads' padding: below this many bytes.
+const PAD_MAX: u64 = 1500;
 const EVENT_TYPE: &str = "CrashTested";
 
 /// How long a child may take to open the store before the test gives up on it.
@@ -135,7 +138,7 @@ async fn append_until_killed(dir: PathBuf, round: u64, durability: Durability, m
             let events: Vec<NewEvent> = (0..count)
                 .map(|_| {
                     index += 1;
-                    new_event(&batch, size, index - 1, STREAMS[s])
+                    new_event(EVENT_TYPE, PAD_MAX, &batch, size, index - 1, STREAMS[s])
                 })
                 .collect();
             let expected = pick_expected(&mut rng, versions[s]);
@@ -211,44 +214,6 @@ fn pick_parts(rng: &mut Rng) -> Vec<(usize, usize)> {
     }
 }
 
-fn pick_expected(rng: &mut Rng, current: u64) -> ExpectedVersion {
-    match (rng.below(4), current) {
-        (0, _) => ExpectedVersion::Any,
-        (1, 0) => ExpectedVersion::NoStream,
-        (1, _) => ExpectedVersion::StreamExists,
-        _ => ExpectedVersion::Exact(current.into()),
-    }
-}
-
-fn new_event(batch: &str, size: usize, index: usize, stream: &str) -> NewEvent {
-    NewEvent::json(EVENT_TYPE, &payload(batch, stream, index))
-        .unwrap()
-        .with_header(BATCH_HEADER, batch)
-        .with_header(SIZE_HEADER, size.to_string())
-}
-
-/// The payload of the `index`-th event of an append, padded so that some appends span several log
-/// records (a record closes at 4 KiB).
-fn payload(batch: &str, stream: &str, index: usize) -> serde_json::Value {
-    let hash = batch
-        .bytes()
-        .chain([index as u8])
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let pad = "x".repeat((hash % 1500) as usize);
-    serde_json::json!({ "batch": batch, "stream": stream, "index": index, "pad": pad })
-}
-
-fn ack_line(batch: &str, stream: &str, result: &AppendResult, ids: &[Uuid]) -> String {
-    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    format!(
-        "ACK {batch} {stream} {} {} {} {}\n",
-        result.first_position,
-        result.last_position,
-        result.version,
-        ids.join(" ")
-    )
-}
-
 // ---------------------------------------------------------------------------------------------------
 // The parent's side.
 
@@ -260,18 +225,6 @@ enum Kill {
     AfterReady,
     /// 0 to 60 ms after the child was started: before or while it opens (and recovers) the store.
     AfterSpawn,
-}
-
-/// One acknowledged append to one stream, as the child reported it, and when the parent read it.
-#[derive(Clone, Debug)]
-struct Ack {
-    batch: String,
-    stream: String,
-    first: u64,
-    last: u64,
-    version: u64,
-    ids: Vec<Uuid>,
-    at: Instant,
 }
 
 /// Runs one child per round on one directory, kills it, and checks the store after each kill. Returns
@@ -379,17 +332,6 @@ fn run_child(
     (early, killed_at)
 }
 
-fn parse_ack(line: &str, at: Instant) -> Option<Ack> {
-    let mut words = line.strip_prefix("ACK ")?.split(' ');
-    let batch = words.next()?.to_owned();
-    let stream = words.next()?.to_owned();
-    let first = words.next()?.parse().ok()?;
-    let last = words.next()?.parse().ok()?;
-    let version = words.next()?.parse().ok()?;
-    let ids = words.map(|w| w.parse().expect("an event id")).collect();
-    Some(Ack { batch, stream, first, last, version, ids, at })
-}
-
 /// Reopens the store after a kill and checks every property but the age of what was lost; returns the
 /// ids of the log, in order, and the acknowledged appends that are gone.
 async fn check_store(
@@ -414,47 +356,7 @@ async fn check_store(
     }
 
     check_streams(&store, &log, context).await;
-    check_batches(&log, EVENT_TYPE, payload, context);
-    let lost = check_acks(&log, acks, durability, context);
+    check_batches(&log, EVENT_TYPE, PAD_MAX, context);
+    let lost = check_acks(&log, acks, durability != Durability::Fsync, context);
     (log.iter().map(|e| e.id).collect(), lost)
-}
-
-/// Acknowledged events are where they were acknowledged; with `Fsync`, they are all there; with
-/// `Buffered`, a lost append is lost whole, from the end of the log. Returns the lost ones.
-fn check_acks(log: &[RecordedEvent], acks: &[Ack], durability: Durability, context: &str) -> Vec<Ack> {
-    let by_id: HashMap<Uuid, &RecordedEvent> = log.iter().map(|e| (e.id, e)).collect();
-    let mut lost = Vec::new();
-    for ack in acks {
-        assert_eq!(ack.last - ack.first + 1, ack.ids.len() as u64, "{context}: ack {ack:?} is inconsistent");
-        let present = ack.ids.iter().filter(|id| by_id.contains_key(id)).count();
-        if present == 0 {
-            assert!(
-                durability != Durability::Fsync,
-                "{context}: acknowledged append {} (positions {} to {}) is lost; head {}",
-                ack.batch,
-                ack.first,
-                ack.last,
-                log.len()
-            );
-            assert!(
-                ack.first > log.len() as u64,
-                "{context}: acknowledged append {} at position {} is lost but the log goes on to {}",
-                ack.batch,
-                ack.first,
-                log.len()
-            );
-            lost.push(ack.clone());
-            continue;
-        }
-        assert_eq!(present, ack.ids.len(), "{context}: acknowledged append {} is partly there", ack.batch);
-        for (offset, id) in (0..).zip(&ack.ids) {
-            let event = by_id[id];
-            assert_eq!(event.position.get(), ack.first + offset, "{context}: acknowledged event {id} moved");
-            assert_eq!(event.stream.as_str(), ack.stream, "{context}: acknowledged event {id} changed stream");
-            let version = ack.version + 1 + offset - ack.ids.len() as u64;
-            assert_eq!(event.version.get(), version, "{context}: acknowledged event {id} changed version");
-            assert_eq!(event.metadata.headers.get(BATCH_HEADER), Some(&ack.batch), "{context}: {id} changed append");
-        }
-    }
-    lost
 }

@@ -45,18 +45,20 @@ mod common;
 #[path = "common/volatile_fs.rs"]
 mod volatile_fs;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use annals::{
-    AppendResult, Checkpoint, CheckpointWrite, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog,
-    RecordedEvent, SledConfig, SledStore, StreamAppend, StreamId,
+    Checkpoint, CheckpointWrite, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, RecordedEvent,
+    SledConfig, SledStore, StreamAppend, StreamId,
 };
 use common::child::{env_number, read_stderr, read_timed_lines, say, Rng};
-use common::log_checks::{check_batches, check_streams, BATCH_HEADER, SIZE_HEADER};
+use common::log_checks::{
+    ack_line, check_acks, check_batches, check_streams, new_event, parse_ack, pick_expected, Ack,
+};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 use volatile_fs::Disk;
@@ -82,6 +84,8 @@ const BUFFERED_FLUSH_MS: u64 = 100;
 /// a loaded machine.
 const BUFFERED_LOSS_BOUND: Duration = Duration::from_millis(2 * BUFFERED_FLUSH_MS + 500);
 
+/// The payloads' padding: below this many bytes.
+const PAD_MAX: u64 = 1000;
 const EVENT_TYPE: &str = "PowerTested";
 /// How long a child may take to open the store before the test gives up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -206,7 +210,11 @@ fn a_clean_close_makes_buffered_appends_durable() {
         let store = config().open().unwrap();
         let mut last = 0;
         for n in 0..200 {
-            let event = if n % 50 == 0 { big(n) } else { new_event(&format!("closed-b{n}"), 1, 0, &stream) };
+            let event = if n % 50 == 0 {
+                big(n)
+            } else {
+                new_event(EVENT_TYPE, PAD_MAX, &format!("closed-b{n}"), 1, 0, stream.as_str())
+            };
             last = store.append(&stream, ExpectedVersion::Any, vec![event]).await.unwrap().last_position.get();
         }
         last
@@ -403,7 +411,7 @@ async fn append_in_task(
             let events: Vec<NewEvent> = (0..count)
                 .map(|_| {
                     index += 1;
-                    new_event(&batch, size, index - 1, &streams[s])
+                    new_event(EVENT_TYPE, PAD_MAX, &batch, size, index - 1, streams[s].as_str())
                 })
                 .collect();
             appends.push(StreamAppend::new(streams[s].clone(), pick_expected(&mut rng, versions[s]), events));
@@ -441,57 +449,8 @@ fn pick_parts(rng: &mut Rng) -> Vec<(usize, usize)> {
     }
 }
 
-fn pick_expected(rng: &mut Rng, current: u64) -> ExpectedVersion {
-    match (rng.below(4), current) {
-        (0, _) => ExpectedVersion::Any,
-        (1, 0) => ExpectedVersion::NoStream,
-        (1, _) => ExpectedVersion::StreamExists,
-        _ => ExpectedVersion::Exact(current.into()),
-    }
-}
-
-fn new_event(batch: &str, size: usize, index: usize, stream: &StreamId) -> NewEvent {
-    NewEvent::json(EVENT_TYPE, &payload(batch, stream.as_str(), index))
-        .unwrap()
-        .with_header(BATCH_HEADER, batch)
-        .with_header(SIZE_HEADER, size.to_string())
-}
-
-/// The payload of the `index`-th event of an append, padded to between 0 and 1 KB.
-fn payload(batch: &str, stream: &str, index: usize) -> serde_json::Value {
-    let hash = batch
-        .bytes()
-        .chain([index as u8])
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let pad = "p".repeat((hash % 1000) as usize);
-    serde_json::json!({ "batch": batch, "stream": stream, "index": index, "pad": pad })
-}
-
-fn ack_line(batch: &str, stream: &str, result: &AppendResult, ids: &[Uuid]) -> String {
-    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    format!(
-        "ACK {batch} {stream} {} {} {} {}\n",
-        result.first_position,
-        result.last_position,
-        result.version,
-        ids.join(" ")
-    )
-}
-
 // ---------------------------------------------------------------------------------------------------
 // The parent's side.
-
-/// One acknowledged append to one stream, as the child reported it, and when the parent read it.
-#[derive(Clone, Debug)]
-struct Ack {
-    batch: String,
-    stream: String,
-    first: u64,
-    last: u64,
-    version: u64,
-    ids: Vec<Uuid>,
-    at: Instant,
-}
 
 /// What one round did.
 #[derive(Debug)]
@@ -648,17 +607,6 @@ fn run_child(dir: &Path, mode: Mode, round: u64, seed: u64, delay: Duration) -> 
     (read, cut_at)
 }
 
-fn parse_ack(line: &str, at: Instant) -> Option<Ack> {
-    let mut words = line.strip_prefix("ACK ")?.split(' ');
-    let batch = words.next()?.to_owned();
-    let stream = words.next()?.to_owned();
-    let first = words.next()?.parse().ok()?;
-    let last = words.next()?.parse().ok()?;
-    let version = words.next()?.parse().ok()?;
-    let ids = words.map(|w| w.parse().expect("an event id")).collect();
-    Some(Ack { batch, stream, first, last, version, ids, at })
-}
-
 /// What a check found.
 struct Checked {
     /// The ids of the log, in order.
@@ -691,44 +639,11 @@ async fn check_store(
         assert_eq!(event.id, *id, "{context}: event at {} changed since the last check", event.position);
     }
     check_streams(&store, &log, context).await;
-    check_batches(&log, EVENT_TYPE, payload, context);
-    let lost = check_acks(&log, acks, context);
+    check_batches(&log, EVENT_TYPE, PAD_MAX, context);
+    let lost = check_acks(&log, acks, true, context);
 
     let appended = append_after_head(&store, head, round, context).await;
     Checked { log: log.iter().map(|e| e.id).collect(), lost, appended }
-}
-
-/// Every acknowledged append is where it was acknowledged, or gone together with everything after it.
-/// Returns the ones that are gone.
-fn check_acks(log: &[RecordedEvent], acks: &[Ack], context: &str) -> Vec<Ack> {
-    let by_id: HashMap<Uuid, &RecordedEvent> = log.iter().map(|e| (e.id, e)).collect();
-    let mut lost = Vec::new();
-    for ack in acks {
-        assert_eq!(ack.last - ack.first + 1, ack.ids.len() as u64, "{context}: ack {ack:?} is inconsistent");
-        let present = ack.ids.iter().filter(|id| by_id.contains_key(id)).count();
-        if present == 0 {
-            assert!(
-                ack.first > log.len() as u64,
-                "{context}: acknowledged append {} at position {} is lost but the log goes on to {}: \
-                 what survives is not a prefix",
-                ack.batch,
-                ack.first,
-                log.len()
-            );
-            lost.push(ack.clone());
-            continue;
-        }
-        assert_eq!(present, ack.ids.len(), "{context}: acknowledged append {} is partly there", ack.batch);
-        for (offset, id) in (0..).zip(&ack.ids) {
-            let event = by_id[id];
-            assert_eq!(event.position.get(), ack.first + offset, "{context}: acknowledged event {id} moved");
-            assert_eq!(event.stream.as_str(), ack.stream, "{context}: acknowledged event {id} changed stream");
-            let version = ack.version + 1 + offset - ack.ids.len() as u64;
-            assert_eq!(event.version.get(), version, "{context}: acknowledged event {id} changed version");
-            assert_eq!(event.metadata.headers.get(BATCH_HEADER), Some(&ack.batch), "{context}: {id} changed append");
-        }
-    }
-    lost
 }
 
 /// The store takes a new append, right after the head; returns it as an acknowledgement to check later.
@@ -737,7 +652,7 @@ async fn append_after_head(store: &SledStore, head: u64, round: usize, context: 
     let version = store.stream_version(&stream).await.unwrap().map_or(0, |v| v.get());
     let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version.into()) };
     let batch = format!("check-{round}");
-    let event = new_event(&batch, 1, 0, &stream);
+    let event = new_event(EVENT_TYPE, PAD_MAX, &batch, 1, 0, stream.as_str());
     let id = event.id();
     let result = store.append(&stream, expected, vec![event]).await.expect("the store takes appends after a power cut");
     assert_eq!(result.first_position.get(), head + 1, "{context}: a new append does not follow the head");

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::child::Rng;
-use crate::common::raw_sled::{damage, raw_open};
+use crate::common::raw_sled::{damage, raw_open, stream_entry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
@@ -180,18 +180,6 @@ fn show_key(key: &[u8]) -> String {
     key.iter().map(|&b| if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02x}") }).collect()
 }
 
-/// A stream index entry's value in storage format 2, with a valid checksum over `key` and the value,
-/// so that only the store's other checks can find a plausible but wrong one.
-fn index_value(key: &[u8], position: u64, count: u32) -> Vec<u8> {
-    let mut value = position.to_be_bytes().to_vec();
-    value.extend_from_slice(&count.to_be_bytes());
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(key);
-    hasher.update(&value);
-    value.extend_from_slice(&hasher.finalize().to_be_bytes());
-    value
-}
-
 fn decode_index_value(value: &[u8]) -> (u64, u32) {
     (u64::from_be_bytes(value[..8].try_into().unwrap()), u32::from_be_bytes(value[8..12].try_into().unwrap()))
 }
@@ -332,7 +320,7 @@ fn index_plausible(dir: &Path, layout: &Layout, rng: &mut Rng) -> String {
     };
     let (new_position, new_count) =
         if (new_position, new_count) == (position, count) { (position, count + 1) } else { (new_position, new_count) };
-    let new = index_value(&key, new_position, new_count);
+    let new = stream_entry(&key, new_position, new_count);
     damage(dir, "annals", |tree| tree.insert(&key, new.clone()).map(drop)).unwrap();
     format!(
         "stream index entry {} := (position {new_position}, count {new_count}) instead of ({position}, {count})",

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sled::IVec;
@@ -56,9 +56,9 @@ pub(super) struct Files {
     /// The last position written to sled so far, acknowledged or not: set by the writer before it
     /// applies a group, so that no index entry a reader meets lies past it unless it is damaged.
     applied: AtomicU64,
-    /// Streams whose index ends before their last event in the log, with that event's version (found
-    /// by the scan at open).
-    short_streams: Mutex<HashMap<String, u64>>,
+    /// Streams whose index ends before their last event in the log, found by the scan at open and
+    /// never changed after it.
+    short_streams: OnceLock<HashSet<String>>,
     /// The names of the saved checkpoints, as stored beside them (`None`: that list is damaged).
     checkpoint_names: Mutex<Option<BTreeSet<String>>>,
 }
@@ -77,8 +77,8 @@ impl Files {
             // synced yet; the store flushes and syncs itself, in that order (see `writer::spawn`).
             .flush_every_ms(None);
         // sled's recovery panics on some damaged files: a panic is damage, not a crash of the caller.
-        let db = recovery::guarded("data file (db)", || open_db(&path, &sled_config))?;
-        let opened = recovery::guarded("data file (db)", || {
+        let db = recovery::guarded(recovery::DATA_FILE_DAMAGE, || open_db(&path, &sled_config))?;
+        let opened = recovery::guarded(recovery::DATA_FILE_DAMAGE, || {
             let tree = db.open_tree(TREE).map_err(|e| open_error(&path, e))?;
             check_format(&path, &db, &tree)?;
             ensure_type_index(&db, &tree)?;
@@ -97,7 +97,7 @@ impl Files {
         let synced_blobs = Mutex::new(HashSet::new());
         let skip_fdatasync = config.skip_fdatasync;
         let applied = AtomicU64::new(0);
-        let short_streams = Mutex::new(HashMap::new());
+        let short_streams = OnceLock::new();
         let files = Files {
             path,
             db,
@@ -112,7 +112,7 @@ impl Files {
             short_streams,
             checkpoint_names: Mutex::new(names),
         };
-        let log_head = recovery::guarded("data file (db)", || files.last_record())?.map_or(0, |r| r.last());
+        let log_head = recovery::guarded(recovery::DATA_FILE_DAMAGE, || files.last_record())?.map_or(0, |r| r.last());
         files.applied.store(log_head, Ordering::Release);
         // What sled recovered (and any id just made) is durable before the head file names it, and so
         // are the names of the store's files and of the directories made for it.
@@ -517,7 +517,7 @@ impl Files {
                 }
             }
         }
-        let mut short = HashMap::new();
+        let mut short = HashSet::new();
         for (stream, version) in versions {
             // A last entry that does not decode is damage of this stream only: its reads report it.
             let indexed = match self.stream_entries(&stream, u64::MAX, Direction::Backward).next() {
@@ -525,24 +525,24 @@ impl Files {
                 Some(Err(_)) | None => 0,
             };
             if indexed < version {
-                short.insert(stream, version);
+                short.insert(stream);
             }
         }
-        *self.short_streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = short;
+        // The scan runs once, when the writer starts; a second one would find the same streams.
+        let _ = self.short_streams.set(short);
         Ok(ids)
     }
 
     /// Fails for a stream whose index ends before its last event in the log (found at open).
     pub(super) fn check_stream_index(&self, stream: &str) -> Result<()> {
-        let short = self.short_streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match short.get(stream) {
-            Some(_) => Err(Error::Corrupt {
+        if self.short_streams.get().is_some_and(|short| short.contains(stream)) {
+            return Err(Error::Corrupt {
                 what: "stream index entry",
                 position: Position::ZERO,
                 reason: "the stream's index ends before its last event in the log",
-            }),
-            None => Ok(()),
+            });
         }
+        Ok(())
     }
 }
 
@@ -656,8 +656,10 @@ fn ensure_store_id(db: &sled::Db, tree: &sled::Tree) -> Result<Uuid> {
 /// gone, bytes that are not what sled wrote); the rest (a full disk, ...) is [`Error::Storage`].
 pub(super) fn sled_error(error: sled::Error) -> Error {
     match error {
-        sled::Error::Corruption { .. } => recovery::damaged("data file (db)", "sled reports corruption"),
-        sled::Error::Io(ref io) if is_damage(io) => recovery::damaged("data file (db)", "sled cannot read it back"),
+        sled::Error::Corruption { .. } => recovery::damaged(recovery::DATA_FILE_DAMAGE, "sled reports corruption"),
+        sled::Error::Io(ref io) if is_damage(io) => {
+            recovery::damaged(recovery::DATA_FILE_DAMAGE, "sled cannot read it back")
+        }
         other => Error::storage(other),
     }
 }
@@ -676,19 +678,16 @@ fn is_lock_error(error: &sled::Error) -> bool {
     matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
+/// A sled error while opening: what only an open can mean, then what any sled error means.
 fn open_error(path: &Path, error: sled::Error) -> Error {
     match error {
         ref locked if is_lock_error(locked) => Error::Locked { path: path.to_owned() },
-        sled::Error::Corruption { .. } => recovery::damaged("data file (db)", "sled reports corruption"),
         // sled checks its config file (`conf`) first; a damaged one reads as a config written by a
         // sled older than 0.29, which no Annals store ever was.
         sled::Error::Unsupported(_) => recovery::damaged("sled config file (conf)", "it does not read"),
-        // The data file exists (checked before): one that ends early, or a missing blob file, is
-        // damage.
-        sled::Error::Io(ref io) if is_damage(io) => recovery::damaged("data file (db)", "sled cannot read it back"),
         // The directory or its files cannot be created or read: permissions, a file in the way.
-        sled::Error::Io(source) => cannot_open(path, source),
-        other => Error::storage(other),
+        sled::Error::Io(source) if !is_damage(&source) => cannot_open(path, source),
+        damage => sled_error(damage),
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use self::codec::{encode_body, FORMAT_VERSION};
 pub use self::config::{Durability, SledConfig, MAX_EVENT_SIZE_LIMIT};
 use self::files::Files;
-use self::recovery::guarded;
+use self::recovery::{guarded, DATA_FILE_DAMAGE};
 pub use self::verify::{VerifyProblem, VerifyReport};
 use self::writer::{PreparedAppend, Request, WriterHandle};
 use crate::envelope::RecordedEvent;
@@ -53,9 +53,6 @@ impl SledConfig {
         SledStore::open_with(self)
     }
 }
-
-/// What a panic inside sled while reading is reported as damage to.
-const DB: &str = "data file (db)";
 
 /// The embedded event store: one directory on disk, crash-safe, with group commit.
 ///
@@ -189,12 +186,12 @@ impl EventStore for SledStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let head = self.durable_head();
-        guarded(DB, || read::stream_chunk(&self.inner.files, head, stream, from, direction, max))
+        guarded(DATA_FILE_DAMAGE, || read::stream_chunk(&self.inner.files, head, stream, from, direction, max))
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
         let head = self.durable_head();
-        guarded(DB, || read::log_chunk(&self.inner.files, head, from, max, filter))
+        guarded(DATA_FILE_DAMAGE, || read::log_chunk(&self.inner.files, head, from, max, filter))
     }
 
     async fn head(&self) -> Result<Position> {
@@ -203,41 +200,41 @@ impl EventStore for SledStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
         let head = self.durable_head();
-        Ok(guarded(DB, || self.inner.files.stream_version(stream.as_str(), head))?.map(Version::new))
+        Ok(guarded(DATA_FILE_DAMAGE, || self.inner.files.stream_version(stream.as_str(), head))?.map(Version::new))
     }
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
         let head = self.durable_head();
-        guarded(DB, || read::list_streams(&self.inner.files, head, prefix))
+        guarded(DATA_FILE_DAMAGE, || read::list_streams(&self.inner.files, head, prefix))
     }
 
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>> {
         let head = self.durable_head();
-        guarded(DB, || read::seek_recorded(&self.inner.files, head, at))
+        guarded(DATA_FILE_DAMAGE, || read::seek_recorded(&self.inner.files, head, at))
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        guarded(DB, || self.inner.files.save_snapshot(&snapshot))
+        guarded(DATA_FILE_DAMAGE, || self.inner.files.save_snapshot(&snapshot))
     }
 
     async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>> {
-        guarded(DB, || self.inner.files.load_snapshot(stream, at.get()))
+        guarded(DATA_FILE_DAMAGE, || self.inner.files.load_snapshot(stream, at.get()))
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
         validate_checkpoint_name(name)?;
-        guarded(DB, || self.inner.files.load_checkpoint(name))
+        guarded(DATA_FILE_DAMAGE, || self.inner.files.load_checkpoint(name))
     }
 
     async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
         validate_checkpoint_writes(&writes)?;
         let files = Arc::clone(&self.inner.files);
         let sync = self.inner.durability == Durability::Fsync;
-        blocking(move || guarded(DB, || files.save_checkpoints(&writes, sync))).await
+        blocking(move || guarded(DATA_FILE_DAMAGE, || files.save_checkpoints(&writes, sync))).await
     }
 
     async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<Checkpoint>> {
-        guarded(DB, || self.inner.files.list_checkpoints(prefix))
+        guarded(DATA_FILE_DAMAGE, || self.inner.files.list_checkpoints(prefix))
     }
 
     async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()> {

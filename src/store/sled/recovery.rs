@@ -40,6 +40,9 @@ const STORE_FILES: [&str; 3] = ["conf", "blobs", HEAD_FILE];
 /// The data file's name, as sled calls it.
 pub(super) const DATA_FILE: &str = "db";
 
+/// What damage to the data file (or a panic inside sled reading it) is reported as.
+pub(super) const DATA_FILE_DAMAGE: &str = "data file (db)";
+
 /// Checks the directory before sled opens it. A store is opened only when its data file is there and
 /// not empty; a new one is created only where none of a store's files is: an empty data file, or a
 /// store's other files without the data file, are damage, never a new store.
@@ -49,11 +52,11 @@ pub(super) fn inspect(path: &Path, create_if_missing: bool) -> Result<()> {
         return Err(Error::CannotOpen { path: path.to_owned(), source: Box::new(source) });
     }
     match std::fs::metadata(path.join(DATA_FILE)) {
-        Ok(data) if data.len() == 0 => Err(damaged("data file (db)", "it is empty")),
+        Ok(data) if data.len() == 0 => Err(damaged(DATA_FILE_DAMAGE, "it is empty")),
         Ok(_) => Ok(()),
         Err(error) if error.kind() == ErrorKind::NotFound => {
             if has_store_files(path) {
-                return Err(damaged("data file (db)", "it is missing, but the store's other files are there"));
+                return Err(damaged(DATA_FILE_DAMAGE, "it is missing, but the store's other files are there"));
             }
             if !create_if_missing {
                 return Err(Error::NotFound { path: path.to_owned() });

@@ -89,7 +89,7 @@ impl SledStore {
     /// report, not as an error, except a panic inside sled, which is
     /// [`Error::Corrupt`](crate::Error::Corrupt).
     pub fn verify(&self) -> Result<VerifyReport> {
-        super::recovery::guarded("data file (db)", || self.verify_all())
+        super::recovery::guarded(super::recovery::DATA_FILE_DAMAGE, || self.verify_all())
     }
 
     fn verify_all(&self) -> Result<VerifyReport> {

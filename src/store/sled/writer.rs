@@ -18,7 +18,7 @@ use super::codec::{stream_key, RecordBuilder};
 use super::config::Durability;
 use super::files::{sled_error, Files};
 use super::index::{insert_type_entries, IndexEntry};
-use super::recovery::{guarded, HEAD_EVERY, HEAD_EVERY_GROUPS};
+use super::recovery::{guarded, DATA_FILE_DAMAGE, HEAD_EVERY, HEAD_EVERY_GROUPS};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::{plan_retry, AppendResult, StoredId};
@@ -45,9 +45,9 @@ pub(super) struct WriterHandle {
 /// Starts the writer and syncer threads of the store in `files`, which continue its log.
 pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u64) -> Result<WriterHandle> {
     // What the writer continues is read from sled; a panic there on a damaged file is damage too.
-    let last = guarded("data file (db)", || files.last_record())?;
-    let ids = guarded("data file (db)", || files.scan_log())?;
-    let type_counts = guarded("data file (db)", || files.type_counts())?;
+    let last = guarded(DATA_FILE_DAMAGE, || files.last_record())?;
+    let ids = guarded(DATA_FILE_DAMAGE, || files.scan_log())?;
+    let type_counts = guarded(DATA_FILE_DAMAGE, || files.type_counts())?;
     let next_position = last.as_ref().map_or(1, |r| r.last() + 1);
     let (head_tx, head_rx) = watch::channel(Position::new(next_position - 1));
     let poisoned = Arc::new(AtomicBool::new(false));
@@ -105,7 +105,7 @@ fn spawn_flusher(files: Arc<Files>, syncer: Arc<Syncer>, every_ms: u64) -> Resul
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 if !syncer.poisoned.load(Ordering::Acquire) {
                     // A failure shows at the next flush or at close; nothing waits on this one.
-                    let _ = guarded("data file (db)", || files.flush_and_sync());
+                    let _ = guarded(DATA_FILE_DAMAGE, || files.flush_and_sync());
                 }
             }
         })
@@ -379,11 +379,11 @@ impl Writer {
         };
         for request in requests {
             // A panic inside sled (damaged pages read back) answers the request as damage.
-            let outcome = guarded("data file (db)", || self.plan(&request, &mut group));
+            let outcome = guarded(DATA_FILE_DAMAGE, || self.plan(&request, &mut group));
             group.replies.push((request.reply, outcome));
         }
         let wrote = group.next_position != self.next_position;
-        let outcome = if wrote { guarded("data file (db)", || self.write(&mut group)) } else { Ok(()) };
+        let outcome = if wrote { guarded(DATA_FILE_DAMAGE, || self.write(&mut group)) } else { Ok(()) };
         let replies = std::mem::take(&mut group.replies);
         let replies = match outcome {
             Ok(()) => {
