@@ -1,0 +1,1 @@
+//! Test support for Annals: a throwaway PostgreSQL cluster started from the server binaries.
