@@ -409,6 +409,37 @@ pub enum Error {
     #[error("the store is closed")]
     Closed,
 
+    /// The database server could not be reached (refused, timed out, authentication failed) when
+    /// the store was opened. Start it, fix the address or credentials, and open again.
+    #[error("cannot reach the database server {server}")]
+    Unreachable {
+        /// The server, as host and port (never the password).
+        server: String,
+        /// What the client library said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// A database connection string does not parse. A caller bug: fix the string.
+    #[error("the connection string does not parse")]
+    InvalidConnectionString {
+        /// What the client library said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// The database schema was written by a newer version of Annals (or is not an Annals schema).
+    /// Nothing was changed. Use a matching version of Annals, or another schema.
+    #[error("the database schema {schema:?} is at version {found}, this version knows versions up to {supported}")]
+    UnsupportedSchema {
+        /// The schema (namespace) in the database.
+        schema: String,
+        /// The version found.
+        found: u32,
+        /// The newest version this code knows.
+        supported: u32,
+    },
+
     /// The storage engine failed (I/O error, full disk, ...). The operation may be retried; an append
     /// that fails this way was not acknowledged and may or may not be in the log after a crash.
     #[error("storage failure")]
@@ -490,13 +521,19 @@ impl Error {
     /// need a new decision, see [`is_conflict`](Self::is_conflict)), nor is anything the caller or
     /// the data must fix first.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage(_) | Error::Locked { .. } | Error::Timeout { .. })
+        matches!(self, Error::Storage(_) | Error::Locked { .. } | Error::Timeout { .. } | Error::Unreachable { .. })
     }
 
     /// Whether the error reports damaged or unreadable stored data ([`Error::Corrupt`],
     /// [`Error::LogTruncated`], or a format this version cannot read): never retried; restore from a backup or export what still reads.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corrupt { .. } | Error::LogTruncated { .. } | Error::UnsupportedFormat { .. })
+        matches!(
+            self,
+            Error::Corrupt { .. }
+                | Error::LogTruncated { .. }
+                | Error::UnsupportedFormat { .. }
+                | Error::UnsupportedSchema { .. }
+        )
     }
 
     /// Whether the error was caused by the caller's input (a name, an event, an append's shape, a
@@ -514,6 +551,7 @@ impl Error {
                 | Error::DuplicateEventId { .. }
                 | Error::DuplicateEventIdInAppend { .. }
                 | Error::Config { .. }
+                | Error::InvalidConnectionString { .. }
         )
     }
 

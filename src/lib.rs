@@ -229,6 +229,10 @@ pub use crate::event::{DecodeError, Event};
 pub use crate::name::InvalidName;
 pub use crate::position::{ExpectedVersion, Position, Version};
 pub use crate::store::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use crate::store::postgres::{
+    PostgresConfig, PostgresStore, MAX_SCHEMA_NAME_LEN, POSTGRES_MAX_EVENT_SIZE_LIMIT, POSTGRES_SCHEMA_VERSION,
+};
 pub use crate::store::sled::{Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT};
 pub use crate::store::{
     AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter,

@@ -9,6 +9,11 @@
 #![allow(missing_docs)]
 
 mod conformance;
+#[cfg(feature = "postgres")]
+mod common {
+    #[path = "../common/postgres.rs"]
+    pub(crate) mod postgres;
+}
 
 /// One test per check, for the backend `$backend`, in a module named `$module`.
 ///
@@ -98,3 +103,5 @@ macro_rules! conformance_suite {
 
 conformance_suite!(memory_store, crate::conformance::backends::Memory);
 conformance_suite!(sled_store, crate::conformance::backends::Sled);
+#[cfg(feature = "postgres")]
+conformance_suite!(postgres_store, crate::conformance::backends::Postgres);

@@ -3,6 +3,8 @@
 mod append;
 mod checkpoint;
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 mod read;
 pub(crate) mod sled;
 mod snapshot;

@@ -5,4 +5,6 @@ pub mod bank;
 pub mod child;
 pub mod counting;
 pub mod log_checks;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod raw_sled;

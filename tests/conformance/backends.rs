@@ -1,5 +1,5 @@
-//! The stores the conformance suite runs against. A PostgreSQL store would add a `Postgres` backend
-//! that creates a fresh schema in `open` and keeps its guard in the fixture.
+//! The stores the conformance suite runs against. The PostgreSQL backend opens each store in a fresh
+//! schema of one throwaway cluster per test binary (`annals-testkit`).
 
 use annals::{Error, MemoryStore, SledConfig, SledStore};
 
@@ -30,5 +30,24 @@ impl Backend for Sled {
             config = config.max_event_size(max);
         }
         Ok(Fixture { store: config.open()?, _keep: Some(dir) })
+    }
+}
+
+/// [`PostgresStore`](annals::PostgresStore) in a fresh schema of the test binary's throwaway cluster.
+#[cfg(feature = "postgres")]
+pub(crate) struct Postgres;
+
+#[cfg(feature = "postgres")]
+impl Backend for Postgres {
+    type Store = annals::PostgresStore;
+
+    async fn open(max_event_size: Option<usize>) -> Result<Fixture<annals::PostgresStore>, Error> {
+        let mut config = annals::PostgresConfig::new(crate::common::postgres::url()?)
+            .schema(crate::common::postgres::fresh_schema())
+            .pool_size(4);
+        if let Some(max) = max_event_size {
+            config = config.max_event_size(max);
+        }
+        Ok(Fixture { store: config.open().await?, _keep: None })
     }
 }
