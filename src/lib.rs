@@ -236,7 +236,8 @@ pub use crate::store::postgres::{
 pub use crate::store::sled::{Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT};
 pub use crate::store::{
     AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter,
-    ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE, MAX_CHECKPOINT_NAME_LEN,
+    PartitionLeases, ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE,
+    MAX_CHECKPOINT_NAME_LEN,
 };
 pub use crate::stream_id::StreamId;
 pub use crate::transfer::{export_jsonl, import_jsonl, Transfer};

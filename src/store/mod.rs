@@ -2,6 +2,7 @@
 
 mod append;
 mod checkpoint;
+mod lease;
 pub(crate) mod memory;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -13,6 +14,7 @@ pub(crate) use append::{plan_restore, plan_retry, validate_appends, StoredId};
 pub use append::{AppendResult, StreamAppend};
 pub(crate) use checkpoint::{validate_checkpoint_name, validate_checkpoint_writes};
 pub use checkpoint::{Checkpoint, CheckpointWrite, MAX_CHECKPOINT_NAME_LEN};
+pub use lease::PartitionLeases;
 pub(crate) use read::LogCursor;
 pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
 pub use snapshot::Snapshot;
@@ -152,6 +154,13 @@ pub trait EventStore: Send + Sync {
     /// syncs to disk), so a waiter can read them at once.
     fn watch_head(&self) -> HeadWatch;
 
+    /// The store's [`PartitionLeases`], when several processes can open it at once and share a
+    /// subscription's partitions through it; `None` (the default) for a store open in one process,
+    /// whose subscription workers coordinate in memory.
+    fn partition_leases(&self) -> Option<&dyn PartitionLeases> {
+        None
+    }
+
     /// Appends `events` to `stream` atomically, if the stream is at the `expected` version.
     ///
     /// # Errors
@@ -248,5 +257,9 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     fn watch_head(&self) -> HeadWatch {
         (**self).watch_head()
+    }
+
+    fn partition_leases(&self) -> Option<&dyn PartitionLeases> {
+        (**self).partition_leases()
     }
 }

@@ -93,6 +93,7 @@ pub struct SubscriptionConfig {
     pub(crate) on_failure: OnFailure,
     pub(crate) policy: CheckpointPolicy,
     pub(crate) partitions: u32,
+    pub(crate) lease_ttl: Duration,
 }
 
 impl SubscriptionConfig {
@@ -108,6 +109,7 @@ impl SubscriptionConfig {
             on_failure: OnFailure::Park,
             policy: CheckpointPolicy::default(),
             partitions: 1,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 
@@ -151,6 +153,16 @@ impl SubscriptionConfig {
     /// share it while each stream's events stay in order. Fixed for the life of the subscription.
     pub fn partitions(mut self, partitions: u32) -> Self {
         self.partitions = partitions.max(1);
+        self
+    }
+
+    /// On a store shared by several processes (PostgreSQL): how long a worker's membership and
+    /// partitions outlive its last renewal (default 10 s, at least 300 ms). Workers renew every third
+    /// of it, so a worker that dies without leaving (SIGKILL, a lost network) hands its partitions
+    /// to the survivors between `ttl` and `ttl * 4/3` after its last renewal; a joining or leaving
+    /// worker is seen within a third of it. Stores open in one process ignore it.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(300));
         self
     }
 

@@ -116,6 +116,23 @@ impl Coordinator {
         taken
     }
 
+    /// Records that `worker` holds exactly `partitions` (on a shared store, where the store decides).
+    pub(crate) fn set_held(&self, worker: u64, partitions: &[u32]) {
+        let mut membership = lock(&self.membership);
+        for (p, owner) in membership.owners.iter_mut().enumerate() {
+            if partitions.contains(&(p as u32)) {
+                *owner = Some(worker);
+            } else if *owner == Some(worker) {
+                *owner = None;
+            }
+        }
+    }
+
+    /// Whether a worker of this process holds `partition`.
+    pub(crate) fn held_here(&self, partition: u32) -> bool {
+        lock(&self.membership).owners.get(partition as usize).is_some_and(Option::is_some)
+    }
+
     pub(super) fn assignment(&self) -> Vec<(u64, Vec<u32>)> {
         let membership = lock(&self.membership);
         let held = |worker: u64| {

@@ -206,6 +206,8 @@ pub(crate) struct Worker<S, H> {
     held: BTreeMap<u32, Held>,
     follower: Option<Follower<Arc<S>>>,
     pending: Pending,
+    /// This worker's name among the members of its group on a shared store.
+    member: String,
 }
 
 impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
@@ -218,46 +220,89 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             held: BTreeMap::new(),
             follower: None,
             pending: Pending::new(Position::ZERO),
+            member: format!("pid{}-w{id}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
         }
     }
 
     pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Command>, _running: watch::Sender<()>) -> Result<()> {
         let _membership = Membership { worker: self.id, coordinator: Arc::clone(&self.coordinator) };
         let mut changed = self.coordinator.changed.subscribe();
-        self.rebalance().await?;
+        let shared = self.setup.store.partition_leases().is_some();
+        let mut beat = tokio::time::interval(self.setup.config.lease_ttl / 3);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.tick().await;
+        let outcome = self.rebalance().await;
+        self.recover_or_stop(outcome, shared).await?;
         loop {
             let deadline = self.pending.deadline(&self.setup.config.policy);
-            tokio::select! {
+            let outcome = tokio::select! {
                 command = inbox.recv() => match command {
                     Some(Command::Stop) | None => break,
-                    Some(command) => self.command(command).await,
+                    Some(command) => {
+                        self.command(command).await;
+                        Ok(())
+                    }
                 },
                 change = changed.changed() => {
                     if change.is_err() {
                         break;
                     }
-                    self.rebalance().await?;
+                    self.rebalance().await
                 }
-                batch = next_batch(self.follower.as_mut()) => self.apply(batch?).await?,
-                () = sleep_until(deadline) => self.commit().await?,
-            }
+                _ = beat.tick(), if shared => self.rebalance().await,
+                batch = next_batch(self.follower.as_mut()) => match batch {
+                    Ok(batch) => self.apply(batch).await,
+                    Err(error) => Err(error),
+                },
+                () = sleep_until(deadline) => self.commit().await,
+            };
+            self.recover_or_stop(outcome, shared).await?;
         }
-        self.commit().await
+        let outcome = self.commit().await;
+        if let Some(leases) = self.setup.store.partition_leases() {
+            // Best effort: a worker that cannot say goodbye loses its partitions when its leases expire.
+            let _ = leases.leave(&self.setup.config.name, &self.member).await;
+        }
+        outcome
+    }
+
+    /// On a shared store, a storage failure (the database restarting, a dropped connection) does not
+    /// stop the worker: it forgets what it had not committed, waits, and takes its partitions up
+    /// again from their checkpoints (events after them come again: at-least-once). Other errors stop it.
+    async fn recover_or_stop(&mut self, outcome: Result<()>, shared: bool) -> Result<()> {
+        let mut outcome = outcome;
+        while let Err(error) = outcome {
+            if !(shared && error.is_retryable()) {
+                return Err(error);
+            }
+            self.held.clear();
+            self.follower = None;
+            self.pending.clear();
+            self.coordinator.set_held(self.id, &[]);
+            tokio::time::sleep(self.setup.config.lease_ttl / 6).await;
+            outcome = self.rebalance().await;
+        }
+        Ok(())
     }
 
     /// Hands over the partitions meant for others (committing them first) and takes the free ones
     /// meant for this worker; then reads from the earliest position one of them needs.
     async fn rebalance(&mut self) -> Result<()> {
-        let release = self.coordinator.to_release(self.id);
-        if !release.is_empty() {
-            self.commit().await?;
-            for p in &release {
-                self.held.remove(p);
-            }
-            self.coordinator.release(self.id, &release);
-        }
-        let acquired = self.coordinator.acquire(self.id);
         let store = Arc::clone(&self.setup.store);
+        let acquired = match store.partition_leases() {
+            Some(leases) => self.rebalance_shared(leases).await?,
+            None => {
+                let release = self.coordinator.to_release(self.id);
+                if !release.is_empty() {
+                    self.commit().await?;
+                    for p in &release {
+                        self.held.remove(p);
+                    }
+                    self.coordinator.release(self.id, &release);
+                }
+                self.coordinator.acquire(self.id)
+            }
+        };
         let mut restart = None;
         for p in acquired {
             let name = partition_key(&self.setup.config.name, p);
@@ -284,6 +329,34 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             }
         }
         Ok(())
+    }
+
+    /// On a shared store: renews this worker's membership, hands over (after committing) the
+    /// partitions now meant for others, renews the ones it keeps (dropping, uncommitted, any it lost
+    /// meanwhile), and claims the free or expired ones meant for it. Partitions go to the live
+    /// members in joining order, round robin. Returns the partitions newly taken.
+    async fn rebalance_shared(&mut self, leases: &dyn crate::store::PartitionLeases) -> Result<Vec<u32>> {
+        let config = &self.setup.config;
+        let members = leases.heartbeat(&config.name, &self.member, config.lease_ttl).await?;
+        let targets: Vec<u32> = match members.iter().position(|m| *m == self.member) {
+            Some(index) => (0..config.partitions).filter(|p| *p as usize % members.len() == index).collect(),
+            None => Vec::new(),
+        };
+        let release: Vec<u32> = self.held.keys().copied().filter(|p| !targets.contains(p)).collect();
+        if !release.is_empty() {
+            self.commit().await?;
+            for p in &release {
+                self.held.remove(p);
+            }
+            leases.release(&self.setup.config.name, &self.member, &release).await?;
+        }
+        let config = &self.setup.config;
+        let now_held = leases.claim(&config.name, &self.member, &targets, config.lease_ttl).await?;
+        self.held.retain(|p, _| now_held.contains(p));
+        self.coordinator.set_held(self.id, &now_held);
+        let acquired: Vec<u32> = now_held.iter().copied().filter(|p| !self.held.contains_key(p)).collect();
+        refresh_others(&self.setup, &self.coordinator).await?;
+        Ok(acquired)
     }
 
     /// Hands a page's events of the held partitions to the handler, then notes the progress.
@@ -347,22 +420,33 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
     /// Saves the checkpoint of every held partition that moved or whose parked list changed, in one
     /// atomic write.
     async fn commit(&mut self) -> Result<()> {
-        let name = &self.setup.config.name;
-        let partitions = self.coordinator.partitions;
-        let mut writes = Vec::new();
-        for (&p, held) in &self.held {
-            if held.through > held.committed || held.dirty {
-                let saved = SavedPartition { partitions, parked: held.parked.clone() };
-                let state = serde_json::to_string(&saved).map_err(Error::storage)?;
-                let checkpoint = Checkpoint::new(partition_key(name, p), held.through).with_state(state);
-                writes.push(CheckpointWrite::Save(checkpoint));
-            }
-        }
         self.pending.clear();
-        if writes.is_empty() {
-            return Ok(());
+        loop {
+            let (partitions, writes) = self.checkpoint_writes()?;
+            if writes.is_empty() {
+                return Ok(());
+            }
+            let store = Arc::clone(&self.setup.store);
+            let lost = match store.partition_leases() {
+                Some(leases) => {
+                    leases.save_checkpoints_held(&self.setup.config.name, &self.member, &partitions, writes).await?
+                }
+                None => {
+                    store.save_checkpoints(writes).await?;
+                    Vec::new()
+                }
+            };
+            if lost.is_empty() {
+                break;
+            }
+            // Another worker took these over (this one's leases expired): its progress there is not
+            // ours to save. Drop them and save the rest.
+            for p in &lost {
+                self.held.remove(p);
+            }
+            let held: Vec<u32> = self.held.keys().copied().collect();
+            self.coordinator.set_held(self.id, &held);
         }
-        self.setup.store.save_checkpoints(writes).await?;
         let mut committed = Vec::with_capacity(self.held.len());
         for (&p, held) in &mut self.held {
             held.committed = held.through;
@@ -371,6 +455,24 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
         }
         self.coordinator.report(&[], &committed, None);
         Ok(())
+    }
+
+    /// The checkpoint of every held partition that moved or whose parked list changed.
+    fn checkpoint_writes(&self) -> Result<(Vec<u32>, Vec<CheckpointWrite>)> {
+        let name = &self.setup.config.name;
+        let partitions = self.coordinator.partitions;
+        let mut numbers = Vec::new();
+        let mut writes = Vec::new();
+        for (&p, held) in &self.held {
+            if held.through > held.committed || held.dirty {
+                let saved = SavedPartition { partitions, parked: held.parked.clone() };
+                let state = serde_json::to_string(&saved).map_err(Error::storage)?;
+                let checkpoint = Checkpoint::new(partition_key(name, p), held.through).with_state(state);
+                numbers.push(p);
+                writes.push(CheckpointWrite::Save(checkpoint));
+            }
+        }
+        Ok((numbers, writes))
     }
 
     async fn command(&mut self, command: Command) {
@@ -436,6 +538,22 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
         self.commit().await?;
         Ok(outcome)
     }
+}
+
+/// Notes how far the partitions no worker of this process holds got, from their saved checkpoints,
+/// so that lag and catch-up cover the whole subscription (on a shared store).
+async fn refresh_others<S: EventStore>(setup: &Setup<S>, coordinator: &Coordinator) -> Result<()> {
+    let others: Vec<(u32, Position)> = super::saved_partitions(&*setup.store, &setup.config.name)
+        .await?
+        .into_iter()
+        .filter(|(p, _)| !coordinator.held_here(*p))
+        .map(|(p, c)| (p, c.position))
+        .collect();
+    if !others.is_empty() {
+        let head = setup.store.head().await?;
+        coordinator.report(&others, &others, Some(head));
+    }
+    Ok(())
 }
 
 /// The follower's next page, or never when the worker holds no partition.

@@ -10,6 +10,7 @@
 
 mod config;
 mod fault;
+mod lease;
 mod listen;
 mod read;
 mod schema;
@@ -169,6 +170,38 @@ impl PostgresStore {
         let (reply, answer) = oneshot::channel();
         self.shared.queue.send(Request { job, reply }).map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Applies checkpoint writes inside the transaction `tx`.
+    async fn write_checkpoints(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        writes: &[CheckpointWrite],
+    ) -> Result<()> {
+        let upsert = tx
+            .prepare_cached(&self.sql(
+                "INSERT INTO {s}.checkpoints (name, position, state, updated_us) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, state = excluded.state, \
+                 updated_us = excluded.updated_us",
+            ))
+            .await
+            .map_err(pg_error)?;
+        let delete =
+            tx.prepare_cached(&self.sql("DELETE FROM {s}.checkpoints WHERE name = $1")).await.map_err(pg_error)?;
+        for write in writes {
+            match write {
+                CheckpointWrite::Save(c) => {
+                    let position = sql_i64(c.position.get());
+                    tx.execute(&upsert, &[&c.name, &position, &c.state, &c.updated_at.timestamp_micros()])
+                        .await
+                        .map_err(pg_error)?;
+                }
+                CheckpointWrite::Delete(name) => {
+                    tx.execute(&delete, &[name]).await.map_err(pg_error)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The SQL text of a statement on the store's schema: `{s}` stands for the schema.
@@ -372,30 +405,8 @@ impl EventStore for PostgresStore {
     async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
         validate_checkpoint_writes(&writes)?;
         let mut client = self.client().await?;
-        let upsert = client
-            .prepare_cached(&self.sql(
-                "INSERT INTO {s}.checkpoints (name, position, state, updated_us) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, state = excluded.state, \
-                 updated_us = excluded.updated_us",
-            ))
-            .await
-            .map_err(pg_error)?;
-        let delete =
-            client.prepare_cached(&self.sql("DELETE FROM {s}.checkpoints WHERE name = $1")).await.map_err(pg_error)?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        for write in &writes {
-            match write {
-                CheckpointWrite::Save(c) => {
-                    let position = sql_i64(c.position.get());
-                    tx.execute(&upsert, &[&c.name, &position, &c.state, &c.updated_at.timestamp_micros()])
-                        .await
-                        .map_err(pg_error)?;
-                }
-                CheckpointWrite::Delete(name) => {
-                    tx.execute(&delete, &[name]).await.map_err(pg_error)?;
-                }
-            }
-        }
+        self.write_checkpoints(&tx, &writes).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -423,5 +434,9 @@ impl EventStore for PostgresStore {
 
     fn watch_head(&self) -> HeadWatch {
         HeadWatch::new(self.shared.head.subscribe())
+    }
+
+    fn partition_leases(&self) -> Option<&dyn crate::store::PartitionLeases> {
+        Some(self)
     }
 }
