@@ -10,6 +10,9 @@
 
 #[path = "common/subscriptions.rs"]
 mod subscriptions;
+#[cfg(feature = "postgres")]
+#[path = "common/postgres.rs"]
+mod postgres_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -27,9 +30,20 @@ fn streams(prefix: &str, count: usize) -> Vec<String> {
 }
 
 /// `config` with [`PARTITIONS`], committing live progress only when a partition is handed over (or
-/// after 1,000 events): what a worker handled live is uncommitted until it leaves.
+/// after 1,000 events): what a worker handled live is uncommitted until it leaves. On PostgreSQL,
+/// whose workers share partitions through leases, a short lease makes handovers quick.
 fn live_only(config: SubscriptionConfig) -> SubscriptionConfig {
-    config.partitions(PARTITIONS).checkpoint_every(1_000).checkpoint_interval(Duration::from_secs(3600))
+    config
+        .partitions(PARTITIONS)
+        .checkpoint_every(1_000)
+        .checkpoint_interval(Duration::from_secs(3600))
+        .lease_ttl(Duration::from_millis(600))
+}
+
+/// A PostgreSQL store in a fresh schema of the test binary's throwaway cluster.
+#[cfg(feature = "postgres")]
+async fn postgres() -> Result<annals::PostgresStore, annals::Error> {
+    postgres_support::fresh_config()?.open().await
 }
 
 /// Whether every partition is held by exactly one of `workers` (by id), and each of them holds some.
@@ -208,7 +222,25 @@ where
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_worker_hands_its_partitions_over_without_repeats_postgres() -> TestResult {
+    a_leaving_worker_hands_its_partitions_over_without_repeats(postgres().await?, Leave::Stop).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_share_the_partitions_and_handle_every_event_once_in_stream_order_postgres() -> TestResult {
+    workers_share_the_partitions_and_handle_every_event_once_in_stream_order(postgres().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_partition_count_than_the_saved_one_is_refused_postgres() -> TestResult {
+    another_partition_count_than_the_saved_one_is_refused(postgres().await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_worker_hands_its_partitions_over_without_repeats_memory() -> TestResult {
     a_leaving_worker_hands_its_partitions_over_without_repeats(MemoryStore::new(), Leave::Stop).await
 }
