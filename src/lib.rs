@@ -187,6 +187,8 @@ mod event;
 pub mod import;
 mod name;
 mod position;
+#[cfg(feature = "postgres")]
+mod sql_projection;
 mod store;
 mod stream_id;
 pub mod testing;
@@ -228,6 +230,8 @@ pub use crate::error::{ConsumerProblem, Error, Result};
 pub use crate::event::{DecodeError, Event};
 pub use crate::name::InvalidName;
 pub use crate::position::{ExpectedVersion, Position, Version};
+#[cfg(feature = "postgres")]
+pub use crate::sql_projection::{SqlProjection, SqlProjectionHandle, SqlProjector};
 pub use crate::store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use crate::store::postgres::{
@@ -242,6 +246,10 @@ pub use crate::store::{
 pub use crate::stream_id::StreamId;
 pub use crate::transfer::{export_jsonl, import_jsonl, Transfer};
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
+/// The PostgreSQL client [`SqlProjection`]s write with (its [`Transaction`](tokio_postgres::Transaction)),
+/// at the version Annals uses.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;
 
 /// `#[derive(Aggregate)]`: see [`Aggregate`](trait@Aggregate).
 #[cfg(feature = "derive")]

@@ -109,22 +109,71 @@ fn names_any(module: &str, layers: &[&str]) -> bool {
 
 /// The rules: which module paths each group of files may not name.
 fn forbidden(file: &str) -> &'static [&'static str] {
-    const FEATURES: [&str; 3] = ["import", "transfer", "testing"];
+    const FEATURES: [&str; 4] = ["import", "transfer", "testing", "sql_projection"];
     match file {
-        "error.rs" => {
-            &["store", "aggregate", "consumer", "import", "transfer", "testing", "event", "envelope", "upcast"]
-        }
-        f if f.starts_with("store/sled/") => {
-            &["consumer", "aggregate", "import", "transfer", "testing", "store::memory"]
-        }
-        "store/memory.rs" => &["consumer", "aggregate", "import", "transfer", "testing", "store::sled"],
+        "error.rs" => &[
+            "store",
+            "aggregate",
+            "consumer",
+            "import",
+            "transfer",
+            "testing",
+            "sql_projection",
+            "event",
+            "envelope",
+            "upcast",
+        ],
+        f if f.starts_with("store/sled/") => &[
+            "consumer",
+            "aggregate",
+            "import",
+            "transfer",
+            "testing",
+            "sql_projection",
+            "store::memory",
+            "store::postgres",
+        ],
+        f if f.starts_with("store/postgres/") => &[
+            "consumer",
+            "aggregate",
+            "import",
+            "transfer",
+            "testing",
+            "sql_projection",
+            "store::memory",
+            "store::sled",
+        ],
+        "store/memory.rs" => &[
+            "consumer",
+            "aggregate",
+            "import",
+            "transfer",
+            "testing",
+            "sql_projection",
+            "store::sled",
+            "store::postgres",
+        ],
         f if f.starts_with("store/")
             || ["event.rs", "envelope.rs", "position.rs", "stream_id.rs", "name.rs", "upcast.rs"].contains(&f) =>
         {
-            &["store::sled", "store::memory", "consumer", "aggregate", FEATURES[0], FEATURES[1], FEATURES[2]]
+            &[
+                "store::sled",
+                "store::memory",
+                "store::postgres",
+                "consumer",
+                "aggregate",
+                FEATURES[0],
+                FEATURES[1],
+                FEATURES[2],
+                FEATURES[3],
+            ]
         }
-        f if f.starts_with("aggregate/") => &["consumer", "import", "transfer", "store::sled", "store::memory"],
-        f if f.starts_with("consumer/") => &["import", "transfer", "testing", "store::sled", "store::memory"],
+        f if f.starts_with("aggregate/") => {
+            &["consumer", "import", "transfer", "sql_projection", "store::sled", "store::memory", "store::postgres"]
+        }
+        f if f.starts_with("consumer/") => {
+            &["import", "transfer", "testing", "sql_projection", "store::sled", "store::memory", "store::postgres"]
+        }
         _ => &[],
     }
 }

@@ -162,7 +162,7 @@ impl PostgresStore {
         &self.shared.schema_name
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.shared.pool.get().await.map_err(pool_error)
     }
 
@@ -205,7 +205,7 @@ impl PostgresStore {
     }
 
     /// The SQL text of a statement on the store's schema: `{s}` stands for the schema.
-    fn sql(&self, template: &str) -> String {
+    pub(crate) fn sql(&self, template: &str) -> String {
         template.replace("{s}", &self.shared.schema)
     }
 }
