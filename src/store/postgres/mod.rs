@@ -63,7 +63,7 @@ pub struct PostgresStore {
 struct Shared {
     pool: Pool,
     /// The quoted schema name, for SQL.
-    schema: String,
+    schema_sql: String,
     schema_name: String,
     max_event_size: usize,
     queue: mpsc::UnboundedSender<Request>,
@@ -147,7 +147,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             shared: Arc::new(Shared {
                 pool,
-                schema,
+                schema_sql: schema,
                 schema_name: config.schema,
                 max_event_size: config.max_event_size,
                 queue,
@@ -206,7 +206,7 @@ impl PostgresStore {
 
     /// The SQL text of a statement on the store's schema: `{s}` stands for the schema.
     pub(crate) fn sql(&self, template: &str) -> String {
-        template.replace("{s}", &self.shared.schema)
+        template.replace("{s}", &self.shared.schema_sql)
     }
 }
 
@@ -290,17 +290,17 @@ impl EventStore for PostgresStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let client = self.client().await?;
-        read::stream_chunk(&client, &self.shared.schema, stream, from, direction, max).await
+        read::stream_chunk(&client, &self.shared.schema_sql, stream, from, direction, max).await
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
         let client = self.client().await?;
-        read::log_chunk(&client, &self.shared.schema, from, max, filter).await
+        read::log_chunk(&client, &self.shared.schema_sql, from, max, filter).await
     }
 
     async fn head(&self) -> Result<Position> {
         let client = self.client().await?;
-        read::head(&client, &self.shared.schema).await
+        read::head(&client, &self.shared.schema_sql).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
