@@ -239,7 +239,7 @@ pub use crate::store::{
     ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE, MAX_CHECKPOINT_NAME_LEN,
 };
 pub use crate::stream_id::StreamId;
-pub use crate::transfer::{export_jsonl, import_jsonl, Transfer};
+pub use crate::transfer::{copy_store, export_jsonl, import_jsonl, CopyReport, Transfer};
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
 
 /// `#[derive(Aggregate)]`: see [`Aggregate`](trait@Aggregate).
