@@ -37,10 +37,12 @@ pub(crate) fn is_url(text: &str) -> bool {
 }
 
 impl Database {
+    /// The store in `schema` of the database `url` names; connections wait `connect_timeout` at most.
     pub(crate) fn new(url: &str, schema: &str, connect_timeout: Duration) -> Self {
         Database { url: url.to_owned(), schema: schema.to_owned(), connect_timeout }
     }
 
+    /// The schema's name.
     pub(crate) fn schema(&self) -> &str {
         &self.schema
     }

@@ -157,7 +157,9 @@ async fn check_log(store: &dyn EventStore, report: &mut Logical) -> Result<HashM
     let mut events = store.read_log(ReadLog::from_start().until_position(report.head));
     while let Some(event) = events.try_next().await? {
         let position = event.position.get();
-        if position > next {
+        if position == next + 1 {
+            report.problem(position, format!("position {next} is missing"));
+        } else if position > next {
             report.problem(position, format!("positions {next} to {} are missing", position - 1));
         } else if position < next {
             report.problem(position, format!("comes after position {}: out of order", next - 1));
