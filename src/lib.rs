@@ -258,7 +258,7 @@ pub use crate::store::{
     MAX_CHECKPOINT_NAME_LEN,
 };
 pub use crate::stream_id::StreamId;
-pub use crate::transfer::{export_jsonl, import_jsonl, Transfer};
+pub use crate::transfer::{copy_store, export_jsonl, import_jsonl, CopyReport, Transfer};
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
 /// The PostgreSQL client [`SqlProjection`]s write with (its [`Transaction`](tokio_postgres::Transaction)),
 /// at the version Annals uses.
