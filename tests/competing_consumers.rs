@@ -8,11 +8,11 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/subscriptions.rs"]
-mod subscriptions;
 #[cfg(feature = "postgres")]
 #[path = "common/postgres.rs"]
 mod postgres_support;
+#[path = "common/subscriptions.rs"]
+mod subscriptions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
