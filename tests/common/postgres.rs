@@ -1,6 +1,5 @@
 //! The throwaway PostgreSQL cluster of a test binary (`annals-testkit`), and a fresh schema per store.
 //! A test that cannot start the cluster fails with the reason; it never skips.
-// Included by path into several test binaries, each of which uses only some of it.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
