@@ -21,6 +21,12 @@
 //!
 //! Every sequence run on sled is run on [`MemoryStore`] too (where `Reopen` does nothing), against a
 //! fresh model, and the memory store gets more sequences of its own: both backends behave alike.
+//!
+//! With the `postgres` feature, `PostgresStore` runs sequences of its own, each in a fresh schema of
+//! the test binary's throwaway cluster; there `Reopen` drops the store (its writer, listener and
+//! pooled connections) and opens the same schema again, so every later answer comes from the
+//! database, not from anything the first handle kept. A PostgreSQL append is a network round trip
+//! and a commit, so it runs fewer cases (16 by default; `PROPTEST_CASES` raises every count).
 // The helpers below check and fail like the tests they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -37,6 +43,10 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use tempfile::TempDir;
 use uuid::Uuid;
+
+#[cfg(feature = "postgres")]
+#[path = "common/postgres.rs"]
+mod postgres_support;
 
 /// Two categories, so that the stream-prefix filter of log reads means something.
 const STREAMS: [&str; 5] = ["order-0", "order-1", "order-2", "cart-3", "cart-4"];
@@ -60,6 +70,16 @@ proptest! {
     #[test]
     fn memory_store_behaves_like_the_model(ops in vec(op(), 1..=40)) {
         run(Backend::Memory(MemoryStore::new()), &ops);
+    }
+}
+
+#[cfg(feature = "postgres")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases_or(16), max_shrink_time: 120_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn postgres_store_behaves_like_the_model(ops in vec(op(), 1..=40)) {
+        run(Backend::postgres(), &ops);
     }
 }
 
@@ -280,8 +300,18 @@ impl Model {
 // The stores under test.
 
 enum Backend {
-    Sled { dir: TempDir, durability: Durability, store: Option<SledStore> },
+    Sled {
+        dir: TempDir,
+        durability: Durability,
+        store: Option<SledStore>,
+    },
     Memory(MemoryStore),
+    /// Opened by [`Backend::open`] inside the run's runtime, which its tasks live on.
+    #[cfg(feature = "postgres")]
+    Postgres {
+        config: annals::PostgresConfig,
+        store: Option<annals::PostgresStore>,
+    },
 }
 
 impl Backend {
@@ -291,19 +321,47 @@ impl Backend {
         Backend::Sled { dir, durability, store: Some(store) }
     }
 
+    /// A PostgreSQL store in a fresh schema, not yet open.
+    #[cfg(feature = "postgres")]
+    fn postgres() -> Self {
+        let config = postgres_support::fresh_config().expect("the test cluster starts");
+        Backend::Postgres { config, store: None }
+    }
+
+    /// Opens a store that is not open yet (PostgreSQL's, which needs the runtime).
+    async fn open(&mut self) {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres { config, store: store @ None } = self {
+            *store = Some(config.clone().open().await.expect("the PostgreSQL store opens"));
+        }
+    }
+
     fn store(&self) -> &dyn EventStore {
         match self {
             Backend::Sled { store: Some(store), .. } => store,
             Backend::Sled { store: None, .. } => panic!("the sled store is open between operations"),
             Backend::Memory(store) => store,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { store: Some(store), .. } => store,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { store: None, .. } => panic!("the PostgreSQL store is open between operations"),
         }
     }
 
-    /// Drops the store and opens it again from disk; the memory store stays as it is.
-    fn reopen(&mut self) {
-        if let Backend::Sled { dir, durability, store } = self {
-            drop(store.take());
-            *store = Some(SledConfig::new(dir.path()).durability(*durability).open().expect("the store reopens"));
+    /// Drops the store and opens it again: sled from disk, PostgreSQL from the same schema (with new
+    /// connections); the memory store stays as it is.
+    async fn reopen(&mut self) {
+        match self {
+            Backend::Sled { dir, durability, store } => {
+                drop(store.take());
+                *store = Some(SledConfig::new(dir.path()).durability(*durability).open().expect("the store reopens"));
+            }
+            Backend::Memory(_) => {}
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { store, .. } => {
+                drop(store.take());
+                self.open().await;
+            }
         }
     }
 }
@@ -362,6 +420,7 @@ fn run(backend: Backend, ops: &[Op]) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut run = Run { backend, model: Model::default(), events: Events::default(), history: Vec::new() };
     runtime.block_on(async {
+        run.backend.open().await;
         for (step, op) in ops.iter().enumerate() {
             let context = format!("step {step} ({op:?})");
             run.apply(op, &context).await;
@@ -407,7 +466,7 @@ impl Run {
                 }
                 self.send(request, context).await;
             }
-            Op::Reopen => self.backend.reopen(),
+            Op::Reopen => self.backend.reopen().await,
             Op::ReadStream { stream: s, backward, from, limit } => {
                 self.check_stream_read(&stream(*s), *backward, *from, *limit, context).await;
             }

@@ -1,6 +1,8 @@
 //! Aggregates as they were: at a version, as of a recorded time (ties included: a group's events
 //! share one time), as of an occurred time (future-dated and out-of-order business times), and
-//! bitemporally; and loads at a version or recorded time start from the nearest snapshot.
+//! bitemporally; and loads at a version or recorded time start from the nearest snapshot. Each runs
+//! on the memory, sled and PostgreSQL stores (the last with the `postgres` feature, in a fresh schema
+//! of the test binary's throwaway cluster).
 #![allow(missing_docs)]
 
 mod common;
@@ -105,9 +107,16 @@ async fn every_axis_on_the_sled_store() -> TestResult {
     every_axis(SledStore::open(dir.path())?).await
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test]
-async fn as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval() -> TestResult {
-    let counting = Counting::new(MemoryStore::new());
+async fn every_axis_on_the_postgres_store() -> TestResult {
+    every_axis(common::postgres::fresh_config()?.open().await?).await
+}
+
+async fn as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval<S: EventStore + Clone>(
+    store: S,
+) -> TestResult {
+    let counting = Counting::new(store);
     let ledger = Repository::<Ledger, _>::new(counting.clone()).with_snapshots(SnapshotPolicy::every(10));
     let context = CommandContext::new();
     let mut recorded = Vec::new();
@@ -131,4 +140,22 @@ async fn as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval() ->
     // A binary search over 95 versions (about 7 probes of one event) plus the tail after a snapshot.
     assert!(counting.take_read() <= 7 + 10, "bounded by the search and the snapshot interval");
     Ok(())
+}
+
+#[tokio::test]
+async fn as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval_on_the_memory_store() -> TestResult {
+    as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval(MemoryStore::new()).await
+}
+
+#[tokio::test]
+async fn as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval_on_the_sled_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval(SledStore::open(dir.path())?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval_on_the_postgres_store() -> TestResult {
+    let store = common::postgres::fresh_config()?.open().await?;
+    as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval(store).await
 }

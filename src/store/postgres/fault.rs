@@ -1,9 +1,38 @@
 //! How PostgreSQL's errors become [`Error`]s, and what the store checks in the rows it reads.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{Client, Connection, NoTls, Socket};
 
 use crate::error::Error;
 use crate::position::Position;
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// The client library's error: refused, authentication, a missing database, ...
+    #[error(transparent)]
+    Failed(#[from] tokio_postgres::Error),
+    /// The server took the TCP connection but did not complete the startup in time.
+    #[error("the server did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Opens a connection within the config's connect timeout (per host). The client library's own
+/// `connect_timeout` bounds only the TCP connect, so a server that accepts the connection and never
+/// answers (a stuck server or proxy) would otherwise hold the caller forever.
+pub(crate) async fn connect(
+    pg: &tokio_postgres::Config,
+) -> Result<(Client, Connection<Socket, NoTlsStream>), ConnectError> {
+    let per_host = pg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(5));
+    let limit = per_host.saturating_mul(u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX));
+    match tokio::time::timeout(limit, pg.connect(NoTls)).await {
+        Ok(connected) => Ok(connected?),
+        Err(_) => Err(ConnectError::TimedOut(limit)),
+    }
+}
 
 /// A failed statement, transaction or connection: [`Error::Storage`], retryable. An append that
 /// fails this way was not acknowledged; if its commit was under way when the connection broke, it

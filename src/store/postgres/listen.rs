@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::fault::{count, pg_error};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::position::Position;
 
 /// The longest wait between two reconnection attempts.
@@ -52,7 +52,7 @@ async fn listen_once(
     channel: &str,
     head: &watch::Sender<Position>,
 ) -> Result<bool> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(pg_error)?;
+    let (client, mut connection) = super::fault::connect(config).await.map_err(Error::storage)?;
     let (hints, mut hinted) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

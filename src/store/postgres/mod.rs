@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{NoTls, Row};
 
 pub use self::config::{PostgresConfig, MAX_SCHEMA_NAME_LEN, POSTGRES_MAX_EVENT_SIZE_LIMIT};
-use self::fault::{corrupt, count, micros, pg_error, pool_error};
+use self::fault::{corrupt, count, micros, pg_error, pool_error, ConnectError};
 pub use self::schema::SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION;
 use self::writer::{Job, Request, Writer};
 use crate::envelope::RecordedEvent;
@@ -119,9 +119,14 @@ impl PostgresStore {
         }
         let pg = connection_config(&config)?;
         let server = server_name(&pg);
-        let unreachable =
-            |source: tokio_postgres::Error| Error::Unreachable { server: server.clone(), source: Box::new(source) };
-        let (mut client, driver) = pg.connect(NoTls).await.map_err(unreachable)?;
+        let unreachable = |error: ConnectError| {
+            let source: Box<dyn std::error::Error + Send + Sync> = match error {
+                ConnectError::Failed(error) => Box::new(error),
+                timed_out => Box::new(timed_out),
+            };
+            Error::Unreachable { server: server.clone(), source }
+        };
+        let (mut client, driver) = fault::connect(&pg).await.map_err(unreachable)?;
         let driver = tokio::spawn(driver);
         let schema = schema::quoted(&config.schema);
         let migrated = schema::migrate(&mut client, &config.schema, config.stop_at_schema).await;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
 use super::fault::{count, pg_error};
@@ -84,7 +84,7 @@ impl Writer {
     }
 
     async fn connect(&self) -> Result<Connection> {
-        let (client, driver) = self.config.connect(NoTls).await.map_err(pg_error)?;
+        let (client, driver) = super::fault::connect(&self.config).await.map_err(Error::storage)?;
         tokio::spawn(driver);
         let s = &self.schema;
         let prepare = |sql: String| {
