@@ -9,6 +9,10 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "postgres")]
+#[path = "common/postgres.rs"]
+mod postgres_support;
+
 #[path = "common/projections.rs"]
 mod projections;
 
@@ -583,4 +587,50 @@ async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode_memor
 async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode_sled() -> TestResult {
     let dir = tempfile::tempdir()?;
     readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode(SledStore::open(dir.path())?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persisted_projection_restarts_from_its_state_postgres() -> TestResult {
+    let store = postgres_support::fresh_config()?.open().await?;
+    a_persisted_projection_restarts_from_its_state(|| Ok(store.clone())).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_bump_rebuilds_from_the_start_postgres() -> TestResult {
+    let store = postgres_support::fresh_config()?.open().await?;
+    a_version_bump_rebuilds_from_the_start(|| Ok(store.clone())).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rebuild_resumes_its_shadow_postgres() -> TestResult {
+    an_interrupted_rebuild_resumes_its_shadow(postgres_support::fresh_config()?.open().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_appends_never_shows_a_half_built_state_postgres() -> TestResult {
+    a_rebuild_under_appends_never_shows_a_half_built_state(postgres_support::fresh_config()?.open().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointed_projection_resumes_after_its_checkpoint_postgres() -> TestResult {
+    let store = postgres_support::fresh_config()?.open().await?;
+    a_checkpointed_projection_resumes_after_its_checkpoint(|| Ok(store.clone())).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_commits_an_interval_after_its_progress_postgres() -> TestResult {
+    a_projector_commits_an_interval_after_its_progress(postgres_support::fresh_config()?.open().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode_postgres() -> TestResult {
+    readers_wait_for_the_rebuild_when_the_saved_state_does_not_decode(postgres_support::fresh_config()?.open().await?)
+        .await
 }

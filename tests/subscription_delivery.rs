@@ -9,6 +9,10 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "postgres")]
+#[path = "common/postgres.rs"]
+mod postgres_support;
+
 #[path = "common/subscriptions.rs"]
 mod subscriptions;
 
@@ -558,4 +562,56 @@ async fn wait_for_times_out_while_the_handler_is_stuck() -> TestResult {
     assert_eq!(log.positions(), range(1, 5));
     subscription.stop().await?;
     Ok(())
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_position_once_in_order_catch_up_then_live_postgres() -> TestResult {
+    every_position_once_in_order_catch_up_then_live(postgres_support::fresh_config()?.open().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_checkpoints_are_batched_and_before_the_stuck_event_postgres() -> TestResult {
+    live_checkpoints_are_batched_and_before_the_stuck_event(postgres_support::fresh_config()?.open().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_checkpoints_are_batched_within_a_page_and_before_the_stuck_event_postgres() -> TestResult {
+    catch_up_checkpoints_are_batched_within_a_page_and_before_the_stuck_event(
+        postgres_support::fresh_config()?.open().await?,
+    )
+    .await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_committed_an_interval_after_it_was_made_postgres() -> TestResult {
+    progress_is_committed_an_interval_after_it_was_made(postgres_support::fresh_config()?.open().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_decide_what_comes_and_skipped_positions_are_still_reached_postgres() -> TestResult {
+    filters_decide_what_comes_and_skipped_positions_are_still_reached(postgres_support::fresh_config()?.open().await?)
+        .await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_options_apply_when_there_is_no_checkpoint_postgres() -> TestResult {
+    start_options_apply_when_there_is_no_checkpoint(postgres_support::fresh_config()?.open().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_occurred_skips_what_occurred_before_postgres() -> TestResult {
+    start_occurred_skips_what_occurred_before(postgres_support::fresh_config()?.open().await?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscription_holds_back_neither_others_nor_writers_postgres() -> TestResult {
+    a_stuck_subscription_holds_back_neither_others_nor_writers(postgres_support::fresh_config()?.open().await?).await
 }
