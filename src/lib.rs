@@ -119,7 +119,10 @@
 //!   happened in the business domain, which may be long before (imported history). Reads can stop at
 //!   a position, a recorded time or an occurred time ([`Until`]).
 //! - **Stores.** [`EventStore`] is the trait; [`SledStore`] is the embedded default (one directory,
-//!   no server) and [`MemoryStore`] the in-memory one for tests. Both pass one conformance suite.
+//!   no server, one process at a time) and [`MemoryStore`] the in-memory one for tests.
+//!   `PostgresStore` (feature `postgres`) keeps the log in PostgreSQL, shared by any number of
+//!   processes and machines: positions stay gap-free in commit order with many writers, and
+//!   `watch_head` wakes on other processes' commits. All three pass one conformance suite.
 //! - **Aggregates.** An [`Aggregate`] decides (`handle`: command in, events or a business error out)
 //!   and evolves (`apply`: pure, synchronous, infallible). Its events implement [`Event`]: a stable
 //!   type name and schema version per variant. `#[derive(Event)]` and `#[derive(Aggregate)]` write
@@ -147,11 +150,18 @@
 //!   [`RetryPolicy`] says, then parks them ([`Parked`]) or stops ([`OnFailure`]). A
 //!   [`SubscriptionGroup`] shares a subscription's partitions among several workers.
 //!   [`SubscriptionHandle::wait_for`] gives read-your-writes; `lag()` says how far behind it is.
+//!   On PostgreSQL, a group's workers may run in several processes: they share the partitions
+//!   through leases in the database, and a worker that dies hands its partitions over when its
+//!   lease expires ([`SubscriptionConfig::lease_ttl`]).
+//! - **SQL read models.** An `SqlProjection` (feature `postgres`) writes its read model into
+//!   PostgreSQL tables in the same transaction as its checkpoint: exactly once, and any process can
+//!   query it with SQL.
 //!
 //! # Guarantees
 //!
-//! With the default [`Durability::Fsync`], an append is acknowledged only once it is on disk
-//! (`fdatasync`ed): it survives `kill -9` and power loss. An append is atomic, also over several
+//! With the default [`Durability::Fsync`], an append to a [`SledStore`] is acknowledged only once it
+//! is on disk (`fdatasync`ed): it survives `kill -9` and power loss. On PostgreSQL it is acknowledged
+//! once committed, which with the server's defaults means on disk too. An append is atomic, also over several
 //! streams ([`EventStore::append_multi`]). A retry of an append whose event ids are stored answers with
 //! the original result instead of storing the events twice, also after a restart. Reads and
 //! [`HeadWatch`] only ever show acknowledged events. The full list, each backed by a test, is in
@@ -169,6 +179,10 @@
 //!
 //! - `derive` (default): the derive macros of the `annals-derive` crate.
 //! - `csv` (default): [`import`], CSV event logs into events.
+//! - `postgres`: `PostgresStore` and `PostgresConfig`, the event store on PostgreSQL
+//!   (`tokio-postgres` with a `deadpool-postgres` pool), and `SqlProjection`, read models in
+//!   PostgreSQL tables. Durability there is PostgreSQL's: an append is acknowledged after its
+//!   commit, which with the server's defaults (`fsync`, `synchronous_commit`) is on disk.
 //!
 //! # Minimum supported Rust version
 //!
@@ -244,7 +258,7 @@ pub use crate::store::{
     MAX_CHECKPOINT_NAME_LEN,
 };
 pub use crate::stream_id::StreamId;
-pub use crate::transfer::{export_jsonl, import_jsonl, Transfer};
+pub use crate::transfer::{copy_store, export_jsonl, import_jsonl, CopyReport, Transfer};
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
 /// The PostgreSQL client [`SqlProjection`]s write with (its [`Transaction`](tokio_postgres::Transaction)),
 /// at the version Annals uses.

@@ -1,6 +1,7 @@
 //! Export and import of a whole store as JSON lines: every event with its full envelope, then every
 //! checkpoint. The round trip is lossless: a store imported from an export reads back exactly the
-//! same events (ids, positions, versions, both times, metadata, payloads) and checkpoints.
+//! same events (ids, positions, versions, both times, metadata, payloads) and checkpoints. And a
+//! direct copy from one store to another (of any backend), snapshots included.
 
 use std::io::{BufRead, Write};
 
@@ -11,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::{check_reads_back, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::position::Position;
-use crate::store::{Checkpoint, CheckpointWrite, EventStore, ReadLog};
+use crate::position::Version;
+use crate::store::{Checkpoint, CheckpointWrite, EventStore, ReadLog, Snapshot};
+use crate::stream_id::StreamId;
 
 /// How many checkpoints one save holds at most.
 const CHECKPOINT_BATCH: usize = 1_000;
@@ -131,8 +134,7 @@ where
     let head_before = store.head().await?;
     let mut head = head_before;
     let mut transfer = Transfer::default();
-    // The events of the current original commit group (one `recorded_at`).
-    let mut batch: Vec<RecordedEvent> = Vec::new();
+    let mut groups = GroupRestore::new(store);
     let mut checkpoints = Vec::new();
     let mut bytes = Vec::new();
     let mut number = 0;
@@ -145,20 +147,13 @@ where
         let Some(line) = export_line(&bytes, number)? else { continue };
         match line {
             Line::Event(event) => {
-                // Only where the recorded time changes: cutting a group elsewhere would let an import
-                // that stops there leave part of it.
-                if batch.last().is_some_and(|last| last.recorded_at != event.recorded_at) {
-                    store.restore(std::mem::take(&mut batch)).await?;
-                }
                 head = head.max(event.position);
-                batch.push(event);
+                groups.push(event).await?;
             }
             Line::Checkpoint(saved) => checkpoints.push(CheckpointWrite::Save(checkpoint(saved, number, head)?)),
         }
     }
-    if !batch.is_empty() {
-        store.restore(batch).await?;
-    }
+    groups.finish().await?;
     transfer.events = store.head().await?.get() - head_before.get();
     transfer.checkpoints = checkpoints.len() as u64;
     for chunk in checkpoints.chunks(CHECKPOINT_BATCH) {
@@ -197,12 +192,157 @@ fn checkpoint(saved: SavedCheckpoint, number: u64, head: Position) -> Result<Che
     Ok(checkpoint)
 }
 
+/// What [`copy_store`] copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyReport {
+    /// Events restored into the target.
+    pub events: u64,
+    /// Checkpoints saved in the target.
+    pub checkpoints: u64,
+    /// Snapshots saved in the target.
+    pub snapshots: u64,
+}
+
+/// Copies the whole store `from` into the empty store `to`, losslessly and whatever their backends
+/// (a sled store into PostgreSQL and back, a [`MemoryStore`](crate::MemoryStore) into either): every
+/// event with its whole envelope (id, position, version, both times, metadata, payload), every
+/// checkpoint and every snapshot.
+///
+/// The copy is of `from` as it was when the copy started, so `from` may be in use (a PostgreSQL
+/// store shared by running applications): its checkpoints are listed first, then its events up to
+/// the head it has then are copied, then the snapshots of each copied stream at or before the
+/// version copied. Events appended meanwhile are left out, and no checkpoint or snapshot of the
+/// target is past its events.
+///
+/// Events go to [`EventStore::restore`] one original commit group at a time (the events that share
+/// a `recorded_at`), as in [`import_jsonl`]; checkpoints are saved once every event is restored,
+/// then the snapshots, one by one.
+///
+/// The target must be empty. A store that holds events is refused before anything is written, the
+/// target of an earlier copy included: `restore` would pass over events it holds already (same
+/// ids), but the checkpoints and snapshots copied again would overwrite what the target's own
+/// consumers saved since. A copy that fails part-way (a broken connection) leaves the first events
+/// in the target and no checkpoint: empty the target (a new directory, a dropped schema) and copy
+/// again.
+///
+/// ```
+/// use annals::{copy_store, Checkpoint, CheckpointWrite, EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let source = MemoryStore::new();
+/// let stream = StreamId::new("order-1")?;
+/// source.append(&stream, ExpectedVersion::NoStream, vec![NewEvent::raw("OrderPlaced", r#"{"total":5}"#)]).await?;
+/// let checkpoint = Checkpoint::new("projection/totals", annals::Position::new(1));
+/// source.save_checkpoints(vec![CheckpointWrite::Save(checkpoint)]).await?;
+///
+/// let copy = MemoryStore::new();
+/// let report = copy_store(&source, &copy).await?;
+/// assert_eq!((report.events, report.checkpoints, report.snapshots), (1, 1, 0));
+/// assert_eq!(copy.read_log_chunk(annals::Position::FIRST, 10, &annals::LogFilter::all()).await?.events,
+///            source.read_log_chunk(annals::Position::FIRST, 10, &annals::LogFilter::all()).await?.events);
+/// assert_eq!(copy.list_checkpoints("").await?, source.list_checkpoints("").await?);
+///
+/// // The target now holds events: a second copy into it is refused.
+/// assert!(matches!(copy_store(&source, &copy).await, Err(annals::Error::Restore { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Restore`] at position 1 when `to` holds events (nothing is written); the errors of
+/// [`EventStore::restore`] when an event does not fit the target (its maximum event size may be
+/// smaller than the source's); read errors of `from` and write errors of `to`. After an error the
+/// target may hold part of the events, and then no checkpoint.
+pub async fn copy_store<A, B>(from: &A, to: &B) -> Result<CopyReport>
+where
+    A: EventStore + ?Sized,
+    B: EventStore + ?Sized,
+{
+    if to.head().await? != Position::ZERO {
+        return Err(Error::Restore { position: Position::FIRST, problem: "the target of a copy must be empty" });
+    }
+    // Listed before the head is read: every checkpoint is at or before the events copied.
+    let checkpoints = from.list_checkpoints("").await?;
+    let head = from.head().await?;
+    let mut report = CopyReport::default();
+    if head != Position::ZERO {
+        let mut groups = GroupRestore::new(to);
+        let mut events = from.read_log(ReadLog::from_start().until_position(head));
+        while let Some(event) = events.try_next().await? {
+            groups.push(event).await?;
+            report.events += 1;
+        }
+        groups.finish().await?;
+    }
+    let writes: Vec<CheckpointWrite> = checkpoints.into_iter().map(CheckpointWrite::Save).collect();
+    for chunk in writes.chunks(CHECKPOINT_BATCH) {
+        to.save_checkpoints(chunk.to_vec()).await?;
+    }
+    report.checkpoints = writes.len() as u64;
+    // The target's streams are the copied ones, at the versions copied.
+    for (stream, version) in to.list_streams("").await? {
+        for snapshot in snapshots_up_to(from, &stream, version).await? {
+            to.save_snapshot(snapshot).await?;
+            report.snapshots += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Every snapshot of `stream` at or before version `at`, newest first. There is no listing of
+/// snapshots: this walks down from the newest, one load per snapshot.
+async fn snapshots_up_to<S: EventStore + ?Sized>(store: &S, stream: &StreamId, at: Version) -> Result<Vec<Snapshot>> {
+    let mut found = Vec::new();
+    let mut at = Some(at);
+    while let Some(version) = at {
+        let Some(snapshot) = store.load_snapshot(stream, version).await? else { break };
+        at = snapshot.version.get().checked_sub(1).map(Version::new);
+        found.push(snapshot);
+    }
+    Ok(found)
+}
+
+/// Hands recorded events to [`EventStore::restore`] one original commit group at a time: the events
+/// that share a `recorded_at` (consecutive groups that share one go together). Cut only where the
+/// recorded time changes, however large a group: cutting it elsewhere would let a transfer that
+/// stops there leave part of it. How `restore` writes one group is its own rule: one atomic append
+/// per run of streams.
+struct GroupRestore<'a, S: ?Sized> {
+    store: &'a S,
+    /// The events of the current group.
+    group: Vec<RecordedEvent>,
+}
+
+impl<'a, S: EventStore + ?Sized> GroupRestore<'a, S> {
+    fn new(store: &'a S) -> Self {
+        GroupRestore { store, group: Vec::new() }
+    }
+
+    /// Adds the next event of the log, restoring the group before it when this one starts a new one.
+    async fn push(&mut self, event: RecordedEvent) -> Result<()> {
+        if self.group.last().is_some_and(|last| last.recorded_at != event.recorded_at) {
+            self.store.restore(std::mem::take(&mut self.group)).await?;
+        }
+        self.group.push(event);
+        Ok(())
+    }
+
+    /// Restores the last group.
+    async fn finish(self) -> Result<()> {
+        if self.group.is_empty() {
+            return Ok(());
+        }
+        self.store.restore(self.group).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::NewEvent;
     use crate::position::ExpectedVersion;
-    use crate::stream_id::StreamId;
     use crate::MemoryStore;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;

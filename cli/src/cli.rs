@@ -9,15 +9,21 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::time::{parse_position, parse_time, parse_until, UntilArg};
 
 const ABOUT_LONG: &str = "\
-Inspect, export, import and verify an Annals event store (a sled directory).
+Inspect, export, import, copy and verify an Annals event store: a sled directory, or a schema of a
+PostgreSQL database.
 
-The store is named by --store DIR (or -s DIR, or the ANNALS_STORE environment variable). Only the
-import commands create a store; every other command fails if there is none. A sled store is open in
-one process at a time: stop the application that uses it first, or the command fails with \"locked\".
+The store is named by --store DIR|URL (or -s, or the ANNALS_STORE environment variable): a
+directory for a sled store, or a postgres:// (or postgresql://) URL for a PostgreSQL store, in the
+schema --schema NAME (or ANNALS_SCHEMA; default annals). Only the import commands (and copy, for
+its target) create a store; every other command fails if there is none.
+
+A sled store is open in one process at a time: stop the application that uses it first, or the
+command fails with \"locked\". A PostgreSQL store is shared: every command works while applications
+append, and tail -f shows their events as they commit.
 
 Output is for people by default. With --json, commands that list things (streams, read, log, tail,
 the subscription list) print JSON lines, one object per line; commands that report (stats, one
-subscription, requeue, skip, verify, imports, export) print one JSON document.
+subscription, requeue, skip, verify, imports, export, copy) print one JSON document.
 
 Times are RFC 3339 (2013-01-01T00:00:00Z, 2013-01-01T01:00:00+01:00) or plain dates (2013-01-01,
 midnight UTC).
@@ -27,16 +33,24 @@ command line; 2 the store is damaged (verify found problems, or a record did not
 
 Example:
   annals -s data/events stats
-  ANNALS_STORE=data/events annals log --type OrderPlaced --limit 20 --json";
+  ANNALS_STORE=data/events annals log --type OrderPlaced --limit 20 --json
+  annals -s postgres://shop@db.internal/shop --schema orders tail -f
+  annals copy --from data/events --to postgres://shop@db.internal/shop --to-schema orders";
 
 /// The `annals` command line.
 #[derive(Debug, Parser)]
-#[command(name = "annals", version, about = "Inspect, export, import and verify an Annals event store")]
+#[command(name = "annals", version, about = "Inspect, export, import, copy and verify an Annals event store")]
 #[command(long_about = ABOUT_LONG, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The store's directory.
-    #[arg(short, long, global = true, env = "ANNALS_STORE", value_name = "DIR")]
+    /// The store: a sled directory, or a postgres:// URL (postgres://user@host:port/database).
+    #[arg(short, long, global = true, env = "ANNALS_STORE", hide_env_values = true, value_name = "DIR|URL")]
     pub(crate) store: Option<PathBuf>,
+    /// The schema of a PostgreSQL store.
+    #[arg(long, global = true, env = "ANNALS_SCHEMA", value_name = "NAME", default_value = "annals")]
+    pub(crate) schema: String,
+    /// How long to wait for a PostgreSQL server to accept a connection, in seconds.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) connect_timeout: u64,
     /// Print JSON for scripts instead of text for people.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -60,7 +74,7 @@ pub(crate) enum Command {
     /// Show the last events of the log, and follow new ones with -f.
     #[command(long_about = TAIL_LONG)]
     Tail(TailArgs),
-    /// Count events, streams and event types; show the size on disk.
+    /// Count events, streams and event types; show the size on disk (or in the database).
     #[command(long_about = STATS_LONG)]
     Stats(StatsArgs),
     /// List subscriptions, show one with its parked events, requeue or skip them.
@@ -72,7 +86,10 @@ pub(crate) enum Command {
     /// Export the whole store (events and checkpoints) as JSON lines.
     #[command(subcommand, long_about = EXPORT_LONG)]
     Export(ExportCommand),
-    /// Check every byte of the store and their agreement.
+    /// Copy a whole store into an empty one: events, checkpoints and snapshots.
+    #[command(long_about = COPY_LONG)]
+    Copy(CopyArgs),
+    /// Check every byte of a sled store, or the log of a PostgreSQL store.
     #[command(long_about = VERIFY_LONG)]
     Verify,
 }
@@ -229,15 +246,17 @@ Show the last events of the log (10 unless -n says otherwise), or every event fr
 keeping only the given types and stream prefixes. With -f, keep waiting and print new events as
 they are appended, until Ctrl-C (which ends with exit code 0).
 
-A sled store is open in one process at a time, so while `tail -f` runs the application cannot open
-the store: -f shows the appends of nothing but this process, which makes it useful mainly to wait
-at the end of the log in scripts. Follow a running application with a subscription instead.
+On a PostgreSQL store, -f shows the events of every process as they commit: follow running
+applications with it. A sled store is open in one process at a time, so while `tail -f` runs no
+application can open it: -f then shows the appends of nothing but this process, which makes it
+useful mainly to wait at the end of the log in scripts.
 
 --json prints JSON lines, one event envelope per line.
 
 Example:
   annals -s data/events tail -n 20 --type OrderPlaced
-  annals -s data/events tail --from 500 --prefix order-";
+  annals -s data/events tail --from 500 --prefix order-
+  annals -s postgres://shop@db.internal/shop tail -f --type OrderPlaced";
 
 /// `tail`.
 #[derive(Debug, Args)]
@@ -257,7 +276,9 @@ pub(crate) struct TailArgs {
 
 const STATS_LONG: &str = "\
 Count the events, streams and events of each type, show the head position, the first and last
-recorded times and the store's size on disk. Reads the whole log.
+recorded times and the store's size on disk: for a sled store its directory's, for a PostgreSQL
+store the space of its schema's tables with their indexes (pg_total_relation_size). Reads the whole
+log, up to the head it shows: on a PostgreSQL store in use, later events are left out.
 
 With --as-of, count only events at or before that time: recorded by then (the default, --recorded)
 or that occurred by then (--occurred). The size on disk is always today's.
@@ -285,7 +306,8 @@ With a name: show that subscription, its partitions and each parked event with i
 `NAME requeue` marks parked events to be handled again: the next worker of the subscription hands
 them to its handler before going on (they leave the list if that works). `NAME skip` drops parked
 events without handling them. Both need --position P (one event) or --all. Work on a stopped
-subscription: a running one would overwrite the change (and holds the store's lock anyway).
+subscription: a running one would overwrite the change (and on a sled store holds its lock anyway;
+a PostgreSQL store lets the tool in while it runs, so stop its workers first).
 
 --json prints JSON lines for the list, one JSON document otherwise.
 
@@ -345,12 +367,14 @@ pub(crate) struct WhichParked {
 }
 
 const IMPORT_LONG: &str = "\
-Import events into the store, creating it if there is none: a CSV event log (one event per row),
-or a JSON-lines export made by `annals export jsonl`.
+Import events into the store, creating it if there is none (a directory, or a PostgreSQL schema
+and its tables): a CSV event log (one event per row), or a JSON-lines export made by
+`annals export jsonl`.
 
 Example:
   annals -s data/events import csv tickets.csv --stream-column case --type-column activity --time-column timestamp
-  annals -s copy import jsonl backup.jsonl";
+  annals -s data/copy import jsonl backup.jsonl
+  annals -s postgres://shop@db.internal/shop import jsonl backup.jsonl";
 
 /// `import csv|jsonl`.
 #[derive(Debug, Subcommand)]
@@ -486,15 +510,61 @@ pub(crate) struct ExportJsonlArgs {
 }
 
 const VERIFY_LONG: &str = "\
-Check the whole store: every log record decodes (checksums included), positions run from 1 to the
-head without a gap, recorded times never decrease, every event decodes with a unique id and the next
-version of its stream, the stream index covers every event exactly once, and every checkpoint and
-snapshot decodes. Reads everything, about as long as a full replay.
+Check the whole store. On a sled store, a check of its bytes: every log record decodes (checksums
+included), positions run from 1 to the head without a gap, recorded times never decrease, every
+event decodes with a unique id and the next version of its stream, the stream index covers every
+event exactly once, and every checkpoint and snapshot decodes. Reads everything, about as long as a
+full replay.
 
-Prints the counts, then each problem as `position N: what`. Exit code 0: healthy; 2: damaged (also
-when the store is too damaged to open); 1: the check could not run (no store, locked, I/O error).
---json prints one JSON document.
+On a PostgreSQL store, a logical check through the event store's API (the database looks after its
+own bytes): the log up to the head when the check starts decodes, positions run from 1 to that head
+without a gap, recorded times never decrease, ids are unique, each stream's versions run from 1
+without a gap and the stream table agrees, and every checkpoint and snapshot decodes. Applications
+may append meanwhile; their new events are left for the next check.
+
+Prints the counts, then each problem as `position N: what` (position 0: not about one event). Exit
+code 0: healthy; 2: damaged (also when the store is too damaged to open); 1: the check could not run
+(no store, locked, unreachable, I/O error). --json prints one JSON document.
 
 Example:
   annals -s data/events verify
-  annals -s data/events verify --json || echo \"exit $?\"";
+  annals -s data/events verify --json || echo \"exit $?\"
+  annals -s postgres://shop@db.internal/shop --schema orders verify";
+
+const COPY_LONG: &str = "\
+Copy the whole store --from into the empty store --to, losslessly, whatever their kinds: every
+event with its whole envelope (id, position, version, both times, metadata, payload), every
+checkpoint and every snapshot. Each of --from and --to is a sled directory or a postgres:// URL;
+--store is not used. The schema of a PostgreSQL side is --from-schema or --to-schema, or else
+--schema (default annals).
+
+The target is created if there is none (a directory, or the schema); it must hold no events, or the
+copy is refused before anything is written, a second copy into the same target included. A copy
+that fails part-way leaves some events and no checkpoint in the target: empty it (a new directory,
+DROP SCHEMA ... CASCADE) and copy again.
+
+The source may be a PostgreSQL store in use: the copy takes its checkpoints, then its events up to
+its head as the copy starts, then the snapshots up to the copied versions; later events stay behind.
+
+Prints what was copied; --json prints one JSON document.
+
+Example:
+  annals copy --from data/events --to postgres://shop@db.internal/shop --to-schema orders
+  annals copy --from postgres://shop@db.internal/shop --from-schema orders --to data/backup --json";
+
+/// `copy --from SRC --to DST`.
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// The store to copy: a sled directory or a postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    pub(crate) from: PathBuf,
+    /// The empty store to copy into (created if missing): a sled directory or a postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    pub(crate) to: PathBuf,
+    /// The schema of a PostgreSQL source (default: --schema).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) from_schema: Option<String>,
+    /// The schema of a PostgreSQL target (default: --schema).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) to_schema: Option<String>,
+}

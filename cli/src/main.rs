@@ -1,7 +1,8 @@
-//! `annals`, the command-line tool of the Annals event store: list streams, read a stream or the
-//! whole log (filtered, bounded, as of a time), tail it, count what is in it, look after
+//! `annals`, the command-line tool of the Annals event store, on a sled directory or a PostgreSQL
+//! schema: list streams, read a stream or the whole log (filtered, bounded, as of a time), tail it
+//! (following other processes' appends on PostgreSQL), count what is in it, look after
 //! subscriptions and their parked events, import a CSV event log, export and import a whole store
-//! as JSON lines, and verify a store's bytes.
+//! as JSON lines, copy a whole store into another, and verify a store.
 //!
 //! Run `annals --help` for the manual. Exit codes: 0 success, 1 an error (one line on stderr), 2 a
 //! damaged store.
@@ -14,6 +15,7 @@ mod cli;
 mod commands;
 mod failure;
 mod output;
+mod postgres;
 mod store;
 mod time;
 

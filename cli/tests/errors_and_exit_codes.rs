@@ -1,5 +1,7 @@
 //! Failures are one line on stderr (`error: ...`) with exit code 1, read commands never create a
-//! store, and `verify` exits 0 on a healthy store and 2 with each problem on a damaged one.
+//! store (a directory or a PostgreSQL schema), a bad or unreachable PostgreSQL URL fails at once
+//! without showing its password, and `verify` exits 0 on a healthy store and 2 with each problem on
+//! a damaged one.
 #![allow(missing_docs)]
 
 mod common;
@@ -8,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use annals::{EventStore as _, SledStore};
-use common::{annals, command, small_store, Run, TestResult};
+use common::{annals, annals_pg, command, fresh_schema, pg_url, small_store, Run, TestResult};
 
 const READ_COMMANDS: [&[&str]; 9] = [
     &["streams"],
@@ -42,6 +44,57 @@ fn a_missing_store_is_one_line_and_is_not_created() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_schema_without_a_store_is_one_line_and_is_not_created() -> TestResult {
+    let url = pg_url()?;
+    let schema = fresh_schema();
+    for args in READ_COMMANDS {
+        let line = annals_pg(&url, &schema, args)?.one_line_error(1).to_owned();
+        assert!(line.contains(&format!("no store in schema \"{schema}\" at ")), "{args:?}: {line}");
+        assert!(line.ends_with("only import and copy create one"), "{args:?}: {line}");
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1", &[&schema]).await?;
+    assert_eq!(row.try_get::<_, i64>(0)?, 0, "a read command created the schema");
+    Ok(())
+}
+
+#[test]
+fn a_bad_postgres_url_is_one_line_naming_the_problem() -> TestResult {
+    for args in [&["streams"][..], &["verify"], &["import", "jsonl", "-"]] {
+        let run = annals_pg("postgres://ada:s3cret@db.internal:notaport/shop", "annals", args)?;
+        let line = run.one_line_error(1);
+        assert!(line.starts_with("error: the connection string does not parse: "), "{args:?}: {line}");
+        assert!(line.contains("port"), "{args:?}: {line}");
+        assert!(!line.contains("s3cret"), "{args:?}: {line}");
+    }
+    let copy: Run = command().args(["copy", "--from", "postgresql://h:x/db", "--to", "target"]).output()?.into();
+    assert!(copy.one_line_error(1).contains("the connection string does not parse"), "{copy:?}");
+    Ok(())
+}
+
+#[test]
+fn an_unreachable_server_is_one_line_at_once() -> TestResult {
+    // Nothing listens on port 1: the connection is refused, well within the connect timeout.
+    let url = "postgres://ada:s3cret@127.0.0.1:1/shop";
+    for args in [&["streams"][..], &["tail", "-f"], &["verify"], &["import", "jsonl", "-"]] {
+        let started = Instant::now();
+        let run = annals_pg(url, "annals", args)?;
+        let line = run.one_line_error(1);
+        assert!(line.starts_with("error: cannot reach the database server 127.0.0.1:1: "), "{args:?}: {line}");
+        assert!(!line.contains("s3cret"), "{args:?}: {line}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{args:?} took {:?}", started.elapsed());
+    }
+    let dir = tempfile::tempdir()?;
+    let target = dir.path().join("target");
+    let copy: Run =
+        command().args(["copy", "--from", url, "--connect-timeout", "1", "--to"]).arg(&target).output()?.into();
+    assert!(copy.one_line_error(1).contains("cannot reach the database server 127.0.0.1:1"), "{copy:?}");
+    assert!(!target.exists(), "the copy created its target without a source");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_locked_store_is_one_line() -> TestResult {
     let dir = tempfile::tempdir()?;
     small_store(dir.path()).await?;
@@ -57,7 +110,7 @@ async fn a_locked_store_is_one_line() -> TestResult {
 #[test]
 fn without_a_store_the_error_says_how_to_name_one() -> TestResult {
     let run: Run = command().arg("streams").output()?.into();
-    assert!(run.one_line_error(1).contains("--store DIR or set ANNALS_STORE"));
+    assert!(run.one_line_error(1).contains("--store DIR|URL or set ANNALS_STORE"));
     Ok(())
 }
 
@@ -208,5 +261,48 @@ async fn a_store_damaged_past_opening_exits_2_on_every_command() -> TestResult {
             assert!(!run.stderr.contains("panicked"), "{label}, {args:?}: {run:?}");
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_on_postgres_exits_with_2_and_names_each_problem() -> TestResult {
+    use annals::{EventStore, ExpectedVersion, NewEvent, StreamId};
+    let url = pg_url()?;
+    let schema = fresh_schema();
+    {
+        let store = common::open_pg(&url, &schema).await?;
+        let (a, b) = (StreamId::new("a")?, StreamId::new("b")?);
+        for stream in [&a, &b, &a, &a] {
+            store.append(stream, ExpectedVersion::Any, vec![NewEvent::raw("E", "{}")]).await?;
+        }
+    }
+    let healthy = annals_pg(&url, &schema, &["verify"])?;
+    assert!(healthy.ok() && healthy.stdout.ends_with("no problems found\n"), "{healthy:?}");
+
+    // Damage the tables behind the store's back: "a" jumps from version 2 to 5 at position 4, and
+    // "b" is listed past its events.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client.execute(&format!("UPDATE \"{schema}\".events SET version = 5 WHERE position = 4"), &[]).await?;
+    client.execute(&format!("UPDATE \"{schema}\".streams SET version = 7 WHERE stream = 'b'"), &[]).await?;
+
+    let run = annals_pg(&url, &schema, &["verify"])?;
+    assert!(run.one_line_error(2).contains("the store is damaged: verify found 3 problem(s)"), "{run:?}");
+    for expected in [
+        "  position 4: a version 5, expected 3",
+        "  position 0: stream a is listed at version 3, its events reach 5",
+        "  position 0: stream b is listed at version 7, its events reach 1",
+    ] {
+        assert!(run.stdout.lines().any(|l| l == expected), "{expected:?} in\n{}", run.stdout);
+    }
+    let json = annals_pg(&url, &schema, &["verify", "--json"])?;
+    assert_eq!(json.code, Some(2));
+    let report = json.json()?;
+    assert_eq!((&report["ok"], &report["events"], &report["head"]), (&false.into(), &4.into(), &4.into()));
+
+    // A hole in the log: the store's reader refuses it as damage, which is exit code 2 too.
+    client.execute(&format!("DELETE FROM \"{schema}\".events WHERE position = 3"), &[]).await?;
+    let run = annals_pg(&url, &schema, &["verify"])?;
+    assert!(run.one_line_error(2).contains("corrupt event row at position 3"), "{run:?}");
     Ok(())
 }

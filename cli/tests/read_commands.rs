@@ -218,7 +218,7 @@ async fn the_store_can_come_from_annals_store() -> TestResult {
 
 #[test]
 fn every_help_has_an_example() -> TestResult {
-    let commands: [&[&str]; 15] = [
+    let commands: [&[&str]; 16] = [
         &[],
         &["streams"],
         &["read"],
@@ -234,6 +234,7 @@ fn every_help_has_an_example() -> TestResult {
         &["export"],
         &["export", "jsonl"],
         &["verify"],
+        &["copy"],
     ];
     for args in commands {
         let run: Run = command().args(args).arg("--help").output()?.into();

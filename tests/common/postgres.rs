@@ -1,5 +1,6 @@
 //! The throwaway PostgreSQL cluster of a test binary (`annals-testkit`), and a fresh schema per store.
 //! A test that cannot start the cluster fails with the reason; it never skips.
+#![allow(dead_code, unreachable_pub)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -5,7 +5,7 @@ use std::io::{self, IsTerminal};
 use std::time::Duration;
 
 use annals::import::{BadRows, CsvImport, ImportProgress, ImportSummary, TimeFormat};
-use annals::SledStore;
+use annals::EventStore;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -17,7 +17,7 @@ use crate::output::Output;
 /// Files at least this large show a progress bar (when standard error is a terminal).
 const PROGRESS_BAR_FROM_BYTES: u64 = 1024 * 1024;
 
-pub(super) async fn run(store: &SledStore, args: ImportCsvArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn run(store: &dyn EventStore, args: ImportCsvArgs, out: &mut Output) -> Result<(), Failure> {
     let import = options(&args);
     let bar = progress_bar(&args, out.json());
     let on_progress = |progress: ImportProgress| {

@@ -1,6 +1,6 @@
 //! `annals log`: the whole log, filtered by type and stream prefix, bounded by a position or a time.
 
-use annals::{EventStore, Position, ReadLog, SledStore};
+use annals::{EventStore, Position, ReadLog};
 use futures_util::TryStreamExt;
 
 use crate::cli::LogArgs;
@@ -8,7 +8,7 @@ use crate::failure::Failure;
 use crate::output::Output;
 use crate::time::UntilArg;
 
-pub(super) async fn run(store: &SledStore, args: LogArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn run(store: &dyn EventStore, args: LogArgs, out: &mut Output) -> Result<(), Failure> {
     let mut read = ReadLog::from(args.from.unwrap_or(Position::FIRST)).filter(args.filter.filter());
     if let Some(limit) = args.limit {
         read = read.limit(limit);

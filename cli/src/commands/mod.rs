@@ -1,5 +1,6 @@
 //! The commands: each module runs one, given the open store and the output.
 
+mod copy;
 mod import_csv;
 mod log;
 mod read;
@@ -11,16 +12,20 @@ mod transfer;
 mod verify;
 
 use std::path::Path;
-
-use annals::SledStore;
+use std::time::Duration;
 
 use crate::cli::{Cli, Command, ExportCommand, ImportCommand};
 use crate::failure::Failure;
 use crate::output::Output;
-use crate::store::{self, Create};
+use crate::store::{Create, Location, OpenStore, Pending};
 
-/// Opens the store and runs the command.
+/// Opens the store and runs the command: a sled store before the runtime starts (opening it
+/// blocks), a PostgreSQL store inside it.
 pub(crate) fn run(cli: Cli, out: &mut Output) -> Result<(), Failure> {
+    let connect_timeout = Duration::from_secs(cli.connect_timeout);
+    if let Command::Copy(args) = &cli.command {
+        return copy::run(args, &cli.schema, connect_timeout, out);
+    }
     let create = match &cli.command {
         Command::Import(ImportCommand::Csv(args)) => {
             check_input(&args.file)?;
@@ -32,29 +37,43 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> Result<(), Failure> {
         }
         _ => Create::No,
     };
-    let store = store::open(cli.store.as_deref(), create)?;
-    if let Command::Verify = cli.command {
-        return verify::run(&store, out);
+    let location = Location::from_option(cli.store.as_deref(), &cli.schema, connect_timeout)?;
+    let pending = location.prepare(create)?;
+    if let (Pending::Ready(OpenStore::Sled(store)), Command::Verify) = (&pending, &cli.command) {
+        // sled's byte check blocks: no runtime needed.
+        return verify::run_sled(store, out);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::io("cannot start the async runtime", e))?;
-    runtime.block_on(dispatch(&store, cli.command, out))
+    runtime()?.block_on(async {
+        let store = pending.open().await?;
+        dispatch(&store, cli.command, out).await
+    })
 }
 
-async fn dispatch(store: &SledStore, command: Command, out: &mut Output) -> Result<(), Failure> {
+/// The runtime commands run on: one thread is plenty for a tool.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::io("cannot start the async runtime", e))
+}
+
+async fn dispatch(store: &OpenStore, command: Command, out: &mut Output) -> Result<(), Failure> {
+    let events = store.events();
     match command {
-        Command::Streams(args) => streams::run(store, args, out).await,
-        Command::Read(args) => read::run(store, args, out).await,
-        Command::Log(args) => log::run(store, args, out).await,
-        Command::Tail(args) => tail::run(store, args, out).await,
+        Command::Streams(args) => streams::run(events, args, out).await,
+        Command::Read(args) => read::run(events, args, out).await,
+        Command::Log(args) => log::run(events, args, out).await,
+        Command::Tail(args) => tail::run(events, args, out).await,
         Command::Stats(args) => stats::run(store, args, out).await,
-        Command::Subscriptions(args) => subscriptions::run(store, args, out).await,
-        Command::Import(ImportCommand::Csv(args)) => import_csv::run(store, args, out).await,
-        Command::Import(ImportCommand::Jsonl(args)) => transfer::import(store, args, out).await,
-        Command::Export(ExportCommand::Jsonl(args)) => transfer::export(store, args, out).await,
-        Command::Verify => verify::run(store, out),
+        Command::Subscriptions(args) => subscriptions::run(events, args, out).await,
+        Command::Import(ImportCommand::Csv(args)) => import_csv::run(events, args, out).await,
+        Command::Import(ImportCommand::Jsonl(args)) => transfer::import(events, args, out).await,
+        Command::Export(ExportCommand::Jsonl(args)) => transfer::export(events, args, out).await,
+        Command::Verify => match store {
+            OpenStore::Sled(store) => verify::run_sled(store, out),
+            OpenStore::Postgres { store, .. } => verify::run_logical(store, out).await,
+        },
+        Command::Copy(_) => Err(Failure::Usage("copy opens its own stores".to_owned())),
     }
 }
 

@@ -1,13 +1,13 @@
 //! `annals read`: the events of one stream with their envelopes.
 
-use annals::{EventStore, ReadStream, SledStore, StreamId, Version};
+use annals::{EventStore, ReadStream, StreamId, Version};
 use futures_util::TryStreamExt;
 
 use crate::cli::{Axis, ReadArgs};
 use crate::failure::Failure;
 use crate::output::Output;
 
-pub(super) async fn run(store: &SledStore, args: ReadArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn run(store: &dyn EventStore, args: ReadArgs, out: &mut Output) -> Result<(), Failure> {
     let stream = StreamId::new(args.stream.as_str())?;
     if store.stream_version(&stream).await?.is_none() {
         return Err(Failure::Usage(format!("stream {:?} has no events", args.stream)));

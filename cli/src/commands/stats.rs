@@ -1,8 +1,9 @@
-//! `annals stats`: counts of events, streams and event types, times and size on disk.
+//! `annals stats`: counts of events, streams and event types, times and size on disk (for a
+//! PostgreSQL store, the size of its schema's tables).
 
 use std::collections::{BTreeMap, HashSet};
 
-use annals::{EventStore, Position, ReadLog, SledStore};
+use annals::{EventStore, Position, ReadLog};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde_json::json;
@@ -10,6 +11,7 @@ use serde_json::json;
 use crate::cli::{Axis, StatsArgs};
 use crate::failure::Failure;
 use crate::output::{self, table, Output};
+use crate::store::OpenStore;
 
 /// What one pass over the log counted.
 #[derive(Default)]
@@ -22,11 +24,17 @@ struct Counts {
     last_position: Position,
 }
 
-pub(super) async fn run(store: &SledStore, args: StatsArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn run(open: &OpenStore, args: StatsArgs, out: &mut Output) -> Result<(), Failure> {
+    let store = open.events();
     let bound = args.as_of.bound();
     let head = store.head().await?;
-    let counts = count(store, bound).await?;
-    let size = store.size_on_disk()?;
+    let counts = count(store, bound, head).await?;
+    let (size, where_) = match open {
+        OpenStore::Sled(store) => (store.size_on_disk()?, String::new()),
+        OpenStore::Postgres { database, .. } => {
+            (database.size().await?, format!(", the tables of schema {}", database.schema()))
+        }
+    };
     if out.json() {
         let as_of = bound.map(|(at, axis)| json!({ "time": output::time(at), "axis": axis.name() }));
         out.json_line(&json!({
@@ -52,7 +60,7 @@ pub(super) async fn run(store: &SledStore, args: StatsArgs, out: &mut Output) ->
         vec!["head position:".to_owned(), head.to_string()],
         vec!["first recorded:".to_owned(), counts.first_recorded.map_or_else(never, output::time)],
         vec!["last recorded:".to_owned(), counts.last_recorded.map_or_else(never, output::time)],
-        vec!["size on disk:".to_owned(), output::bytes(size)],
+        vec!["size on disk:".to_owned(), format!("{}{where_}", output::bytes(size))],
     ];
     if bound.is_some() {
         rows.insert(3, vec!["last position:".to_owned(), counts.last_position.to_string()]);
@@ -71,12 +79,18 @@ pub(super) async fn run(store: &SledStore, args: StatsArgs, out: &mut Output) ->
     Ok(())
 }
 
-/// Reads the log (up to the bound, if any) and counts.
-async fn count(store: &SledStore, bound: Option<(DateTime<Utc>, Axis)>) -> Result<Counts, Failure> {
+/// Reads the log up to `head` (and the bound, if any) and counts: a store in use (PostgreSQL) may
+/// have grown since the head was read.
+async fn count(
+    store: &dyn EventStore,
+    bound: Option<(DateTime<Utc>, Axis)>,
+    head: Position,
+) -> Result<Counts, Failure> {
+    let read = ReadLog::from_start().until_position(head);
     let read = match bound {
-        None => ReadLog::from_start(),
-        Some((at, Axis::Recorded)) => ReadLog::from_start().until_recorded(at),
-        Some((at, Axis::Occurred)) => ReadLog::from_start().until_occurred(at),
+        None => read,
+        Some((at, Axis::Recorded)) => read.until_recorded(at),
+        Some((at, Axis::Occurred)) => read.until_occurred(at),
     };
     let mut counts = Counts::default();
     let mut events = store.read_log(read);

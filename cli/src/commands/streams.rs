@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use annals::{EventStore, LogFilter, ReadLog, SledStore};
+use annals::{EventStore, LogFilter, ReadLog};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde_json::json;
@@ -11,7 +11,7 @@ use crate::cli::{Axis, StreamsArgs};
 use crate::failure::Failure;
 use crate::output::{table, Output};
 
-pub(super) async fn run(store: &SledStore, args: StreamsArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn run(store: &dyn EventStore, args: StreamsArgs, out: &mut Output) -> Result<(), Failure> {
     let streams: Vec<(String, u64)> = match args.as_of.bound() {
         None => store.list_streams(&args.prefix).await?.into_iter().map(|(s, v)| (s.to_string(), v.get())).collect(),
         Some((at, axis)) => versions_as_of(store, &args.prefix, at, axis).await?.into_iter().collect(),
@@ -37,7 +37,7 @@ pub(super) async fn run(store: &SledStore, args: StreamsArgs, out: &mut Output) 
 /// axis (a stream's versions are recorded in order). Reads the log up to `at` (recorded), or all of
 /// it (occurred: business time need not grow along the log).
 async fn versions_as_of(
-    store: &SledStore,
+    store: &dyn EventStore,
     prefix: &str,
     at: DateTime<Utc>,
     axis: Axis,

@@ -1,14 +1,14 @@
 //! `annals subscriptions`: subscriptions found by their checkpoints, their lag and parked events;
 //! requeue or skip parked events of a stopped subscription.
 
-use annals::{EventStore, SavedSubscription, SledStore, Subscription};
+use annals::{EventStore, SavedSubscription, Subscription};
 use serde_json::json;
 
 use crate::cli::{ParkedAction, SubscriptionsArgs, WhichParked};
 use crate::failure::Failure;
 use crate::output::{self, table, Output};
 
-pub(super) async fn run(store: &SledStore, args: SubscriptionsArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn run(store: &dyn EventStore, args: SubscriptionsArgs, out: &mut Output) -> Result<(), Failure> {
     let saved = Subscription::list(store).await?;
     let Some(name) = args.name else {
         if args.action.is_some() {
@@ -26,7 +26,7 @@ pub(super) async fn run(store: &SledStore, args: SubscriptionsArgs, out: &mut Ou
     }
 }
 
-async fn list(store: &SledStore, saved: &[SavedSubscription], out: &mut Output) -> Result<(), Failure> {
+async fn list(store: &dyn EventStore, saved: &[SavedSubscription], out: &mut Output) -> Result<(), Failure> {
     let head = store.head().await?;
     let mut rows = vec![["SUBSCRIPTION", "CHECKPOINT", "LAG", "PARKED", "PARTITIONS"].map(str::to_owned).to_vec()];
     for subscription in saved {
@@ -63,7 +63,7 @@ async fn list(store: &SledStore, saved: &[SavedSubscription], out: &mut Output) 
     Ok(())
 }
 
-async fn show(store: &SledStore, subscription: &SavedSubscription, out: &mut Output) -> Result<(), Failure> {
+async fn show(store: &dyn EventStore, subscription: &SavedSubscription, out: &mut Output) -> Result<(), Failure> {
     let head = store.head().await?;
     let name = &subscription.name;
     let checkpoint = subscription.checkpoint;
@@ -116,7 +116,7 @@ enum Change {
 }
 
 async fn change(
-    store: &SledStore,
+    store: &dyn EventStore,
     name: &str,
     change: Change,
     which: &WhichParked,

@@ -2,14 +2,14 @@
 
 use std::collections::VecDeque;
 
-use annals::{follow, Delivery, EventStore, LogFilter, Position, ReadLog, RecordedEvent, SledStore};
+use annals::{follow, Delivery, EventStore, LogFilter, Position, ReadLog, RecordedEvent};
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::cli::TailArgs;
 use crate::failure::Failure;
 use crate::output::Output;
 
-pub(super) async fn run(store: &SledStore, args: TailArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn run(store: &dyn EventStore, args: TailArgs, out: &mut Output) -> Result<(), Failure> {
     // Listen for Ctrl-C before printing anything, so that an interrupt that comes as soon as the
     // first lines show ends the command cleanly instead of killing it.
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
@@ -59,7 +59,7 @@ pub(super) async fn run(store: &SledStore, args: TailArgs, out: &mut Output) -> 
 /// The last `count` events at or before `head` that `filter` admits, oldest first. Reads windows
 /// back from the head, growing them until they hold enough events or reach the start of the log.
 async fn last_events(
-    store: &SledStore,
+    store: &dyn EventStore,
     filter: &LogFilter,
     head: Position,
     count: usize,

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 
-use annals::{export_jsonl, import_jsonl, SledStore, Transfer};
+use annals::{export_jsonl, import_jsonl, EventStore, Transfer};
 use serde_json::json;
 
 use super::is_stdio;
@@ -11,7 +11,7 @@ use crate::cli::{ExportJsonlArgs, ImportJsonlArgs};
 use crate::failure::Failure;
 use crate::output::Output;
 
-pub(super) async fn export(store: &SledStore, args: ExportJsonlArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn export(store: &dyn EventStore, args: ExportJsonlArgs, out: &mut Output) -> Result<(), Failure> {
     if is_stdio(&args.file) {
         let transfer = {
             let stdout = io::stdout();
@@ -42,7 +42,7 @@ pub(super) async fn export(store: &SledStore, args: ExportJsonlArgs, out: &mut O
     Ok(())
 }
 
-pub(super) async fn import(store: &SledStore, args: ImportJsonlArgs, out: &mut Output) -> Result<(), Failure> {
+pub(super) async fn import(store: &dyn EventStore, args: ImportJsonlArgs, out: &mut Output) -> Result<(), Failure> {
     let transfer = if is_stdio(&args.file) {
         import_jsonl(store, io::stdin().lock()).await?
     } else {

@@ -1,13 +1,18 @@
-//! `annals verify`: the library's full check of the store, with exit code 2 for damage.
+//! `annals verify`: the library's full check of a sled store's bytes, or a logical check of a
+//! PostgreSQL store through the event store's API, with exit code 2 for damage.
 
-use annals::SledStore;
+use std::collections::{HashMap, HashSet};
+
+use annals::{EventStore, Position, ReadLog, SledStore, StreamId, Version};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use serde_json::json;
 
 use crate::failure::Failure;
 use crate::output::{table, Output};
 
 /// Runs [`SledStore::verify`] (it blocks: no runtime needed) and prints its report.
-pub(super) fn run(store: &SledStore, out: &mut Output) -> Result<(), Failure> {
+pub(super) fn run_sled(store: &SledStore, out: &mut Output) -> Result<(), Failure> {
     let report = store.verify()?;
     if out.json() {
         let problems: Vec<_> =
@@ -48,5 +53,156 @@ pub(super) fn run(store: &SledStore, out: &mut Output) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::Damaged { problems: report.problems.len() })
+    }
+}
+
+/// What the logical check of a store found.
+#[derive(Default)]
+struct Logical {
+    head: Position,
+    events: u64,
+    streams: u64,
+    checkpoints: u64,
+    snapshots: u64,
+    /// Each problem: where (`Position::ZERO`: not about one event) and what.
+    problems: Vec<(Position, String)>,
+}
+
+impl Logical {
+    fn problem(&mut self, position: u64, what: String) {
+        self.problems.push((Position::new(position), what));
+    }
+}
+
+/// Checks the store through the [`EventStore`] API only (for PostgreSQL, whose bytes the database
+/// looks after), and prints the report like [`run_sled`].
+pub(super) async fn run_logical(store: &dyn EventStore, out: &mut Output) -> Result<(), Failure> {
+    let report = check(store).await?;
+    if out.json() {
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .map(|(position, what)| json!({ "position": position.get(), "what": what }))
+            .collect();
+        out.json_line(&json!({
+            "ok": report.problems.is_empty(),
+            "check": "logical",
+            "head": report.head.get(),
+            "events": report.events,
+            "streams": report.streams,
+            "checkpoints": report.checkpoints,
+            "snapshots": report.snapshots,
+            "problems": problems,
+        }))?;
+    } else {
+        out.line(format!("logical check of the log up to position {} (through the event store's API)", report.head))?;
+        let rows = [
+            ("events:", report.events),
+            ("streams:", report.streams),
+            ("checkpoints:", report.checkpoints),
+            ("snapshots:", report.snapshots),
+        ]
+        .map(|(name, n)| vec![name.to_owned(), n.to_string()]);
+        for line in table(&rows) {
+            out.line(line)?;
+        }
+        if report.problems.is_empty() {
+            out.line("no problems found")?;
+        } else {
+            out.line(format!("{} problem(s):", report.problems.len()))?;
+            for (position, what) in &report.problems {
+                out.line(format!("  position {position}: {what}"))?;
+            }
+        }
+    }
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Damaged { problems: report.problems.len() })
+    }
+}
+
+/// The whole check: the log up to the head as it is now, then the stream table, the checkpoints
+/// and the snapshots. A record that does not decode ends it with the store's error
+/// ([`annals::Error::Corrupt`], exit code 2).
+async fn check(store: &dyn EventStore) -> Result<Logical, Failure> {
+    let mut report = Logical { head: store.head().await?, ..Logical::default() };
+    let versions = check_log(store, &mut report).await?;
+    let listed = store.list_streams("").await?;
+    // Applications may have appended since the head was read: then a stream may be listed past the
+    // events read, or listed without any.
+    let grew = store.head().await? != report.head;
+    check_streams(&mut report, &versions, &listed, grew);
+    report.streams = versions.len() as u64;
+    report.checkpoints = store.list_checkpoints("").await?.len() as u64;
+    for (stream, _) in &listed {
+        let mut at = Some(Version::MAX);
+        while let Some(version) = at {
+            let Some(snapshot) = store.load_snapshot(stream, version).await? else { break };
+            report.snapshots += 1;
+            at = snapshot.version.get().checked_sub(1).map(Version::new);
+        }
+    }
+    Ok(report)
+}
+
+/// Reads the log up to the report's head: positions from 1 without a gap, recorded times never
+/// going back, unique ids, each stream's versions from 1 without a gap. Returns each stream's last
+/// version read.
+async fn check_log(store: &dyn EventStore, report: &mut Logical) -> Result<HashMap<StreamId, u64>, Failure> {
+    let mut versions: HashMap<StreamId, u64> = HashMap::new();
+    let mut ids = HashSet::new();
+    let mut next = 1;
+    let mut last_recorded: Option<DateTime<Utc>> = None;
+    let mut events = store.read_log(ReadLog::from_start().until_position(report.head));
+    while let Some(event) = events.try_next().await? {
+        let position = event.position.get();
+        if position == next + 1 {
+            report.problem(position, format!("position {next} is missing"));
+        } else if position > next {
+            report.problem(position, format!("positions {next} to {} are missing", position - 1));
+        } else if position < next {
+            report.problem(position, format!("comes after position {}: out of order", next - 1));
+        }
+        next = position + 1;
+        if last_recorded.is_some_and(|last| event.recorded_at < last) {
+            report.problem(position, "recorded_at goes back in time".to_owned());
+        }
+        last_recorded = Some(event.recorded_at);
+        if !ids.insert(event.id) {
+            report.problem(position, format!("event id {} is stored twice", event.id));
+        }
+        let version = versions.entry(event.stream.clone()).or_insert(0);
+        if event.version.get() != *version + 1 {
+            report.problem(position, format!("{} version {}, expected {}", event.stream, event.version, *version + 1));
+        }
+        *version = event.version.get();
+        report.events += 1;
+    }
+    if next - 1 != report.head.get() {
+        report.problem(next - 1, format!("the log ends at {}, the head is {}", next - 1, report.head));
+    }
+    Ok(versions)
+}
+
+/// The stream table against the log: every stream of the log listed at the version read, and no
+/// other (when the store `grew` meanwhile, listed versions may be ahead and new streams listed).
+fn check_streams(report: &mut Logical, versions: &HashMap<StreamId, u64>, listed: &[(StreamId, Version)], grew: bool) {
+    for (stream, version) in listed {
+        match versions.get(stream) {
+            None if !grew => {
+                report.problem(0, format!("stream {stream} is listed at version {version} but has no events"))
+            }
+            Some(read) if version.get() < *read || (!grew && version.get() != *read) => {
+                report.problem(0, format!("stream {stream} is listed at version {version}, its events reach {read}"))
+            }
+            _ => {}
+        }
+    }
+    let listed: HashSet<&StreamId> = listed.iter().map(|(stream, _)| stream).collect();
+    let mut missing: Vec<&StreamId> = versions.keys().filter(|stream| !listed.contains(stream)).collect();
+    missing.sort();
+    for stream in missing {
+        report.problem(0, format!("stream {stream} has events but is not listed"));
     }
 }

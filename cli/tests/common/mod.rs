@@ -1,10 +1,16 @@
-//! Running the `annals` binary on stores built through the library.
+//! Running the `annals` binary on stores built through the library, sled and PostgreSQL (the test
+//! binary's cluster from `annals-testkit`, a fresh schema per store).
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use annals::{EventStore, ExpectedVersion, NewEvent, SledStore, StreamId};
+use annals::{
+    handler_fn, Checkpoint, CheckpointWrite, EventStore, ExpectedVersion, HandlerError, NewEvent, OnFailure, Phase,
+    Position, RecordedEvent, RetryPolicy, SledStore, Snapshot, StreamId, Subscription, SubscriptionConfig, Version,
+};
 use chrono::{DateTime, Utc};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -53,11 +59,49 @@ impl From<Output> for Run {
     }
 }
 
-/// The binary, without `ANNALS_STORE` from the environment.
+/// The binary, without `ANNALS_STORE` or `ANNALS_SCHEMA` from the environment.
 pub fn command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_annals"));
-    command.env_remove("ANNALS_STORE").stdin(Stdio::null());
+    command.env_remove("ANNALS_STORE").env_remove("ANNALS_SCHEMA").stdin(Stdio::null());
     command
+}
+
+/// Runs `annals --store URL --schema SCHEMA ARGS...`.
+pub fn annals_pg(url: &str, schema: &str, args: &[&str]) -> std::io::Result<Run> {
+    let mut command = command();
+    command.args(["--store", url, "--schema", schema]).args(args);
+    Ok(command.output()?.into())
+}
+
+/// The URL of the test binary's PostgreSQL cluster. Without one the test fails, saying why.
+pub fn pg_url() -> Result<String, Box<dyn std::error::Error>> {
+    let cluster = annals_testkit::shared().map_err(|e| format!("no PostgreSQL cluster for the test: {e}"))?;
+    Ok(cluster.url())
+}
+
+/// A schema no other test (of this or another test binary) uses.
+pub fn fresh_schema() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("cli{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Opens the PostgreSQL store in `schema` through the library (created if missing).
+pub async fn open_pg(url: &str, schema: &str) -> Result<annals::PostgresStore, annals::Error> {
+    annals::PostgresConfig::new(url).schema(schema).pool_size(2).open().await
+}
+
+/// Every snapshot of every stream of `store`, walking down from each stream's newest.
+pub async fn all_snapshots<S: EventStore + ?Sized>(store: &S) -> Result<Vec<Snapshot>, annals::Error> {
+    let mut found = Vec::new();
+    for (stream, _) in store.list_streams("").await? {
+        let mut at = Some(Version::MAX);
+        while let Some(version) = at {
+            let Some(snapshot) = store.load_snapshot(&stream, version).await? else { break };
+            at = snapshot.version.get().checked_sub(1).map(Version::new);
+            found.push(snapshot);
+        }
+    }
+    Ok(found)
 }
 
 /// Runs `annals --store DIR ARGS...`.
@@ -93,5 +137,35 @@ pub async fn small_store(dir: &Path) -> TestResult {
     let joined = NewEvent::json("CustomerJoined", &serde_json::json!({ "name": "Ada" }))?
         .with_occurred_at(at("2012-12-24T00:00:00Z"));
     store.append(&customer, ExpectedVersion::NoStream, vec![joined]).await?;
+    Ok(())
+}
+
+/// The small store, then something for every command to show: the subscription `emails` parked
+/// `OrderPaid` (position 3) and stopped at 4, a projection checkpoint with state at 4, snapshots of
+/// `order-1` at versions 1 and 2, then one more event (position 5, `order-3`), so the subscription
+/// lags by 1. Needs a multi-threaded runtime (the subscription runs on it).
+pub async fn store_with_everything(dir: &Path) -> TestResult {
+    small_store(dir).await?;
+    let store = SledStore::open(dir)?;
+    let handler = handler_fn(|event: RecordedEvent, _phase: Phase| async move {
+        if event.event_type == "OrderPaid" {
+            return Err::<(), HandlerError>("the mail server said no".into());
+        }
+        Ok(())
+    });
+    let config = SubscriptionConfig::new("emails").retry(RetryPolicy::never()).on_failure(OnFailure::Park);
+    let running = Subscription::start(store.clone(), config, handler).await?;
+    running.wait_for(Position::new(4), Duration::from_secs(10)).await?;
+    running.stop().await?;
+    let totals = Checkpoint::new("projection/totals", Position::new(4)).with_state(r#"{"sum":1550}"#);
+    store.save_checkpoints(vec![CheckpointWrite::Save(totals)]).await?;
+    let order = StreamId::new("order-1")?;
+    for version in [1, 2] {
+        let state = format!(r#"{{"version":{version}}}"#);
+        store.save_snapshot(Snapshot::new(order.clone(), Version::new(version), 1, state)).await?;
+    }
+    let placed =
+        NewEvent::raw("OrderPlaced", r#"{"item":"ink","total":90}"#).with_occurred_at(at("2013-04-01T00:00:00Z"));
+    store.append(&StreamId::new("order-3")?, ExpectedVersion::NoStream, vec![placed]).await?;
     Ok(())
 }

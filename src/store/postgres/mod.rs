@@ -63,7 +63,7 @@ pub struct PostgresStore {
 struct Shared {
     pool: Pool,
     /// The quoted schema name, for SQL.
-    schema: String,
+    schema_sql: String,
     schema_name: String,
     max_event_size: usize,
     queue: mpsc::UnboundedSender<Request>,
@@ -93,7 +93,7 @@ impl PostgresConfig {
     ///
     /// # Errors
     /// [`Error::InvalidConnectionString`] when the string does not parse, [`Error::Config`] for
-    /// out-of-range settings, [`Error::Unreachable`] when the server refuses or does not answer (or
+    /// out-of-range settings or when called outside a tokio runtime, [`Error::Unreachable`] when the server refuses or does not answer (or
     /// the credentials or database are wrong), [`Error::UnsupportedSchema`] when the schema was
     /// written by a newer version, [`Error::Storage`] for other database errors.
     pub async fn open(self) -> Result<PostgresStore> {
@@ -113,6 +113,10 @@ impl PostgresStore {
 
     async fn open_with(config: PostgresConfig) -> Result<PostgresStore> {
         config.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            // The writer and the listener are tokio tasks: without a runtime, spawning them would panic.
+            return Err(Error::Config { setting: "runtime", expected: "opened inside a tokio runtime" });
+        }
         let pg = connection_config(&config)?;
         let server = server_name(&pg);
         let unreachable =
@@ -147,7 +151,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             shared: Arc::new(Shared {
                 pool,
-                schema,
+                schema_sql: schema,
                 schema_name: config.schema,
                 max_event_size: config.max_event_size,
                 queue,
@@ -206,7 +210,7 @@ impl PostgresStore {
 
     /// The SQL text of a statement on the store's schema: `{s}` stands for the schema.
     pub(crate) fn sql(&self, template: &str) -> String {
-        template.replace("{s}", &self.shared.schema)
+        template.replace("{s}", &self.shared.schema_sql)
     }
 }
 
@@ -290,17 +294,17 @@ impl EventStore for PostgresStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let client = self.client().await?;
-        read::stream_chunk(&client, &self.shared.schema, stream, from, direction, max).await
+        read::stream_chunk(&client, &self.shared.schema_sql, stream, from, direction, max).await
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
         let client = self.client().await?;
-        read::log_chunk(&client, &self.shared.schema, from, max, filter).await
+        read::log_chunk(&client, &self.shared.schema_sql, from, max, filter).await
     }
 
     async fn head(&self) -> Result<Position> {
         let client = self.client().await?;
-        read::head(&client, &self.shared.schema).await
+        read::head(&client, &self.shared.schema_sql).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
@@ -438,5 +442,33 @@ impl EventStore for PostgresStore {
 
     fn partition_leases(&self) -> Option<&dyn crate::store::PartitionLeases> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+        let opened = futures_executor_block_on(PostgresConfig::new("postgres://nobody@127.0.0.1:1/none").open());
+        assert!(
+            matches!(&opened, Err(Error::Config { setting: "runtime", .. })),
+            "{:?}",
+            opened.as_ref().map(|_| "a store")
+        );
+    }
+
+    /// Polls a future to completion on this thread, without any runtime.
+    fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let waker = std::task::Waker::noop();
+        let mut context = std::task::Context::from_waker(waker);
+        loop {
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return output;
+            }
+            std::thread::yield_now();
+        }
     }
 }

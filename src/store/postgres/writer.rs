@@ -76,9 +76,8 @@ impl Writer {
                 };
             }
             let Some(conn) = connection.as_mut() else { continue };
-            if let Err(error) = self.commit_group(conn, group).await {
+            if self.commit_group(conn, group).await.is_err() {
                 // The connection is in an unknown state: start afresh with the next group.
-                let _ = error;
                 connection = None;
             }
         }
