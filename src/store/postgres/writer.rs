@@ -158,20 +158,21 @@ impl Writer {
         jobs: &[Job],
     ) -> Result<(Vec<Result<Vec<AppendResult>>>, Option<Position>)> {
         let c = &conn.client;
-        let (_, head_row) = futures_util::future::try_join(c.batch_execute("BEGIN"), c.query_one(&conn.lock_head, &[]))
-            .await
-            .map_err(pg_error)?;
-        let head = count(head_row.try_get(0).map_err(pg_error)?, "head row", 0)?;
-        let last_recorded: i64 = head_row.try_get(1).map_err(pg_error)?;
         let ids: Vec<Uuid> =
             jobs.iter().flat_map(|j| appends(j).iter().flat_map(|a| a.events.iter().map(|e| e.id))).collect();
         let names: Vec<&str> = jobs.iter().flat_map(|j| appends(j).iter().map(|a| a.stream.as_str())).collect();
-        let (id_rows, stream_rows) = futures_util::future::try_join(
+        // One round trip: the server runs the statements in order, so the lookups run once the head
+        // is locked and see every group committed before (each statement takes a fresh snapshot).
+        let (_, head_row, id_rows, stream_rows) = futures_util::future::try_join4(
+            c.batch_execute("BEGIN"),
+            c.query_one(&conn.lock_head, &[]),
             c.query_typed(&conn.find_ids, &[(&ids, Type::UUID_ARRAY)]),
             c.query_typed(&conn.find_streams, &[(&names, Type::TEXT_ARRAY)]),
         )
         .await
         .map_err(pg_error)?;
+        let head = count(head_row.try_get(0).map_err(pg_error)?, "head row", 0)?;
+        let last_recorded: i64 = head_row.try_get(1).map_err(pg_error)?;
         let mut state = GroupState::new(head, last_recorded);
         for row in &id_rows {
             let id: Uuid = row.try_get(0).map_err(pg_error)?;
@@ -207,7 +208,9 @@ impl Writer {
             state.touched.iter().map(|(s, v)| (s.as_str(), *v as i64)).unzip();
         let head_sql = new_head as i64;
         let head_text = new_head.to_string();
-        futures_util::future::try_join4(
+        // One round trip, COMMIT included: after a failed statement the transaction is aborted and
+        // the server answers COMMIT with a rollback, so an error anywhere writes nothing.
+        futures_util::future::try_join5(
             c.execute(
                 &conn.insert_events,
                 &[
@@ -226,10 +229,10 @@ impl Writer {
             c.execute(&conn.upsert_streams, &[&streams, &versions]),
             c.execute(&conn.update_head, &[&head_sql, &state.last_recorded]),
             c.execute(&conn.notify, &[&self.channel, &head_text]),
+            c.batch_execute("COMMIT"),
         )
         .await
         .map_err(pg_error)?;
-        c.batch_execute("COMMIT").await.map_err(pg_error)?;
         Ok((answers, Some(Position::new(new_head))))
     }
 }
