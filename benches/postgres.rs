@@ -22,12 +22,14 @@
 //! `pg_live_latency` are plain measurement programs: they print their figures to stderr, on lines
 //! starting with their names. The second process is this bench binary run again with
 //! `ANNALS_BENCH_PG_ROLE` set (see `child`); it prints its counts on stdout for the parent. Other
-//! diagnostics: `postgres:` (the server's settings), `fixture:` (the 1M-event build), and the commit
-//! group sizes after each write group. With `ANNALS_BENCH_PG_STATEMENTS=1` the cluster loads
-//! `pg_stat_statements` and each group prints its statements by total time (`statements:` lines).
+//! diagnostics: `postgres:` (the server's settings), `fixture:` (the 1M-event build), and after each
+//! write benchmark its commit group sizes (checking the log is gap-free) and the CPU time per event or
+//! append of this process and of the PostgreSQL server processes (from `/proc`). With
+//! `ANNALS_BENCH_PG_STATEMENTS=1` the cluster loads `pg_stat_statements` and each group prints its
+//! statements by total time (`statements:` lines).
 //!
 //! A criterion filter selects groups as usual; the two plain programs run when the filter is a
-//! substring of their name (`|` separates alternatives). The whole run takes about 5 minutes on 2
+//! substring of their name (`|` separates alternatives). The whole run takes about 2 minutes on 2
 //! cores. Figures, and the machine they were measured on, are in `docs/PERFORMANCE.md`.
 //!
 //! ```text
@@ -40,7 +42,7 @@
 
 mod support;
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::Write;
@@ -212,6 +214,70 @@ fn report_log(schema: &str, what: &str) {
     );
 }
 
+/// CPU time used so far (user + system, clock ticks of 10 ms) by this process, and by the cluster's
+/// server processes: the postmaster's children (every backend, the WAL writer, the checkpointer...),
+/// from `/proc`. A server process that exits takes its time with it; the connections of a benchmark
+/// live as long as it does.
+fn cpu_now() -> (Duration, Duration) {
+    static POSTMASTER: OnceLock<u32> = OnceLock::new();
+    // (parent pid, user + system ticks) of a `/proc/<pid>/stat` line.
+    fn parse(stat: &str) -> Option<(u32, u64)> {
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some((
+            fields.get(1)?.parse().ok()?,
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
+        ))
+    }
+    let read = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse(&s));
+    let postmaster = *POSTMASTER.get_or_init(|| {
+        let checkpointer =
+            cluster().psql("postgres", "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'").unwrap();
+        read(&checkpointer).unwrap().0
+    });
+    let mut server = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.bytes().all(|b| b.is_ascii_digit()) {
+            if let Some((parent, ticks)) = read(&name) {
+                server += if parent == postmaster { ticks } else { 0 };
+            }
+        }
+    }
+    let client = read("self").unwrap().1;
+    (Duration::from_millis(client * 10), Duration::from_millis(server * 10))
+}
+
+/// CPU time spent inside a benchmark's timed routine (warm-up included), on either side.
+#[derive(Default)]
+struct CpuMeter {
+    client: Cell<Duration>,
+    server: Cell<Duration>,
+    iters: Cell<u64>,
+}
+
+impl CpuMeter {
+    fn add(&self, started: (Duration, Duration), iters: u64) {
+        let (client, server) = cpu_now();
+        self.client.set(self.client.get() + (client - started.0));
+        self.server.set(self.server.get() + (server - started.1));
+        self.iters.set(self.iters.get() + iters);
+    }
+
+    /// Prints the CPU time per `unit`, of which one iteration holds `per_iter`.
+    fn report(&self, what: &str, unit: &str, per_iter: u64) {
+        let units = (self.iters.get() * per_iter) as u32;
+        if units > 0 {
+            eprintln!(
+                "{what}: CPU per {unit} (user + system, /proc, 10 ms ticks over {units} {unit}s): this process {:.1?}, \
+                 PostgreSQL server {:.1?}",
+                self.client.get() / units,
+                self.server.get() / units
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Raw PostgreSQL: the same writes through plain tokio_postgres.
 // ---------------------------------------------------------------------------------------------------
@@ -373,11 +439,13 @@ fn concurrent_appends(c: &mut Criterion) {
         Arc::new((0..APPENDERS).map(|i| StreamId::new(format!("appender-{i}")).unwrap()).collect());
     // One iteration is one event per appender; `iters` iterations are 64 tasks appending `iters`
     // events each to their own streams, all at once.
+    let cpu = CpuMeter::default();
     group.bench_function("annals", |b| {
         let store = store.get_or_init(|| runtime.block_on(open_store(schema)));
         b.to_async(&runtime).iter_custom(|iters| {
-            let (store, streams) = (store.clone(), Arc::clone(&streams));
+            let (store, streams, cpu) = (store.clone(), Arc::clone(&streams), &cpu);
             async move {
+                let cpu_start = cpu_now();
                 let start = Instant::now();
                 let tasks: Vec<_> = (0..APPENDERS as usize)
                     .map(|task| {
@@ -393,16 +461,20 @@ fn concurrent_appends(c: &mut Criterion) {
                 for task in tasks {
                     task.await.unwrap();
                 }
-                start.elapsed()
+                let elapsed = start.elapsed();
+                cpu.add(cpu_start, iters);
+                elapsed
             }
         });
     });
     if store.take().is_some() {
+        cpu.report("pg_append_64_appenders/annals", "event", APPENDERS);
         report_log(schema, "pg_append_64_appenders/annals");
         report_statements("pg_append_64_appenders/annals");
     }
 
     let mut writers = OnceCell::new();
+    let raw_cpu = CpuMeter::default();
     group.bench_function("raw_txn_per_event_64_conns", |b| {
         let writers: &Vec<Arc<(RawWriter, AtomicI64)>> = writers.get_or_init(|| {
             create_raw_schema(raw_schema);
@@ -415,8 +487,9 @@ fn concurrent_appends(c: &mut Criterion) {
             })
         });
         b.to_async(&runtime).iter_custom(|iters| {
-            let writers = writers.clone();
+            let (writers, cpu) = (writers.clone(), &raw_cpu);
             async move {
+                let cpu_start = cpu_now();
                 let start = Instant::now();
                 let tasks: Vec<_> = writers
                     .into_iter()
@@ -435,11 +508,14 @@ fn concurrent_appends(c: &mut Criterion) {
                 for task in tasks {
                     task.await.unwrap();
                 }
-                start.elapsed()
+                let elapsed = start.elapsed();
+                cpu.add(cpu_start, iters);
+                elapsed
             }
         });
     });
     if writers.take().is_some() {
+        raw_cpu.report("pg_append_64_appenders/raw_txn_per_event_64_conns", "event", APPENDERS);
         report_log(raw_schema, "pg_append_64_appenders/raw_txn_per_event_64_conns");
         report_statements("pg_append_64_appenders/raw_txn_per_event_64_conns");
     }
@@ -577,15 +653,24 @@ fn batched_appends(c: &mut Criterion) {
     let mut store = OnceCell::new();
     let stream = StreamId::new("order-1").unwrap();
     let mut expected = ExpectedVersion::NoStream;
+    let cpu = CpuMeter::default();
     group.bench_function("annals", |b| {
         let store = store.get_or_init(|| runtime.block_on(open_store(schema)));
-        b.iter(|| {
-            let events = (0..BATCH).map(|_| NewEvent::raw(EVENT_TYPE, payload.as_str())).collect();
-            let result = runtime.block_on(store.append(&stream, expected, events)).unwrap();
-            expected = ExpectedVersion::Exact(result.version);
+        b.iter_custom(|iters| {
+            let cpu_start = cpu_now();
+            let start = Instant::now();
+            for _ in 0..iters {
+                let events = (0..BATCH).map(|_| NewEvent::raw(EVENT_TYPE, payload.as_str())).collect();
+                let result = runtime.block_on(store.append(&stream, expected, events)).unwrap();
+                expected = ExpectedVersion::Exact(result.version);
+            }
+            let elapsed = start.elapsed();
+            cpu.add(cpu_start, iters);
+            elapsed
         });
     });
     if store.take().is_some() {
+        cpu.report("pg_append_batch_100/annals", "append", 1);
         report_log(schema, "pg_append_batch_100/annals");
         report_statements("pg_append_batch_100/annals");
     }
@@ -593,17 +678,26 @@ fn batched_appends(c: &mut Criterion) {
     let mut writer = OnceCell::new();
     let payloads = vec![payload.as_str(); BATCH as usize];
     let mut version = 1;
+    let raw_cpu = CpuMeter::default();
     group.bench_function("raw_txn_100_rows", |b| {
         let writer = writer.get_or_init(|| {
             create_raw_schema(raw_schema);
             runtime.block_on(RawWriter::connect(raw_schema))
         });
-        b.iter(|| {
-            runtime.block_on(writer.append("order-1", version, &payloads, None));
-            version += BATCH as i64;
+        b.iter_custom(|iters| {
+            let cpu_start = cpu_now();
+            let start = Instant::now();
+            for _ in 0..iters {
+                runtime.block_on(writer.append("order-1", version, &payloads, None));
+                version += BATCH as i64;
+            }
+            let elapsed = start.elapsed();
+            raw_cpu.add(cpu_start, iters);
+            elapsed
         });
     });
     if writer.take().is_some() {
+        raw_cpu.report("pg_append_batch_100/raw_txn_100_rows", "append", 1);
         report_log(raw_schema, "pg_append_batch_100/raw_txn_100_rows");
         report_statements("pg_append_batch_100/raw_txn_100_rows");
     }
