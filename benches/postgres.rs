@@ -43,7 +43,7 @@
 mod support;
 
 use std::cell::{Cell, OnceCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -214,11 +214,15 @@ fn report_log(schema: &str, what: &str) {
     );
 }
 
-/// CPU time used so far (user + system, clock ticks of 10 ms) by this process, and by the cluster's
-/// server processes: the postmaster's children (every backend, the WAL writer, the checkpointer...),
-/// from `/proc`. A server process that exits takes its time with it; the connections of a benchmark
-/// live as long as it does.
-fn cpu_now() -> (Duration, Duration) {
+/// CPU time used so far (user + system, clock ticks of 10 ms) by this process, and by each of the
+/// cluster's server processes: the postmaster's children (every backend, the WAL writer, the
+/// checkpointer...), from `/proc`.
+struct CpuSnapshot {
+    client: u64,
+    server: HashMap<u32, u64>,
+}
+
+fn cpu_now() -> CpuSnapshot {
     static POSTMASTER: OnceLock<u32> = OnceLock::new();
     // (parent pid, user + system ticks) of a `/proc/<pid>/stat` line.
     fn parse(stat: &str) -> Option<(u32, u64)> {
@@ -234,45 +238,49 @@ fn cpu_now() -> (Duration, Duration) {
             cluster().psql("postgres", "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'").unwrap();
         read(&checkpointer).unwrap().0
     });
-    let mut server = 0;
+    let mut server = HashMap::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.bytes().all(|b| b.is_ascii_digit()) {
-            if let Some((parent, ticks)) = read(&name) {
-                server += if parent == postmaster { ticks } else { 0 };
+        let Ok(pid) = name.to_string_lossy().parse::<u32>() else { continue };
+        if let Some((parent, ticks)) = read(&pid.to_string()) {
+            if parent == postmaster {
+                server.insert(pid, ticks);
             }
         }
     }
-    let client = read("self").unwrap().1;
-    (Duration::from_millis(client * 10), Duration::from_millis(server * 10))
+    CpuSnapshot { client: read("self").unwrap().1, server }
 }
 
-/// CPU time spent inside a benchmark's timed routine (warm-up included), on either side.
+/// CPU time spent inside a benchmark's timed routine (warm-up included), on either side. A server
+/// process that ends meanwhile takes its time with it (the connections of a benchmark live as long as
+/// it does).
 #[derive(Default)]
 struct CpuMeter {
-    client: Cell<Duration>,
-    server: Cell<Duration>,
+    client: Cell<u64>,
+    server: Cell<u64>,
     iters: Cell<u64>,
 }
 
 impl CpuMeter {
-    fn add(&self, started: (Duration, Duration), iters: u64) {
-        let (client, server) = cpu_now();
-        self.client.set(self.client.get() + (client - started.0));
-        self.server.set(self.server.get() + (server - started.1));
+    fn add(&self, started: CpuSnapshot, iters: u64) {
+        let now = cpu_now();
+        let server: u64 =
+            now.server.iter().map(|(pid, ticks)| ticks.saturating_sub(*started.server.get(pid).unwrap_or(&0))).sum();
+        self.client.set(self.client.get() + now.client.saturating_sub(started.client));
+        self.server.set(self.server.get() + server);
         self.iters.set(self.iters.get() + iters);
     }
 
     /// Prints the CPU time per `unit`, of which one iteration holds `per_iter`.
     fn report(&self, what: &str, unit: &str, per_iter: u64) {
         let units = (self.iters.get() * per_iter) as u32;
+        let tick = Duration::from_millis(10);
         if units > 0 {
             eprintln!(
                 "{what}: CPU per {unit} (user + system, /proc, 10 ms ticks over {units} {unit}s): this process {:.1?}, \
                  PostgreSQL server {:.1?}",
-                self.client.get() / units,
-                self.server.get() / units
+                tick * self.client.get() as u32 / units,
+                tick * self.server.get() as u32 / units
             );
         }
     }
