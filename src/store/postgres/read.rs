@@ -110,6 +110,11 @@ pub(crate) async fn log_chunk(
     max: usize,
     filter: &LogFilter,
 ) -> Result<LogChunk> {
+    if filter.is_all() && max > 0 {
+        if let Some(chunk) = log_page(client, schema, from, max).await? {
+            return Ok(chunk);
+        }
+    }
     let head = head(client, schema).await?.get();
     let start = from.get().max(1);
     if start > head || max == 0 {
@@ -126,17 +131,7 @@ pub(crate) async fn log_chunk(
         let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
         let rows = client.query(&statement, &[&start_sql, &head_sql, &limit]).await.map_err(pg_error)?;
         let events = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
-        let wanted = (head - start + 1).min(max as u64);
-        for (offset, event) in events.iter().enumerate() {
-            if event.position.get() != start + offset as u64 {
-                return Err(corrupt("event row", start_sql + offset as i64, "the log has a gap"));
-            }
-        }
-        if events.len() as u64 != wanted {
-            return Err(corrupt("event row", start_sql + events.len() as i64, "the log ends before its head"));
-        }
-        let next = start + events.len() as u64;
-        return Ok(LogChunk { events, next: Position::new(next), end: next > head });
+        return checked_page(events, start, head, max);
     }
     let scan_end = head_sql.min(start_sql.saturating_add(SCAN_BUDGET - 1));
     let prefixes: Vec<String> = filter.stream_prefixes.iter().map(|p| like_prefix(p)).collect();
@@ -156,6 +151,43 @@ pub(crate) async fn log_chunk(
         Some(last) if events.len() == max => last.position.get() + 1,
         _ => scan_end as u64 + 1,
     };
+    Ok(LogChunk { events, next: Position::new(next), end: next > head })
+}
+
+/// The next `max` events from `from` and the head that bounds them, in one statement (one round
+/// trip, one snapshot); `None` when there are none, for [`log_chunk`]'s two-statement path to tell
+/// the end of the log from damage.
+async fn log_page(client: &Client, schema: &str, from: Position, max: usize) -> Result<Option<LogChunk>> {
+    let start = from.get().max(1);
+    let start_sql = i64::try_from(start).unwrap_or(i64::MAX);
+    let limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let head_sql = format!("(SELECT position FROM {schema}.head WHERE id = 1)");
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS}, {head_sql} AS head FROM {schema}.events WHERE position >= $1 AND position <= {head_sql} \
+         ORDER BY position LIMIT $2"
+    );
+    let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
+    let rows = client.query(&statement, &[&start_sql, &limit]).await.map_err(pg_error)?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    let head = count(first.try_get(10).map_err(pg_error)?, "head row", 0)?;
+    let events = rows.iter().map(decode).collect::<Result<Vec<_>>>()?;
+    checked_page(events, start, head, max).map(Some)
+}
+
+/// An unfiltered page from `start` as a chunk, checked to hold the consecutive positions up to
+/// `max` or the head.
+fn checked_page(events: Vec<RecordedEvent>, start: u64, head: u64, max: usize) -> Result<LogChunk> {
+    let start_sql = i64::try_from(start).unwrap_or(i64::MAX);
+    let wanted = (head.saturating_sub(start) + 1).min(max as u64);
+    for (offset, event) in events.iter().enumerate() {
+        if event.position.get() != start + offset as u64 {
+            return Err(corrupt("event row", start_sql + offset as i64, "the log has a gap"));
+        }
+    }
+    if events.len() as u64 != wanted {
+        return Err(corrupt("event row", start_sql + events.len() as i64, "the log ends before its head"));
+    }
+    let next = start + events.len() as u64;
     Ok(LogChunk { events, next: Position::new(next), end: next > head })
 }
 

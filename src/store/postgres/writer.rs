@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
@@ -33,11 +34,17 @@ pub(super) struct Request {
 }
 
 /// The writer's own connection and its prepared statements.
+///
+/// The two lookups are not prepared: they run as unnamed statements, which PostgreSQL plans with
+/// their arguments and the table's current size each time. A prepared statement switches to a
+/// generic plan after five runs and keeps it until the table is next analyzed; prepared while
+/// the table was small, that plan is a sequential scan, and every group paid a scan of the whole
+/// log until autovacuum analyzed it.
 struct Connection {
     client: Client,
     lock_head: Statement,
-    find_ids: Statement,
-    find_streams: Statement,
+    find_ids: String,
+    find_streams: String,
     insert_events: Statement,
     upsert_streams: Statement,
     update_head: Statement,
@@ -93,9 +100,8 @@ impl Writer {
         };
         Ok(Connection {
             lock_head: prepare(format!("SELECT position, recorded_us FROM {s}.head WHERE id = 1 FOR UPDATE")).await?,
-            find_ids: prepare(format!("SELECT id, position, stream, version FROM {s}.events WHERE id = ANY($1)"))
-                .await?,
-            find_streams: prepare(format!("SELECT stream, version FROM {s}.streams WHERE stream = ANY($1)")).await?,
+            find_ids: format!("SELECT id, position, stream, version FROM {s}.events WHERE id = ANY($1)"),
+            find_streams: format!("SELECT stream, version FROM {s}.streams WHERE stream = ANY($1)"),
             insert_events: prepare(format!(
                 "INSERT INTO {s}.events (position, id, stream, version, event_type, schema_version, recorded_us, \
                  occurred_us, metadata, payload) \
@@ -152,18 +158,21 @@ impl Writer {
         jobs: &[Job],
     ) -> Result<(Vec<Result<Vec<AppendResult>>>, Option<Position>)> {
         let c = &conn.client;
-        let (_, head_row) = futures_util::future::try_join(c.batch_execute("BEGIN"), c.query_one(&conn.lock_head, &[]))
-            .await
-            .map_err(pg_error)?;
-        let head = count(head_row.try_get(0).map_err(pg_error)?, "head row", 0)?;
-        let last_recorded: i64 = head_row.try_get(1).map_err(pg_error)?;
         let ids: Vec<Uuid> =
             jobs.iter().flat_map(|j| appends(j).iter().flat_map(|a| a.events.iter().map(|e| e.id))).collect();
         let names: Vec<&str> = jobs.iter().flat_map(|j| appends(j).iter().map(|a| a.stream.as_str())).collect();
-        let (id_rows, stream_rows) =
-            futures_util::future::try_join(c.query(&conn.find_ids, &[&ids]), c.query(&conn.find_streams, &[&names]))
-                .await
-                .map_err(pg_error)?;
+        // One round trip: the server runs the statements in order, so the lookups run once the head
+        // is locked and see every group committed before (each statement takes a fresh snapshot).
+        let (_, head_row, id_rows, stream_rows) = futures_util::future::try_join4(
+            c.batch_execute("BEGIN"),
+            c.query_one(&conn.lock_head, &[]),
+            c.query_typed(&conn.find_ids, &[(&ids, Type::UUID_ARRAY)]),
+            c.query_typed(&conn.find_streams, &[(&names, Type::TEXT_ARRAY)]),
+        )
+        .await
+        .map_err(pg_error)?;
+        let head = count(head_row.try_get(0).map_err(pg_error)?, "head row", 0)?;
+        let last_recorded: i64 = head_row.try_get(1).map_err(pg_error)?;
         let mut state = GroupState::new(head, last_recorded);
         for row in &id_rows {
             let id: Uuid = row.try_get(0).map_err(pg_error)?;
@@ -199,7 +208,9 @@ impl Writer {
             state.touched.iter().map(|(s, v)| (s.as_str(), *v as i64)).unzip();
         let head_sql = new_head as i64;
         let head_text = new_head.to_string();
-        futures_util::future::try_join4(
+        // One round trip, COMMIT included: after a failed statement the transaction is aborted and
+        // the server answers COMMIT with a rollback, so an error anywhere writes nothing.
+        futures_util::future::try_join5(
             c.execute(
                 &conn.insert_events,
                 &[
@@ -218,10 +229,10 @@ impl Writer {
             c.execute(&conn.upsert_streams, &[&streams, &versions]),
             c.execute(&conn.update_head, &[&head_sql, &state.last_recorded]),
             c.execute(&conn.notify, &[&self.channel, &head_text]),
+            c.batch_execute("COMMIT"),
         )
         .await
         .map_err(pg_error)?;
-        c.batch_execute("COMMIT").await.map_err(pg_error)?;
         Ok((answers, Some(Position::new(new_head))))
     }
 }
