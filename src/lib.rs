@@ -224,6 +224,8 @@ pub mod guide {
     pub mod storage_format {}
     #[doc = include_str!("../docs/PERFORMANCE.md")]
     pub mod performance {}
+    #[doc = include_str!("../docs/observability.md")]
+    pub mod observability {}
 }
 
 pub use crate::aggregate::repository::{
