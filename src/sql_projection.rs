@@ -263,6 +263,7 @@ impl Runner {
                     if let Outcome::Committed = done {
                         self.at = self.at.max(batch.through);
                     }
+                    telemetry::progress(&self.name, PROJECTION, batch.through, self.at, self.head.current());
                     self.report.send_modify(|progress| {
                         progress.processed = batch.through;
                         progress.checkpoint = self.at;
@@ -270,7 +271,6 @@ impl Runner {
                             progress.caught_up.get_or_insert(batch.through);
                         }
                     });
-                    telemetry::progress(&self.name, PROJECTION, batch.through, self.at, self.head.current());
                     continue;
                 }
                 Ok((_, Outcome::Moved(to))) => self.at = to,

@@ -449,7 +449,13 @@ fn command_span<A: Aggregate>(id: &str) -> Span {
 }
 
 /// Records how a command ended on its span and in `annals.repository.commands`.
-fn finish<T, E>(span: &Span, aggregate: &'static str, retries: u32, last: Option<Position>, result: &Result<T, CommandError<E>>) {
+fn finish<T, E>(
+    span: &Span,
+    aggregate: &'static str,
+    retries: u32,
+    last: Option<Position>,
+    result: &Result<T, CommandError<E>>,
+) {
     let outcome = match result {
         Ok(_) => "ok",
         Err(CommandError::Rejected(_)) => "rejected",

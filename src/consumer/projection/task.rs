@@ -56,7 +56,12 @@ enum Target<P> {
 
 impl<S: EventStore + 'static, P: Projection> Task<S, P> {
     /// Runs the projector until it is stopped or fails; reports the error that stopped it.
-    pub(super) async fn run(self, live_from: Run, rebuild: Option<Shadow<P>>, inbox: mpsc::Receiver<Command>) -> Result<()> {
+    pub(super) async fn run(
+        self,
+        live_from: Run,
+        rebuild: Option<Shadow<P>>,
+        inbox: mpsc::Receiver<Command>,
+    ) -> Result<()> {
         let name = self.name.clone();
         let progress = self.progress.subscribe();
         let result = self.work(live_from, rebuild, inbox).await;
@@ -66,12 +71,7 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
         result
     }
 
-    async fn work(
-        self,
-        live_from: Run,
-        rebuild: Option<Shadow<P>>,
-        mut inbox: mpsc::Receiver<Command>,
-    ) -> Result<()> {
+    async fn work(self, live_from: Run, rebuild: Option<Shadow<P>>, mut inbox: mpsc::Receiver<Command>) -> Result<()> {
         let filter = self.state.read().await.filter();
         let mut live = self.lane(
             live_from,
@@ -142,16 +142,22 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
 
     fn shadow_lane(&self, shadow: Shadow<P>, filter: &LogFilter) -> Lane<S, P> {
         let mut lane = self.lane(shadow.run, shadow.committed, Target::Shadow(Box::new(shadow.instance)), filter);
-        let span =
-            tracing::info_span!("annals.projection.rebuild", annals.consumer = self.name.as_str(), annals.position = Empty);
+        let span = tracing::info_span!(
+            "annals.projection.rebuild",
+            annals.consumer = self.name.as_str(),
+            annals.position = Empty
+        );
         lane.rebuild = Some(span);
         lane
     }
 
-    /// Sets the consumer gauges from the live projection's progress.
-    fn report(&self) {
-        let progress = *self.progress.borrow();
+    /// Changes the live projection's progress with `update`: first the consumer gauges, then what
+    /// the handles see (so that a handle that saw the progress finds the gauges set too).
+    fn report(&self, update: impl FnOnce(&mut Progress)) {
+        let mut progress = *self.progress.borrow();
+        update(&mut progress);
         telemetry::progress(&self.name, PROJECTION, progress.processed, progress.checkpoint, self.head.current());
+        self.progress.send_replace(progress);
     }
 
     /// Waits for the next page, a command or the checkpoint deadline, and acts on it.
@@ -211,13 +217,12 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
         }
         match lane.instance {
             Target::Live(_) => {
-                self.progress.send_modify(|p| {
+                self.report(|p| {
                     p.processed = batch.through;
                     if batch.caught_up {
                         p.caught_up.get_or_insert(batch.through);
                     }
                 });
-                self.report();
                 if batch.caught_up {
                     self.ready.send_replace(true);
                 }
@@ -256,12 +261,15 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
         }
         writes.push(CheckpointWrite::Save(Checkpoint::new(key.clone(), through).with_state(saved)));
         let started = Instant::now();
-        self.settings.store.save_checkpoints(writes).instrument(telemetry::checkpoint_span(&self.name, through)).await?;
+        self.settings
+            .store
+            .save_checkpoints(writes)
+            .instrument(telemetry::checkpoint_span(&self.name, through))
+            .await?;
         telemetry::checkpoint_done(&self.name, PROJECTION, started);
         lane.pending.committed(through);
         if let Target::Live(_) = lane.instance {
-            self.progress.send_modify(|p| p.checkpoint = through);
-            self.report();
+            self.report(|p| p.checkpoint = through);
         }
         Ok(())
     }
@@ -297,13 +305,12 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
         .instrument(swap)
         .await?;
         *self.state.write().await = *instance;
-        self.progress.send_modify(|p| {
+        metrics::counter!("annals.projection.rebuilds", "consumer" => self.name.clone()).increment(1);
+        self.report(|p| {
             p.processed = through;
             p.checkpoint = through;
             p.caught_up.get_or_insert(through);
         });
-        self.report();
-        metrics::counter!("annals.projection.rebuilds", "consumer" => self.name.clone()).increment(1);
         self.ready.send_replace(true);
         let mut live = self.lane(
             Run::at(Position::new(through.get() + 1), lane.occurred_from),

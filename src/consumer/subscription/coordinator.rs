@@ -180,6 +180,8 @@ impl Coordinator {
         };
         let processed = lowest(&self.processed, processed);
         let checkpoint = lowest(&self.committed, committed);
+        // The gauges first: a handle that sees the progress finds them set.
+        telemetry::progress(&self.name, SUBSCRIPTION, processed, checkpoint, self.head.current());
         self.progress.send_modify(|progress| {
             progress.processed = processed;
             progress.checkpoint = checkpoint;
@@ -187,7 +189,6 @@ impl Coordinator {
                 progress.caught_up.get_or_insert(head);
             }
         });
-        telemetry::progress(&self.name, SUBSCRIPTION, processed, checkpoint, self.head.current());
     }
 
     pub(crate) fn watch(&self) -> ProgressWatch {
