@@ -227,15 +227,12 @@ struct Runner {
 }
 
 impl Runner {
-    /// Runs the projector until it is stopped or fails; reports the error that stopped it.
+    /// Runs the projector until it is stopped or fails; reports the error (or panic) that stopped it.
     async fn run<P: SqlProjection>(self, projection: P, stop: mpsc::Receiver<()>) -> Result<()> {
         let name = self.name.clone();
         let progress = self.report.subscribe();
-        let result = self.work(projection, stop).await;
-        if let Err(error) = &result {
-            telemetry::stopped(&name, progress.borrow().processed, error);
-        }
-        result
+        let position = || progress.borrow().processed;
+        telemetry::reporting_stop(&name, position, self.work(projection, stop)).await
     }
 
     async fn work<P: SqlProjection>(mut self, mut projection: P, mut stop: mpsc::Receiver<()>) -> Result<()> {

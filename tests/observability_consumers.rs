@@ -293,6 +293,29 @@ async fn a_subscription_stopping_on_a_failure_is_an_error_naming_it() -> TestRes
 }
 
 #[tokio::test]
+async fn a_handler_panic_is_an_error_naming_the_subscription() -> TestResult {
+    capture();
+    let store = MemoryStore::new();
+    let event = append_one(&store, "order-1", "OrderPlaced").await?;
+    let handler = handler_fn(|_event: RecordedEvent, _phase: Phase| async {
+        panic!("the handler fell over");
+        #[allow(unreachable_code)]
+        Ok::<(), HandlerError>(())
+    });
+    let subscription = Subscription::start(store.clone(), SubscriptionConfig::new("obs-panic"), handler).await?;
+    assert!(subscription.caught_up().await.is_err());
+    let ended = subscription.stop().await;
+    assert!(matches!(ended, Err(annals::Error::HandlerPanicked { .. })), "{ended:?}");
+
+    let errors = events(Level::ERROR, "obs-panic");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].fields.get("error.type").map(String::as_str), Some("HandlerPanicked"));
+    assert!(errors[0].fields.get("error.message").is_some_and(|m| m.contains("the handler fell over")), "{errors:?}");
+    assert_eq!(errors[0].fields.get("annals.position"), Some(&(event.position.get() - 1).to_string()));
+    Ok(())
+}
+
+#[tokio::test]
 async fn lag_is_zero_when_caught_up_and_counts_what_was_appended_while_stopped() -> TestResult {
     capture();
     let labels = [("consumer", "obs-lag"), ("kind", "subscription")];

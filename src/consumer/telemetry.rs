@@ -1,15 +1,19 @@
 //! What subscriptions and projections report through `tracing` and `metrics`: the names, units and
 //! labels of `docs/observability.md`, in one place. Nothing here installs a subscriber or a recorder.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Once;
 use std::time::Instant;
+
+use futures_util::FutureExt;
 
 use metrics::Unit;
 use tracing::field::Empty;
 use tracing::Span;
 
 use crate::consumer::follow::{Batch, Phase};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::position::Position;
 
 /// The `kind` label of a subscription's metrics.
@@ -96,6 +100,32 @@ pub(crate) fn checkpoint_done(consumer: &str, kind: &'static str, started: Insta
 /// Counts one failed handler call.
 pub(crate) fn handler_failed(consumer: &str, kind: &'static str) {
     metrics::counter!("annals.handler.errors", "consumer" => consumer.to_owned(), "kind" => kind).increment(1);
+}
+
+/// Runs a consumer's task `work`, reporting the error that stops it, or its handler's panic (which
+/// then goes on unwinding, so that joining the task sees it as before). `position` says how far the
+/// consumer got.
+pub(crate) async fn reporting_stop(
+    consumer: &str,
+    position: impl Fn() -> Position,
+    work: impl Future<Output = Result<()>>,
+) -> Result<()> {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => {
+            if let Err(error) = &result {
+                stopped(consumer, position(), error);
+            }
+            result
+        }
+        Err(payload) => {
+            let message = match payload.downcast_ref::<String>() {
+                Some(message) => Some(message.clone()),
+                None => payload.downcast_ref::<&str>().map(|message| (*message).to_owned()),
+            };
+            stopped(consumer, position(), &Error::HandlerPanicked { consumer: consumer.to_owned(), message });
+            std::panic::resume_unwind(payload)
+        }
+    }
 }
 
 /// Reports a consumer that stopped on `error` at `position`.

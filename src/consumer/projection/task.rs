@@ -55,7 +55,7 @@ enum Target<P> {
 }
 
 impl<S: EventStore + 'static, P: Projection> Task<S, P> {
-    /// Runs the projector until it is stopped or fails; reports the error that stopped it.
+    /// Runs the projector until it is stopped or fails; reports the error (or panic) that stopped it.
     pub(super) async fn run(
         self,
         live_from: Run,
@@ -64,11 +64,8 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
     ) -> Result<()> {
         let name = self.name.clone();
         let progress = self.progress.subscribe();
-        let result = self.work(live_from, rebuild, inbox).await;
-        if let Err(error) = &result {
-            telemetry::stopped(&name, progress.borrow().processed, error);
-        }
-        result
+        let position = || progress.borrow().processed;
+        telemetry::reporting_stop(&name, position, self.work(live_from, rebuild, inbox)).await
     }
 
     async fn work(self, live_from: Run, rebuild: Option<Shadow<P>>, mut inbox: mpsc::Receiver<Command>) -> Result<()> {

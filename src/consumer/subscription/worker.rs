@@ -226,14 +226,11 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
         }
     }
 
-    /// Runs the worker until it is stopped or fails; reports the error that stopped it.
+    /// Runs the worker until it is stopped or fails; reports the error (or panic) that stopped it.
     pub(crate) async fn run(self, inbox: mpsc::Receiver<Command>, running: watch::Sender<()>) -> Result<()> {
         let coordinator = Arc::clone(&self.coordinator);
-        let result = self.work(inbox, running).await;
-        if let Err(error) = &result {
-            telemetry::stopped(&coordinator.name, coordinator.watch().now().processed, error);
-        }
-        result
+        let position = || coordinator.watch().now().processed;
+        telemetry::reporting_stop(&coordinator.name, position, self.work(inbox, running)).await
     }
 
     async fn work(mut self, mut inbox: mpsc::Receiver<Command>, _running: watch::Sender<()>) -> Result<()> {
