@@ -9,14 +9,16 @@ use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Transaction;
+use tracing::Instrument;
 
 use crate::consumer::follow::{Batch, Follower};
+use crate::consumer::telemetry::{self, PROJECTION};
 use crate::consumer::{HandlerError, Progress, ProgressWatch, Running};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::store::postgres::PostgresStore;
-use crate::store::{validate_checkpoint_name, EventStore, LogFilter};
+use crate::store::{validate_checkpoint_name, EventStore, HeadWatch, LogFilter};
 
 /// Where SQL projections save their checkpoints (in the store's checkpoints table).
 const PREFIX: &str = "sql-projection/";
@@ -102,15 +104,18 @@ impl SqlProjector {
     /// [`Error::InvalidCheckpointName`] for a bad name; [`Error::Handler`] when `setup` fails; store
     /// errors.
     pub async fn start<P: SqlProjection>(store: PostgresStore, mut projection: P) -> Result<SqlProjectionHandle> {
+        telemetry::describe();
         let name = projection.name().to_owned();
         let key = format!("{PREFIX}{name}");
         validate_checkpoint_name(&key)?;
         let at = prepare(&store, &key, &mut projection).await?;
+        let head = store.watch_head();
+        telemetry::progress(&name, PROJECTION, at, at, head.current());
         let progress = Progress { processed: at, checkpoint: at, caught_up: None };
         let (report, watched) = watch::channel(progress);
         let watch = ProgressWatch { name: name.clone(), progress: watched, head: store.watch_head() };
         let (commands, stop) = mpsc::channel(1);
-        let runner = Runner { store: Arc::new(store), key, name: name.clone(), at, report };
+        let runner = Runner { store: Arc::new(store), key, name: name.clone(), at, report, head };
         let task = tokio::spawn(runner.run(projection, stop));
         Ok(SqlProjectionHandle { watch, commands, running: Running::new(name, task) })
     }
@@ -217,10 +222,20 @@ struct Runner {
     /// The committed checkpoint.
     at: Position,
     report: watch::Sender<Progress>,
+    /// The store's head, for the lag gauge.
+    head: HeadWatch,
 }
 
 impl Runner {
-    async fn run<P: SqlProjection>(mut self, mut projection: P, mut stop: mpsc::Receiver<()>) -> Result<()> {
+    /// Runs the projector until it is stopped or fails; reports the error (or panic) that stopped it.
+    async fn run<P: SqlProjection>(self, projection: P, stop: mpsc::Receiver<()>) -> Result<()> {
+        let name = self.name.clone();
+        let progress = self.report.subscribe();
+        let position = || progress.borrow().processed;
+        telemetry::reporting_stop(&name, position, self.work(projection, stop)).await
+    }
+
+    async fn work<P: SqlProjection>(mut self, mut projection: P, mut stop: mpsc::Receiver<()>) -> Result<()> {
         let filter = projection.filter();
         let mut follower = Follower::new(Arc::clone(&self.store), self.at.next(), filter.clone());
         let mut failures = 0u32;
@@ -230,7 +245,13 @@ impl Runner {
                 batch = follower.next_batch() => batch,
             };
             let outcome = match batch {
-                Ok(batch) => self.commit(&mut projection, &batch).await.map(|outcome| (batch, outcome)),
+                Ok(batch) => {
+                    let span = telemetry::batch_span(&self.name, PROJECTION, &batch);
+                    let started = std::time::Instant::now();
+                    let outcome = self.commit(&mut projection, &batch).instrument(span).await;
+                    telemetry::batch_done(&self.name, PROJECTION, started);
+                    outcome.map(|outcome| (batch, outcome))
+                }
                 Err(error) => Err(error),
             };
             match outcome {
@@ -239,6 +260,7 @@ impl Runner {
                     if let Outcome::Committed = done {
                         self.at = self.at.max(batch.through);
                     }
+                    telemetry::progress(&self.name, PROJECTION, batch.through, self.at, self.head.current());
                     self.report.send_modify(|progress| {
                         progress.processed = batch.through;
                         progress.checkpoint = self.at;
@@ -251,6 +273,16 @@ impl Runner {
                 Ok((_, Outcome::Moved(to))) => self.at = to,
                 Ok((_, Outcome::Failed(position, source))) => {
                     failures += 1;
+                    telemetry::handler_failed(&self.name, PROJECTION);
+                    if failures < ATTEMPTS {
+                        tracing::warn!(
+                            annals.consumer = self.name.as_str(),
+                            annals.position = position.get(),
+                            annals.attempt = failures,
+                            "error.message" = %source,
+                            "sql projection batch failed, will retry"
+                        );
+                    }
                     if failures >= ATTEMPTS {
                         return Err(Error::Handler {
                             consumer: self.name.clone(),
@@ -261,7 +293,10 @@ impl Runner {
                     }
                 }
                 // The database restarting, a dropped connection: wait, then go on from the checkpoint.
-                Err(error) if error.is_retryable() => failures = failures.saturating_add(1).min(ATTEMPTS - 1),
+                Err(error) if error.is_retryable() => {
+                    telemetry::recovering(&self.name, &error);
+                    failures = failures.saturating_add(1).min(ATTEMPTS - 1);
+                }
                 Err(error) => return Err(error),
             }
             tokio::time::sleep(Duration::from_millis(50) * failures.max(1)).await;
@@ -287,13 +322,19 @@ impl Runner {
             }
         }
         let through = i64::try_from(batch.through.get()).unwrap_or(i64::MAX);
-        tx.execute(
-            &self.store.sql("UPDATE {s}.checkpoints SET position = $2, updated_us = $3 WHERE name = $1"),
-            &[&self.key, &through, &Utc::now().timestamp_micros()],
-        )
-        .await
-        .map_err(Error::storage)?;
-        tx.commit().await.map_err(Error::storage)?;
+        let started = std::time::Instant::now();
+        async {
+            tx.execute(
+                &self.store.sql("UPDATE {s}.checkpoints SET position = $2, updated_us = $3 WHERE name = $1"),
+                &[&self.key, &through, &Utc::now().timestamp_micros()],
+            )
+            .await
+            .map_err(Error::storage)?;
+            tx.commit().await.map_err(Error::storage)
+        }
+        .instrument(telemetry::checkpoint_span(&self.name, batch.through))
+        .await?;
+        telemetry::checkpoint_done(&self.name, PROJECTION, started);
         Ok(Outcome::Committed)
     }
 }

@@ -3,11 +3,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 
 use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::aggregate::snapshot_policy::SnapshotPolicy;
 use crate::aggregate::Aggregate;
@@ -154,6 +156,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// A repository over `store`, without snapshots or cache, retrying conflicts
     /// [`DEFAULT_MAX_RETRIES`] times.
     pub fn new(store: S) -> Self {
+        describe();
         Repository { store, max_retries: DEFAULT_MAX_RETRIES, snapshots: None, cache: None, _aggregate: PhantomData }
     }
 
@@ -203,7 +206,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>> {
         if let Some(cache) = &self.cache {
             let current = self.store.stream_version(stream).await?.unwrap_or(Version::ZERO);
-            if let Some(hit) = lock(cache).get(stream, current) {
+            let hit = lock(cache).get(stream, current);
+            let result = if hit.is_some() { "hit" } else { "miss" };
+            metrics::counter!("annals.repository.cache", "aggregate" => A::TYPE, "result" => result).increment(1);
+            if let Some(hit) = hit {
                 return Ok(hit);
             }
         }
@@ -255,16 +261,39 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     where
         A::Command: Clone,
     {
+        let span = command_span::<A>(id);
+        let mut retries = 0;
+        let result = self.execute_retrying(id, command, context, &mut retries).instrument(span.clone()).await;
+        let last = result.as_ref().ok().and_then(Committed::last_position);
+        finish(&span, A::TYPE, retries, last, &result);
+        result
+    }
+
+    async fn execute_retrying(
+        &self,
+        id: &str,
+        command: A::Command,
+        context: &CommandContext,
+        retries: &mut u32,
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
         let stream = A::stream_id(id)?;
-        let mut attempt = 0;
         loop {
             let loaded = self.load_stream(&stream).await?;
             let events = loaded.state.handle(command.clone()).map_err(CommandError::Rejected)?;
             match self.commit(&stream, loaded, events, context).await {
-                Err(Error::WrongExpectedVersion { .. }) if attempt < self.max_retries => attempt += 1,
+                Err(Error::WrongExpectedVersion { .. }) if *retries < self.max_retries => self.conflict(retries),
                 other => return other.map_err(CommandError::Store),
             }
         }
+    }
+
+    /// Counts a conflict about to be retried.
+    fn conflict(&self, retries: &mut u32) {
+        *retries += 1;
+        metrics::counter!("annals.repository.conflicts", "aggregate" => A::TYPE).increment(1);
     }
 
     /// Runs one command against each of several aggregates of this type and appends all their
@@ -283,17 +312,34 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     where
         A::Command: Clone,
     {
+        let ids: Vec<&str> = commands.iter().map(|(id, _)| id.as_str()).collect();
+        let span = command_span::<A>(&ids.join(","));
+        let mut retries = 0;
+        let result = self.execute_atomic_retrying(&commands, context, &mut retries).instrument(span.clone()).await;
+        let last = result.as_ref().ok().and_then(|all| all.iter().filter_map(Committed::last_position).max());
+        finish(&span, A::TYPE, retries, last, &result);
+        result
+    }
+
+    async fn execute_atomic_retrying(
+        &self,
+        commands: &[(String, A::Command)],
+        context: &CommandContext,
+        retries: &mut u32,
+    ) -> Result<Vec<Committed<A::Event>>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
         let streams = commands.iter().map(|(id, _)| A::stream_id(id)).collect::<Result<Vec<_>>>()?;
-        let mut attempt = 0;
         loop {
             let mut planned = Vec::with_capacity(commands.len());
-            for (stream, (_, command)) in streams.iter().zip(&commands) {
+            for (stream, (_, command)) in streams.iter().zip(commands) {
                 let loaded = self.load_stream(stream).await?;
                 let events = loaded.state.handle(command.clone()).map_err(CommandError::Rejected)?;
                 planned.push((stream.clone(), loaded, events));
             }
             match self.commit_all(planned, context).await {
-                Err(Error::WrongExpectedVersion { .. }) if attempt < self.max_retries => attempt += 1,
+                Err(Error::WrongExpectedVersion { .. }) if *retries < self.max_retries => self.conflict(retries),
                 other => return other.map_err(CommandError::Store),
             }
         }
@@ -366,6 +412,61 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         }
         Ok(())
     }
+}
+
+/// Describes the repository's metrics (unit and meaning) to the installed recorder, once per process.
+pub(crate) fn describe() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        metrics::describe_counter!(
+            "annals.repository.commands",
+            metrics::Unit::Count,
+            "commands run through a repository, by outcome"
+        );
+        metrics::describe_counter!(
+            "annals.repository.conflicts",
+            metrics::Unit::Count,
+            "version conflicts the repository retried"
+        );
+        metrics::describe_counter!(
+            "annals.repository.cache",
+            metrics::Unit::Count,
+            "loads served from the repository's cache (hit), or not (miss)"
+        );
+    });
+}
+
+/// The `annals.command` span of a command on the aggregate(s) `id` of type `A`.
+fn command_span<A: Aggregate>(id: &str) -> Span {
+    tracing::debug_span!(
+        "annals.command",
+        annals.aggregate = A::TYPE,
+        annals.id = id,
+        annals.retries = Empty,
+        annals.outcome = Empty,
+        annals.position.last = Empty,
+    )
+}
+
+/// Records how a command ended on its span and in `annals.repository.commands`.
+fn finish<T, E>(
+    span: &Span,
+    aggregate: &'static str,
+    retries: u32,
+    last: Option<Position>,
+    result: &Result<T, CommandError<E>>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(CommandError::Rejected(_)) => "rejected",
+        Err(CommandError::Store(_)) => "error",
+    };
+    span.record("annals.retries", retries);
+    span.record("annals.outcome", outcome);
+    if let Some(last) = last {
+        span.record("annals.position.last", last.get());
+    }
+    metrics::counter!("annals.repository.commands", "aggregate" => aggregate, "outcome" => outcome).increment(1);
 }
 
 fn to_new_event<E: Event>(event: &E, context: &CommandContext) -> Result<NewEvent> {

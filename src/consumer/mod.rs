@@ -4,6 +4,7 @@
 pub(crate) mod follow;
 pub(crate) mod projection;
 pub(crate) mod subscription;
+pub(crate) mod telemetry;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::rows::Row;
 use crate::error::{Error, Result};
-use crate::position::ExpectedVersion;
+use crate::position::{ExpectedVersion, Position};
 use crate::store::{AppendResult, EventStore, StreamAppend};
 use crate::stream_id::StreamId;
 
@@ -16,6 +16,8 @@ use crate::stream_id::StreamId;
 pub(super) struct Tally {
     pub(super) written: u64,
     pub(super) present: u64,
+    /// The highest position of the batch's events (stored now or before).
+    pub(super) last: Option<Position>,
 }
 
 impl Tally {
@@ -25,6 +27,7 @@ impl Tally {
         } else {
             self.written += events as u64;
         }
+        self.last = self.last.max(Some(result.last_position));
     }
 }
 

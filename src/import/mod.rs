@@ -54,6 +54,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -424,6 +425,7 @@ impl CsvImport {
         rows_total: Option<u64>,
         progress: &mut impl FnMut(ImportProgress),
     ) -> Result<ImportSummary, ImportError> {
+        describe();
         let mut summary = ImportSummary::default();
         let mut streams: HashSet<StreamId> = HashSet::new();
         let report = |summary: &ImportSummary| ImportProgress {
@@ -449,7 +451,19 @@ impl CsvImport {
                     streams.insert(row.stream.clone());
                 }
             }
-            let tally = append_batch(store, batch.events).await?;
+            let rows = batch.rows;
+            let events = batch.events.len();
+            let span = tracing::debug_span!(
+                "annals.import.batch",
+                annals.rows = rows,
+                annals.events = events,
+                annals.position.last = tracing::field::Empty,
+            );
+            let tally = append_batch(store, batch.events).instrument(span.clone()).await?;
+            if let Some(last) = tally.last {
+                span.record("annals.position.last", last.get());
+            }
+            metrics::counter!("annals.import.rows").increment(events as u64);
             summary.events_written += tally.written;
             summary.already_present += tally.present;
             progress(report(&summary));
@@ -457,6 +471,14 @@ impl CsvImport {
         summary.streams = streams.len() as u64;
         Ok(summary)
     }
+}
+
+/// Describes the import's metric (unit and meaning) to the installed recorder, once per process.
+pub(crate) fn describe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        metrics::describe_counter!("annals.import.rows", metrics::Unit::Count, "CSV rows turned into events");
+    });
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::handle::ProjectionHandle;
 use super::saved::{decode_saved, history_key, history_prefix, live_key, shadow_key, Keep, Settings};
 use super::task::Task;
 use super::{replay, Projection};
+use crate::consumer::telemetry::{self, PROJECTION};
 use crate::consumer::{CheckpointPolicy, Progress, ProgressWatch, Running, Start};
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -175,9 +176,12 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
                 expected: "used on a persisted projector only",
             });
         }
+        telemetry::describe();
         let first = (self.settings.factory)();
         let name = first.name().to_owned();
         let restored = self.settings.restore(first).await?;
+        let head = self.settings.store.watch_head();
+        telemetry::progress(&name, PROJECTION, restored.committed, restored.committed, head.current());
         let ready = restored.ready;
         let progress = Progress { processed: restored.committed, checkpoint: restored.committed, caught_up: None };
         let (progress_tx, progress_rx) = watch::channel(progress);
@@ -194,6 +198,7 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
             progress: progress_tx,
             ready: ready_tx,
             settings: self.settings,
+            head,
         };
         let handle = tokio::spawn(task.run(restored.live_from, restored.rebuild, inbox));
         Ok(ProjectionHandle { state, watch, ready: ready_rx, commands, running: Running::new(running_name, handle) })

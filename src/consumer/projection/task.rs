@@ -3,16 +3,21 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use tokio::sync::{mpsc, oneshot, watch, RwLock};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::saved::{consumer_error, history_key, history_prefix, Keep, Run, Settings, Shadow};
 use super::{handler_error, Projection};
 use crate::consumer::follow::{Batch, Follower, Phase};
+use crate::consumer::telemetry::{self, PROJECTION};
 use crate::consumer::{occurred_before, sleep_until, Pending, Progress};
 use crate::envelope::RecordedEvent;
 use crate::error::{ConsumerProblem, Result};
 use crate::position::Position;
-use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter};
+use crate::store::{Checkpoint, CheckpointWrite, EventStore, HeadWatch, LogFilter};
 
 pub(super) enum Command {
     Rebuild(oneshot::Sender<Result<()>>),
@@ -28,6 +33,8 @@ pub(super) struct Task<S, P> {
     pub(super) progress: watch::Sender<Progress>,
     pub(super) ready: watch::Sender<bool>,
     pub(super) settings: Settings<S, P>,
+    /// The store's head, for the lag gauge.
+    pub(super) head: HeadWatch,
 }
 
 /// One follower with its projection: the live one (in the shared lock) or a shadow (private).
@@ -38,6 +45,8 @@ struct Lane<S, P> {
     pub(super) instance: Target<P>,
     /// Set once it has caught up with the head.
     pub(super) caught_up: bool,
+    /// The `annals.projection.rebuild` span of a shadow, open until it is swapped in or dropped.
+    pub(super) rebuild: Option<Span>,
 }
 
 enum Target<P> {
@@ -46,12 +55,20 @@ enum Target<P> {
 }
 
 impl<S: EventStore + 'static, P: Projection> Task<S, P> {
+    /// Runs the projector until it is stopped or fails; reports the error (or panic) that stopped it.
     pub(super) async fn run(
         self,
         live_from: Run,
         rebuild: Option<Shadow<P>>,
-        mut inbox: mpsc::Receiver<Command>,
+        inbox: mpsc::Receiver<Command>,
     ) -> Result<()> {
+        let name = self.name.clone();
+        let progress = self.progress.subscribe();
+        let position = || progress.borrow().processed;
+        telemetry::reporting_stop(&name, position, self.work(live_from, rebuild, inbox)).await
+    }
+
+    async fn work(self, live_from: Run, rebuild: Option<Shadow<P>>, mut inbox: mpsc::Receiver<Command>) -> Result<()> {
         let filter = self.state.read().await.filter();
         let mut live = self.lane(
             live_from,
@@ -116,11 +133,28 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
             pending: Pending::new(committed),
             instance,
             caught_up: false,
+            rebuild: None,
         }
     }
 
     fn shadow_lane(&self, shadow: Shadow<P>, filter: &LogFilter) -> Lane<S, P> {
-        self.lane(shadow.run, shadow.committed, Target::Shadow(Box::new(shadow.instance)), filter)
+        let mut lane = self.lane(shadow.run, shadow.committed, Target::Shadow(Box::new(shadow.instance)), filter);
+        let span = tracing::info_span!(
+            "annals.projection.rebuild",
+            annals.consumer = self.name.as_str(),
+            annals.position = Empty
+        );
+        lane.rebuild = Some(span);
+        lane
+    }
+
+    /// Changes the live projection's progress with `update`: first the consumer gauges, then what
+    /// the handles see (so that a handle that saw the progress finds the gauges set too).
+    fn report(&self, update: impl FnOnce(&mut Progress)) {
+        let mut progress = *self.progress.borrow();
+        update(&mut progress);
+        telemetry::progress(&self.name, PROJECTION, progress.processed, progress.checkpoint, self.head.current());
+        self.progress.send_replace(progress);
     }
 
     /// Waits for the next page, a command or the checkpoint deadline, and acts on it.
@@ -132,7 +166,15 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
                 Some(Command::Stop) | None => Step::Stop,
             }),
             batch = lane.follower.next_batch() => {
-                self.apply(lane, batch?).await?;
+                let batch = batch?;
+                // A shadow's pages are children of its rebuild span.
+                let span = match &lane.rebuild {
+                    Some(rebuild) => rebuild.in_scope(|| telemetry::batch_span(&self.name, PROJECTION, &batch)),
+                    None => telemetry::batch_span(&self.name, PROJECTION, &batch),
+                };
+                let started = Instant::now();
+                self.apply(lane, batch).instrument(span).await?;
+                telemetry::batch_done(&self.name, PROJECTION, started);
                 Ok(Step::Continue)
             }
             () = sleep_until(deadline) => {
@@ -170,15 +212,21 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
         if batch.caught_up {
             lane.caught_up = true;
         }
-        if let Target::Live(_) = lane.instance {
-            self.progress.send_modify(|p| {
-                p.processed = batch.through;
+        match lane.instance {
+            Target::Live(_) => {
+                self.report(|p| {
+                    p.processed = batch.through;
+                    if batch.caught_up {
+                        p.caught_up.get_or_insert(batch.through);
+                    }
+                });
                 if batch.caught_up {
-                    p.caught_up.get_or_insert(batch.through);
+                    self.ready.send_replace(true);
                 }
-            });
-            if batch.caught_up {
-                self.ready.send_replace(true);
+            }
+            Target::Shadow(_) => {
+                metrics::gauge!("annals.projection.rebuild.position", "consumer" => self.name.clone())
+                    .set(batch.through.get() as f64);
             }
         }
         if lane.pending.full(&self.settings.policy) || batch.caught_up {
@@ -209,10 +257,16 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
             }
         }
         writes.push(CheckpointWrite::Save(Checkpoint::new(key.clone(), through).with_state(saved)));
-        self.settings.store.save_checkpoints(writes).await?;
+        let started = Instant::now();
+        self.settings
+            .store
+            .save_checkpoints(writes)
+            .instrument(telemetry::checkpoint_span(&self.name, through))
+            .await?;
+        telemetry::checkpoint_done(&self.name, PROJECTION, started);
         lane.pending.committed(through);
         if let Target::Live(_) = lane.instance {
-            self.progress.send_modify(|p| p.checkpoint = through);
+            self.report(|p| p.checkpoint = through);
         }
         Ok(())
     }
@@ -229,13 +283,27 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
             Target::Live(state) => return Ok(Lane { instance: Target::Live(state), ..lane }),
         };
         let through = lane.follower.through();
-        if !matches!(self.settings.keep, Keep::Nothing) {
-            let checkpoint = Checkpoint::new(self.live_key.clone(), through).with_state(self.saved(&instance)?);
-            let writes = vec![CheckpointWrite::Save(checkpoint), CheckpointWrite::Delete(self.shadow_key.clone())];
-            self.settings.store.save_checkpoints(writes).await?;
+        let rebuild = lane.rebuild.unwrap_or_else(Span::none);
+        rebuild.record("annals.position", through.get());
+        let swap = tracing::info_span!(
+            parent: &rebuild,
+            "annals.projection.swap",
+            annals.consumer = self.name.as_str(),
+            annals.position = through.get()
+        );
+        async {
+            if !matches!(self.settings.keep, Keep::Nothing) {
+                let checkpoint = Checkpoint::new(self.live_key.clone(), through).with_state(self.saved(&instance)?);
+                let writes = vec![CheckpointWrite::Save(checkpoint), CheckpointWrite::Delete(self.shadow_key.clone())];
+                self.settings.store.save_checkpoints(writes).await?;
+            }
+            Ok::<(), crate::error::Error>(())
         }
+        .instrument(swap)
+        .await?;
         *self.state.write().await = *instance;
-        self.progress.send_modify(|p| {
+        metrics::counter!("annals.projection.rebuilds", "consumer" => self.name.clone()).increment(1);
+        self.report(|p| {
             p.processed = through;
             p.checkpoint = through;
             p.caught_up.get_or_insert(through);
@@ -271,6 +339,7 @@ pub(super) async fn handle_all<P: Projection>(
             continue;
         }
         if let Err(source) = projection.handle(event, phase).await {
+            telemetry::handler_failed(projection.name(), PROJECTION);
             return Err(handler_error(projection, event, source));
         }
     }

@@ -2,10 +2,12 @@
 //! partition, and how far the partitions got. The group and its workers share it; neither imports
 //! the other.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use crate::consumer::telemetry::{self, SUBSCRIPTION};
 use crate::consumer::{Progress, ProgressWatch};
 use crate::position::Position;
 
@@ -41,6 +43,8 @@ pub(crate) struct Coordinator {
     pub(super) processed: Mutex<Vec<Position>>,
     pub(super) committed: Mutex<Vec<Position>>,
     pub(super) head: crate::store::HeadWatch,
+    /// How many events each worker of this process holds parked: their sum is the `annals.parked` gauge.
+    pub(super) parked: Mutex<BTreeMap<u64, usize>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,7 +76,23 @@ impl Coordinator {
                 }
             }
         }
+        self.set_parked(worker, 0);
         self.bump();
+    }
+
+    /// Records that `worker` holds `count` parked events, and sets the subscription's `annals.parked`
+    /// gauge to the sum over this process's workers.
+    pub(crate) fn set_parked(&self, worker: u64, count: usize) {
+        let total: usize = {
+            let mut parked = lock(&self.parked);
+            if count == 0 {
+                parked.remove(&worker);
+            } else {
+                parked.insert(worker, count);
+            }
+            parked.values().sum()
+        };
+        metrics::gauge!("annals.parked", "consumer" => self.name.clone()).set(total as f64);
     }
 
     fn bump(&self) {
@@ -160,6 +180,8 @@ impl Coordinator {
         };
         let processed = lowest(&self.processed, processed);
         let checkpoint = lowest(&self.committed, committed);
+        // The gauges first: a handle that sees the progress finds them set.
+        telemetry::progress(&self.name, SUBSCRIPTION, processed, checkpoint, self.head.current());
         self.progress.send_modify(|progress| {
             progress.processed = processed;
             progress.checkpoint = checkpoint;

@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, watch};
 use super::coordinator::{Coordinator, Membership};
 use super::worker::{SubscriptionHandle, Worker};
 use super::{partition_key, saved_partitions, Handler, SavedPartition, Setup, SubscriptionConfig};
+use crate::consumer::telemetry::{self, SUBSCRIPTION};
 use crate::consumer::Progress;
 use crate::error::{ConsumerProblem, Error, Result};
 use crate::position::Position;
@@ -64,6 +65,7 @@ impl<S: EventStore + 'static> SubscriptionGroup<S> {
     /// [`Error::Consumer`] when it was saved with another partition count or its checkpoints are not
     /// a subscription's; [`Error::InvalidCheckpointName`] for a bad name; store errors.
     pub async fn new(store: S, config: SubscriptionConfig) -> Result<Self> {
+        telemetry::describe();
         crate::store::validate_checkpoint_name(&partition_key(&config.name, config.partitions))?;
         let (from, occurred_from) = config.start.resolve(&store).await?;
         let mut processed = vec![Position::new(from.get() - 1); config.partitions as usize];
@@ -99,7 +101,11 @@ impl<S: EventStore + 'static> SubscriptionGroup<S> {
             processed: Mutex::new(processed.clone()),
             committed: Mutex::new(processed),
             head: store.watch_head(),
+            parked: Mutex::new(std::collections::BTreeMap::new()),
         });
+        // Where a restarted subscription stands before its first page: behind by what was appended
+        // while it was stopped.
+        telemetry::progress(&config.name, SUBSCRIPTION, minimum, minimum, coordinator.head.current());
         let setup = Arc::new(Setup { store: Arc::new(store), config, from, occurred_from });
         Ok(SubscriptionGroup { setup, coordinator })
     }

@@ -8,12 +8,14 @@ use std::time::Duration;
 use chrono::{SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::coordinator::Coordinator;
 use super::{
     drop_parked, partition_key, partition_of, Handler, OnFailure, Parked, ParkedReplay, SavedPartition, Setup,
 };
 use crate::consumer::follow::{Batch, Follower, Phase};
+use crate::consumer::telemetry::{self, SUBSCRIPTION};
 use crate::consumer::{occurred_before, sleep_until, HandlerError, Pending, ProgressWatch, Running};
 use crate::envelope::RecordedEvent;
 use crate::error::{ConsumerProblem, Error, Result};
@@ -224,7 +226,14 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
         }
     }
 
-    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Command>, _running: watch::Sender<()>) -> Result<()> {
+    /// Runs the worker until it is stopped or fails; reports the error (or panic) that stopped it.
+    pub(crate) async fn run(self, inbox: mpsc::Receiver<Command>, running: watch::Sender<()>) -> Result<()> {
+        let coordinator = Arc::clone(&self.coordinator);
+        let position = || coordinator.watch().now().processed;
+        telemetry::reporting_stop(&coordinator.name, position, self.work(inbox, running)).await
+    }
+
+    async fn work(mut self, mut inbox: mpsc::Receiver<Command>, _running: watch::Sender<()>) -> Result<()> {
         let _membership = Membership { worker: self.id, coordinator: Arc::clone(&self.coordinator) };
         let mut changed = self.coordinator.changed.subscribe();
         let shared = self.setup.store.partition_leases().is_some();
@@ -251,7 +260,13 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                 }
                 _ = beat.tick(), if shared => self.rebalance().await,
                 batch = next_batch(self.follower.as_mut()) => match batch {
-                    Ok(batch) => self.apply(batch).await,
+                    Ok(batch) => {
+                        let span = telemetry::batch_span(&self.setup.config.name, SUBSCRIPTION, &batch);
+                        let started = std::time::Instant::now();
+                        let outcome = self.apply(batch).instrument(span).await;
+                        telemetry::batch_done(&self.setup.config.name, SUBSCRIPTION, started);
+                        outcome
+                    }
                     Err(error) => Err(error),
                 },
                 () = sleep_until(deadline) => self.commit().await,
@@ -275,10 +290,12 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             if !(shared && error.is_retryable()) {
                 return Err(error);
             }
+            telemetry::recovering(&self.setup.config.name, &error);
             self.held.clear();
             self.follower = None;
             self.pending.clear();
             self.coordinator.set_held(self.id, &[]);
+            self.sync_parked();
             tokio::time::sleep(self.setup.config.lease_ttl / 6).await;
             outcome = self.rebalance().await;
         }
@@ -299,10 +316,18 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                         self.held.remove(p);
                     }
                     self.coordinator.release(self.id, &release);
+                    self.handed_over(&release);
                 }
                 self.coordinator.acquire(self.id)
             }
         };
+        if !acquired.is_empty() {
+            tracing::info!(
+                annals.consumer = self.setup.config.name.as_str(),
+                annals.partitions = ?acquired,
+                "took over partitions"
+            );
+        }
         let mut restart = None;
         for p in acquired {
             let name = partition_key(&self.setup.config.name, p);
@@ -316,6 +341,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             let from = Position::new(committed.get() + 1);
             restart = Some(restart.map_or(from, |r: Position| r.min(from)));
         }
+        self.sync_parked();
         if self.held.values().any(|held| held.parked.iter().any(|p| p.requeued)) {
             self.replay_parked(true).await?;
         }
@@ -349,10 +375,12 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                 self.held.remove(p);
             }
             leases.release(&self.setup.config.name, &self.member, &release).await?;
+            self.handed_over(&release);
         }
         let config = &self.setup.config;
         let now_held = leases.claim(&config.name, &self.member, &targets, config.lease_ttl).await?;
         self.held.retain(|p, _| now_held.contains(p));
+        self.sync_parked();
         self.coordinator.set_held(self.id, &now_held);
         let acquired: Vec<u32> = now_held.iter().copied().filter(|p| !self.held.contains_key(p)).collect();
         refresh_others(&self.setup, &self.coordinator).await?;
@@ -370,12 +398,15 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                 continue;
             }
             if !occurred_before(event, self.setup.occurred_from) {
-                let outcome = deliver(&mut self.handler, &self.setup.config.retry, event, batch.phase).await;
+                let name = &self.setup.config.name;
+                let outcome = deliver(&mut self.handler, name, &self.setup.config.retry, event, batch.phase).await;
                 if let Err((source, attempts)) = outcome {
                     match self.setup.config.on_failure {
                         OnFailure::Park => {
+                            report_parked(name, event, &source, attempts);
                             held.parked.push(parked(event, &source, attempts));
                             held.dirty = true;
+                            self.sync_parked();
                         }
                         OnFailure::Stop => {
                             // Save what was handled before it; the event itself comes again on restart.
@@ -413,6 +444,21 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
         }
     }
 
+    /// Reports partitions handed over to other workers.
+    fn handed_over(&self, partitions: &[u32]) {
+        tracing::info!(
+            annals.consumer = self.setup.config.name.as_str(),
+            annals.partitions = ?partitions,
+            "handed over partitions"
+        );
+    }
+
+    /// Tells the coordinator how many parked events this worker holds now (the `annals.parked` gauge).
+    fn sync_parked(&self) {
+        let count = self.held.values().map(|held| held.parked.len()).sum();
+        self.coordinator.set_parked(self.id, count);
+    }
+
     fn processed(&self) -> Vec<(u32, Position)> {
         self.held.iter().map(|(&p, held)| (p, held.through)).collect()
     }
@@ -427,15 +473,18 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                 return Ok(());
             }
             let store = Arc::clone(&self.setup.store);
-            let lost = match store.partition_leases() {
-                Some(leases) => {
-                    leases.save_checkpoints_held(&self.setup.config.name, &self.member, &partitions, writes).await?
+            let name = &self.setup.config.name;
+            let lowest = self.held.values().map(|held| held.through).min().unwrap_or(Position::ZERO);
+            let started = std::time::Instant::now();
+            let lost = async {
+                match store.partition_leases() {
+                    Some(leases) => leases.save_checkpoints_held(name, &self.member, &partitions, writes).await,
+                    None => store.save_checkpoints(writes).await.map(|()| Vec::new()),
                 }
-                None => {
-                    store.save_checkpoints(writes).await?;
-                    Vec::new()
-                }
-            };
+            }
+            .instrument(telemetry::checkpoint_span(name, lowest))
+            .await?;
+            telemetry::checkpoint_done(name, SUBSCRIPTION, started);
             if lost.is_empty() {
                 break;
             }
@@ -446,6 +495,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             }
             let held: Vec<u32> = self.held.keys().copied().collect();
             self.coordinator.set_held(self.id, &held);
+            self.sync_parked();
         }
         let mut committed = Vec::with_capacity(self.held.len());
         for (&p, held) in &mut self.held {
@@ -494,6 +544,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
                         found = true;
                     }
                 }
+                self.sync_parked();
                 let result = if found { self.commit().await.map(|()| true) } else { Ok(false) };
                 let _ = reply.send(result);
             }
@@ -535,6 +586,7 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
             }
             held.parked = still;
         }
+        self.sync_parked();
         self.commit().await?;
         Ok(outcome)
     }
@@ -568,6 +620,7 @@ async fn next_batch<S: EventStore>(follower: Option<&mut Follower<Arc<S>>>) -> R
 /// number of attempts.
 async fn deliver<H: Handler>(
     handler: &mut H,
+    consumer: &str,
     retry: &super::RetryPolicy,
     event: &RecordedEvent,
     phase: Phase,
@@ -576,13 +629,40 @@ async fn deliver<H: Handler>(
     loop {
         match handler.handle(event, phase).await {
             Ok(()) => return Ok(()),
-            Err(error) if attempt >= retry.max_attempts() => return Err((error, attempt)),
-            Err(_) => {
+            Err(error) => {
+                telemetry::handler_failed(consumer, SUBSCRIPTION);
+                if attempt >= retry.max_attempts() {
+                    return Err((error, attempt));
+                }
+                tracing::warn!(
+                    annals.consumer = consumer,
+                    annals.position = event.position.get(),
+                    annals.event.id = %event.id,
+                    "annals.event.type" = event.event_type.as_str(),
+                    annals.attempt = attempt,
+                    "error.message" = %error,
+                    "handler failed, will retry"
+                );
+                metrics::counter!("annals.handler.retries", "consumer" => consumer.to_owned()).increment(1);
                 tokio::time::sleep(retry.delay(attempt)).await;
                 attempt += 1;
             }
         }
     }
+}
+
+/// Reports an event parked after `attempts` failed attempts.
+fn report_parked(consumer: &str, event: &RecordedEvent, error: &HandlerError, attempts: u32) {
+    tracing::error!(
+        annals.consumer = consumer,
+        annals.position = event.position.get(),
+        annals.event.id = %event.id,
+        "annals.event.type" = event.event_type.as_str(),
+        annals.attempts = attempts,
+        "error.message" = %error,
+        "event parked"
+    );
+    metrics::counter!("annals.parked.total", "consumer" => consumer.to_owned()).increment(1);
 }
 
 fn parked(event: &RecordedEvent, error: &HandlerError, attempts: u32) -> Parked {
