@@ -28,6 +28,10 @@ subscription, requeue, skip, verify, imports, export, copy) print one JSON docum
 Times are RFC 3339 (2013-01-01T00:00:00Z, 2013-01-01T01:00:00+01:00) or plain dates (2013-01-01,
 midnight UTC).
 
+With -v (-vv, -vvv) the tool logs what it and the library do to stderr at info (debug, trace)
+level; RUST_LOG directives (annals=trace,tokio_postgres=debug) refine that filter. Without -v
+nothing is logged, whatever RUST_LOG says.
+
 Exit codes: 0 success; 1 an error (one line on stderr, starting with \"error:\"), including a bad
 command line; 2 the store is damaged (verify found problems, or a record did not decode).
 
@@ -54,6 +58,10 @@ pub(crate) struct Cli {
     /// Print JSON for scripts instead of text for people.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Log what the tool and the library do to stderr: -v info, -vv debug, -vvv trace (RUST_LOG
+    /// directives, if set, are added on top). Without it nothing is logged.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub(crate) verbose: u8,
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -92,6 +100,25 @@ pub(crate) enum Command {
     /// Check every byte of a sled store, or the log of a PostgreSQL store.
     #[command(long_about = VERIFY_LONG)]
     Verify,
+}
+
+impl Command {
+    /// The command's name as typed, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Streams(_) => "streams",
+            Command::Read(_) => "read",
+            Command::Log(_) => "log",
+            Command::Tail(_) => "tail",
+            Command::Stats(_) => "stats",
+            Command::Subscriptions(_) => "subscriptions",
+            Command::Import(ImportCommand::Csv(_)) => "import csv",
+            Command::Import(ImportCommand::Jsonl(_)) => "import jsonl",
+            Command::Export(ExportCommand::Jsonl(_)) => "export jsonl",
+            Command::Copy(_) => "copy",
+            Command::Verify => "verify",
+        }
+    }
 }
 
 /// Which clock a time bound is on.

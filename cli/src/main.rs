@@ -14,6 +14,7 @@
 mod cli;
 mod commands;
 mod failure;
+mod logging;
 mod output;
 mod postgres;
 mod store;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             return if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
         }
     };
+    logging::init(cli.verbose);
     let mut out = Output::new(cli.json);
     let result = commands::run(cli, &mut out).and_then(|()| out.flush().map_err(Into::into));
     match result {

@@ -47,6 +47,14 @@ impl Location {
         Ok(Location::new(store, schema, connect_timeout))
     }
 
+    /// The kind of store, as the library's `store` label names it: `sled` or `postgresql`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Location::Sled(_) => "sled",
+            Location::Postgres(_) => "postgresql",
+        }
+    }
+
     /// The store's directory, or its schema and server (never the password), for messages.
     pub(crate) fn describe(&self) -> String {
         match self {

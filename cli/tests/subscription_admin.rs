@@ -64,6 +64,8 @@ async fn subscriptions_lists_and_shows_a_subscription_with_its_parked_event() ->
     assert_eq!((&parked["error"], &parked["requeued"]), (&json!("the mail server said no"), &json!(false)));
 
     let text = annals(dir.path(), &["subscriptions", "emails"])?;
+    assert!(text.stdout.contains("\n  lag:         1 event(s) behind the head at 5\n"), "{}", text.stdout);
+    assert!(text.stdout.contains("\n  parked:      1\n"), "{}", text.stdout);
     assert!(text.stdout.contains("position 3: OrderPaid in order-1, 1 attempt(s)"), "{}", text.stdout);
     assert!(text.stdout.contains("error: the mail server said no"), "{}", text.stdout);
 

@@ -24,6 +24,7 @@ use crate::store::{Create, Location, OpenStore, Pending};
 pub(crate) fn run(cli: Cli, out: &mut Output) -> Result<(), Failure> {
     let connect_timeout = Duration::from_secs(cli.connect_timeout);
     if let Command::Copy(args) = &cli.command {
+        tracing::debug!(command = "copy", "annals copy");
         return copy::run(args, &cli.schema, connect_timeout, out);
     }
     let create = match &cli.command {
@@ -38,6 +39,14 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> Result<(), Failure> {
         _ => Create::No,
     };
     let location = Location::from_option(cli.store.as_deref(), &cli.schema, connect_timeout)?;
+    tracing::debug!(
+        command = cli.command.name(),
+        store = location.kind(),
+        "annals {} on the {} store {}",
+        cli.command.name(),
+        location.kind(),
+        location.describe()
+    );
     let pending = location.prepare(create)?;
     if let (Pending::Ready(OpenStore::Sled(store)), Command::Verify) = (&pending, &cli.command) {
         // sled's byte check blocks: no runtime needed.

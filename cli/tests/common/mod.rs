@@ -59,10 +59,10 @@ impl From<Output> for Run {
     }
 }
 
-/// The binary, without `ANNALS_STORE` or `ANNALS_SCHEMA` from the environment.
+/// The binary, without `ANNALS_STORE`, `ANNALS_SCHEMA` or `RUST_LOG` from the environment.
 pub fn command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_annals"));
-    command.env_remove("ANNALS_STORE").env_remove("ANNALS_SCHEMA").stdin(Stdio::null());
+    command.env_remove("ANNALS_STORE").env_remove("ANNALS_SCHEMA").env_remove("RUST_LOG").stdin(Stdio::null());
     command
 }
 
