@@ -269,7 +269,8 @@ impl Scrape {
 
     /// Prints the lines an operator watches for the stock service, and the example's own gauge.
     fn show(&self) {
-        for (name, label) in [("annals_consumer_lag", "consumer=\"stock\""), ("annals_parked", "consumer=\"stock\"")] {
+        for name in [LAG, PARKED, SAVED_LAG, SAVED_PARKED] {
+            let label = STOCK;
             match self.lines(name, label).as_slice() {
                 [] => println!("  {name}{{{label}}}: (not reported)"),
                 lines => lines.iter().for_each(|line| println!("  {line}")),
@@ -342,6 +343,9 @@ pub struct Outcome {
 
 const LAG: &str = "annals_consumer_lag";
 const PARKED: &str = "annals_parked";
+/// From the saved checkpoints (`Subscription::record_saved_metrics`): they see a stopped subscription.
+const SAVED_LAG: &str = "annals_subscription_checkpoint_lag";
+const SAVED_PARKED: &str = "annals_subscription_parked";
 const STOCK: &str = "consumer=\"stock\"";
 
 /// Runs the story on a sled store in a temporary directory, the metrics served on `port` (already
@@ -351,6 +355,15 @@ pub async fn run(port: u16) -> Result<Outcome, Box<dyn Error>> {
     let store = SledStore::open(dir.path())?;
     tracing::info!(dir = %dir.path().display(), "shop store opened");
 
+    // What an exporter does for subscriptions that may be stopped or elsewhere: read the saved
+    // checkpoints now and then.
+    let watched = store.clone();
+    let saved_metrics = tokio::spawn(async move {
+        loop {
+            let _ = Subscription::record_saved_metrics(&watched).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
     let payment = start_payment(&store).await?;
     let stock = start_stock(&store).await?;
     println!("\n== all services up: orders 1 to 4 ==");
@@ -372,7 +385,11 @@ pub async fn run(port: u16) -> Result<Outcome, Box<dyn Error>> {
         place(&store, n).await?;
     }
     settle(&store, &[&payment]).await?;
-    let stock_down = scrape_when(port, |s| s.value(LAG, STOCK).is_some_and(|lag| lag > 0.0)).await?;
+    let stock_down = scrape_when(port, |s| {
+        s.value(SAVED_LAG, STOCK).is_some_and(|lag| lag > 0.0)
+            && s.value(SAVED_PARKED, STOCK).is_some_and(|parked| parked > 0.0)
+    })
+    .await?;
     let head = store.head().await?;
     println!("scraped (head {head}, stock checkpoint {stopped_at}):");
     stock_down.show();
@@ -390,6 +407,7 @@ pub async fn run(port: u16) -> Result<Outcome, Box<dyn Error>> {
 
     payment.stop().await?;
     stock.stop().await?;
+    saved_metrics.abort();
     Ok(Outcome { all_up, stock_down, caught_up })
 }
 
@@ -464,7 +482,11 @@ mod tests {
         let parked = |scrape: &Scrape| scrape.value(PARKED, STOCK);
         assert_eq!(lag(&outcome.all_up), Some(0.0), "all up:\n{}", outcome.all_up.0);
         assert!(parked(&outcome.all_up).is_some_and(|p| p > 0.0), "all up, order 3 parked:\n{}", outcome.all_up.0);
-        assert!(lag(&outcome.stock_down).is_some_and(|l| l > 0.0), "stock down:\n{}", outcome.stock_down.0);
+        // Stopped, the subscription has no worker to report: its saved checkpoint and parked list do.
+        let saved_lag = outcome.stock_down.value(SAVED_LAG, STOCK);
+        assert!(saved_lag.is_some_and(|l| l >= 5.0), "stock down, 5 orders behind:\n{}", outcome.stock_down.0);
+        let saved_parked = outcome.stock_down.value(SAVED_PARKED, STOCK);
+        assert_eq!(saved_parked, Some(1.0), "stock down, order 3 parked:\n{}", outcome.stock_down.0);
         assert_eq!(lag(&outcome.caught_up), Some(0.0), "caught up:\n{}", outcome.caught_up.0);
         assert!(parked(&outcome.caught_up).is_some_and(|p| p > 0.0), "caught up, order 8:\n{}", outcome.caught_up.0);
         Ok(())

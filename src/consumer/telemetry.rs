@@ -48,6 +48,16 @@ pub(crate) fn describe() {
             "how far a running rebuild (shadow) has got"
         );
         metrics::describe_counter!("annals.projection.rebuilds", Unit::Count, "rebuilds swapped in");
+        metrics::describe_gauge!(
+            "annals.subscription.checkpoint_lag",
+            Unit::Count,
+            "head minus a subscription's saved checkpoint, from Subscription::record_saved_metrics"
+        );
+        metrics::describe_gauge!(
+            "annals.subscription.parked",
+            Unit::Count,
+            "a subscription's saved parked events, from Subscription::record_saved_metrics"
+        );
     });
 }
 

@@ -220,6 +220,42 @@ impl Subscription {
         Ok(saved)
     }
 
+    /// Sets, for every subscription saved in `store`, the gauges `annals.subscription.checkpoint_lag`
+    /// (the head minus its saved checkpoint) and `annals.subscription.parked` (its saved parked
+    /// events), and returns the subscriptions with their lag. It reads only what is saved, so it sees
+    /// subscriptions that are stopped, or running in other processes: call it periodically from the
+    /// process that exports metrics, as a Kafka lag exporter reads committed offsets.
+    ///
+    /// ```
+    /// use annals::{MemoryStore, Subscription};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let store = MemoryStore::new();
+    /// let saved = Subscription::record_saved_metrics(&store).await?;
+    /// assert!(saved.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`list`](Self::list); store errors.
+    pub async fn record_saved_metrics<S: EventStore + ?Sized>(store: &S) -> Result<Vec<(SavedSubscription, u64)>> {
+        crate::consumer::telemetry::describe();
+        let head = store.head().await?;
+        let saved = Subscription::list(store).await?;
+        Ok(saved
+            .into_iter()
+            .map(|subscription| {
+                let lag = head.get().saturating_sub(subscription.checkpoint.get());
+                let labels = [("consumer", subscription.name.clone())];
+                metrics::gauge!("annals.subscription.checkpoint_lag", &labels).set(lag as f64);
+                metrics::gauge!("annals.subscription.parked", &labels).set(subscription.parked.len() as f64);
+                (subscription, lag)
+            })
+            .collect())
+    }
+
     /// The saved checkpoint of the subscription `name`: every event at or before it was handled (the
     /// lowest over its partitions), or `None` when it never saved one.
     ///
