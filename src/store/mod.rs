@@ -4,6 +4,7 @@ mod append;
 mod checkpoint;
 mod lease;
 pub(crate) mod memory;
+pub(crate) mod observe;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 mod read;
