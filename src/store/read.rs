@@ -363,7 +363,8 @@ where
             if max == 0 {
                 return Ok(None);
             }
-            // One trace span per page fetched, not per event: cheap when nothing listens.
+            // One trace span per page fetched, not per event: cheap when nothing listens. For a
+            // stream, `annals.position.from` is the version the page starts at.
             let span = tracing::trace_span!(
                 "annals.read_stream",
                 annals.stream = pager.stream.as_str(),
