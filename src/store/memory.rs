@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -11,6 +12,7 @@ use uuid::Uuid;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
+use crate::store::observe::{self, AppendObserver, GroupObserver, StoreKind};
 use crate::store::{
     plan_restore, plan_retry, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult,
     Checkpoint, CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StoredId,
@@ -55,8 +57,51 @@ impl MemoryStore {
 
     /// An empty store that rejects events larger than `max_event_size` bytes.
     pub fn with_max_event_size(max_event_size: usize) -> Self {
+        observe::describe();
         let (head, _) = watch::channel(Position::ZERO);
         MemoryStore { shared: Arc::new(Shared { state: Mutex::new(State::default()), head, max_event_size }) }
+    }
+
+    /// Validates and appends, as one observed append (a restored batch too: `restore` gives its
+    /// `recorded_at` and first position). In memory, every append is a commit group of its own.
+    fn append_observed(
+        &self,
+        appends: Vec<StreamAppend>,
+        restore: Option<(DateTime<Utc>, Position)>,
+    ) -> Result<Vec<AppendResult>> {
+        let observer = AppendObserver::start(StoreKind::Memory, &appends);
+        let result = observer.span().in_scope(|| self.append_unobserved(appends, restore));
+        observer.finish(&result);
+        result
+    }
+
+    fn append_unobserved(
+        &self,
+        appends: Vec<StreamAppend>,
+        restore: Option<(DateTime<Utc>, Position)>,
+    ) -> Result<Vec<AppendResult>> {
+        validate_appends(&appends, self.shared.max_event_size)?;
+        let group = GroupObserver::start(StoreKind::Memory, 1);
+        let started = Instant::now();
+        let (results, head) = {
+            let mut state = self.state();
+            let results = group.span().in_scope(|| state.append(appends, restore))?;
+            (results, state.head())
+        };
+        let stored = observe::events_stored(&results);
+        if stored > 0 {
+            group.wrote(stored);
+            group.committed(started.elapsed());
+        }
+        let moved = self.shared.head.send_if_modified(|current| {
+            let moved = head > *current;
+            *current = (*current).max(head);
+            moved
+        });
+        if moved {
+            observe::head(StoreKind::Memory, self.shared.head.borrow().get());
+        }
+        Ok(results)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -167,18 +212,7 @@ impl State {
 #[async_trait]
 impl EventStore for MemoryStore {
     async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        validate_appends(&appends, self.shared.max_event_size)?;
-        let (results, head) = {
-            let mut state = self.state();
-            let results = state.append(appends, None)?;
-            (results, state.head())
-        };
-        self.shared.head.send_if_modified(|current| {
-            let moved = head > *current;
-            *current = (*current).max(head);
-            moved
-        });
-        Ok(results)
+        self.append_observed(appends, None)
     }
 
     async fn read_stream_chunk(
@@ -284,17 +318,7 @@ impl EventStore for MemoryStore {
     async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()> {
         let plan = plan_restore(events)?;
         for (first_position, appends) in plan.requests {
-            validate_appends(&appends, self.shared.max_event_size)?;
-            let head = {
-                let mut state = self.state();
-                state.append(appends, Some((plan.recorded_at, first_position)))?;
-                state.head()
-            };
-            self.shared.head.send_if_modified(|current| {
-                let moved = head > *current;
-                *current = (*current).max(head);
-                moved
-            });
+            self.append_observed(appends, Some((plan.recorded_at, first_position)))?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ mod append;
 mod checkpoint;
 mod lease;
 pub(crate) mod memory;
+pub(crate) mod observe;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 mod read;
@@ -143,7 +144,9 @@ pub trait EventStore: Send + Sync {
     /// position after the head, positions consecutive, each version the next of its stream, and all
     /// with one `recorded_at`, not before the last stored one. A batch whose events are all stored
     /// already (same ids) is a retry and writes nothing. A batch is written as one or more atomic
-    /// appends (a stream that comes back after another starts a new one).
+    /// appends (a stream that comes back after another starts a new one), and each is reported as
+    /// an append: its `annals.append` span, `annals.appends` and `annals.events.appended`
+    /// (docs/observability.md).
     ///
     /// # Errors
     /// [`Error::Restore`](crate::Error::Restore) when the events do not continue the log, the

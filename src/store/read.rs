@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use chrono::{DateTime, Utc};
 use futures_core::Stream;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::EventStore;
 use crate::envelope::RecordedEvent;
@@ -362,7 +363,20 @@ where
             if max == 0 {
                 return Ok(None);
             }
-            let page = pager.store.read_stream_chunk(pager.stream, from, pager.options.direction, max).await?;
+            // One trace span per page fetched, not per event: cheap when nothing listens. For a
+            // stream, `annals.position.from` is the version the page starts at.
+            let span = tracing::trace_span!(
+                "annals.read_stream",
+                annals.stream = pager.stream.as_str(),
+                annals.position.from = from.get(),
+                annals.events = tracing::field::Empty,
+            );
+            let page = pager
+                .store
+                .read_stream_chunk(pager.stream, from, pager.options.direction, max)
+                .instrument(span.clone())
+                .await?;
+            span.record("annals.events", page.len());
             pager.next = match (page.last(), pager.options.direction) {
                 (None, _) => None,
                 (Some(last), Direction::Forward) => Some(last.version.next()),
@@ -412,7 +426,13 @@ where
     /// nothing changes until the page is in.
     pub(crate) async fn read_page(&mut self) -> Result<LogChunk> {
         let from = self.next;
-        let mut chunk = self.store.read_log_chunk(from, PAGE, &self.filter).await?;
+        let span = tracing::trace_span!(
+            "annals.read_log",
+            annals.position.from = from.get(),
+            annals.events = tracing::field::Empty
+        );
+        let mut chunk = self.store.read_log_chunk(from, PAGE, &self.filter).instrument(span.clone()).await?;
+        span.record("annals.events", chunk.events.len());
         if chunk.next <= from {
             chunk.end = true;
         }

@@ -25,6 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::{NoTls, Row};
+use tracing::Instrument;
 
 pub use self::config::{PostgresConfig, MAX_SCHEMA_NAME_LEN, POSTGRES_MAX_EVENT_SIZE_LIMIT};
 use self::fault::{corrupt, count, micros, pg_error, pool_error, ConnectError};
@@ -33,6 +34,7 @@ use self::writer::{Job, Request, Writer};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
+use crate::store::observe::{AppendObserver, StoreKind};
 use crate::store::{
     plan_restore, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
     CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend,
@@ -113,6 +115,7 @@ impl PostgresStore {
 
     async fn open_with(config: PostgresConfig) -> Result<PostgresStore> {
         config.validate()?;
+        crate::store::observe::describe();
         if tokio::runtime::Handle::try_current().is_err() {
             // The writer and the listener are tokio tasks: without a runtime, spawning them would panic.
             return Err(Error::Config { setting: "runtime", expected: "opened inside a tokio runtime" });
@@ -173,6 +176,23 @@ impl PostgresStore {
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.shared.pool.get().await.map_err(pool_error)
+    }
+
+    /// Validates `appends` and hands them to the writer as `job` makes them, observed as one append
+    /// (`annals.append` span and metrics), a restored batch too.
+    async fn append_observed(
+        &self,
+        appends: Vec<StreamAppend>,
+        job: impl FnOnce(Vec<StreamAppend>) -> Job,
+    ) -> Result<Vec<AppendResult>> {
+        let observer = AppendObserver::start(StoreKind::Postgres, &appends);
+        let submitted = async {
+            validate_appends(&appends, self.shared.max_event_size)?;
+            self.submit(job(appends)).await
+        };
+        let result = submitted.instrument(observer.span().clone()).await;
+        observer.finish(&result);
+        result
     }
 
     async fn submit(&self, job: Job) -> Result<Vec<AppendResult>> {
@@ -287,8 +307,7 @@ fn decode_checkpoint(row: &Row) -> Result<Checkpoint> {
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        validate_appends(&appends, self.shared.max_event_size)?;
-        self.submit(Job::Append(appends)).await
+        self.append_observed(appends, Job::Append).await
     }
 
     async fn read_stream_chunk(
@@ -435,8 +454,8 @@ impl EventStore for PostgresStore {
     async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()> {
         let plan = plan_restore(events)?;
         for (first_position, appends) in plan.requests {
-            validate_appends(&appends, self.shared.max_event_size)?;
-            self.submit(Job::Restore { first_position, recorded_at: plan.recorded_at, appends }).await?;
+            let recorded_at = plan.recorded_at;
+            self.append_observed(appends, |appends| Job::Restore { first_position, recorded_at, appends }).await?;
         }
         Ok(())
     }

@@ -4,16 +4,19 @@
 //! order; grouping keeps one process from paying one commit per event.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::fault::{count, pg_error};
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
+use crate::store::observe::{self, GroupObserver, StoreKind};
 use crate::store::{plan_retry, AppendResult, StoredId, StreamAppend};
 use crate::stream_id::StreamId;
 
@@ -124,14 +127,19 @@ impl Writer {
     /// the requests were answered with it.
     async fn commit_group(&self, conn: &mut Connection, group: Vec<Request>) -> Result<(), ()> {
         let (replies, jobs): (Vec<_>, Vec<_>) = group.into_iter().map(|r| (r.reply, r.job)).unzip();
-        match self.try_group(conn, &jobs).await {
+        let observer = GroupObserver::start(StoreKind::Postgres, jobs.len());
+        let started = Instant::now();
+        match self.try_group(conn, &jobs).instrument(observer.span().clone()).await {
             Ok((answers, head)) => {
                 if let Some(head) = head {
+                    observer.wrote(answers.iter().filter_map(|a| a.as_deref().ok()).map(observe::events_stored).sum());
+                    observer.committed(started.elapsed());
                     self.head.send_if_modified(|current| {
                         let moved = head > *current;
                         *current = (*current).max(head);
                         moved
                     });
+                    observe::head(StoreKind::Postgres, self.head.borrow().get());
                 }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(answer);

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use self::codec::{encode_body, FORMAT_VERSION};
 pub use self::config::{Durability, SledConfig, MAX_EVENT_SIZE_LIMIT};
@@ -31,6 +32,7 @@ use self::writer::{PreparedAppend, Request, WriterHandle};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
+use crate::store::observe::{AppendObserver, StoreKind};
 use crate::store::{
     plan_restore, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
     CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend,
@@ -111,6 +113,7 @@ impl SledStore {
         let mut registered = recovery::register(&config.path, files::LOCK_PATIENCE)?;
         let files = Arc::new(Files::open(&config)?);
         registered.created(&config.path);
+        crate::store::observe::describe();
         let writer = writer::spawn(Arc::clone(&files), config.durability, config.flush_every_ms)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
@@ -146,7 +149,20 @@ impl SledStore {
 
     /// Hands appends to the writer and waits for its answer. `restore` carries the `recorded_at` and
     /// first position of a restored batch.
+    ///
+    /// Observed as one append (`annals.append` span and metrics), a restored batch too.
     async fn send(
+        &self,
+        appends: Vec<StreamAppend>,
+        restore: Option<(DateTime<Utc>, u64)>,
+    ) -> Result<Vec<AppendResult>> {
+        let observer = AppendObserver::start(StoreKind::Sled, &appends);
+        let result = self.send_unobserved(appends, restore).instrument(observer.span().clone()).await;
+        observer.finish(&result);
+        result
+    }
+
+    async fn send_unobserved(
         &self,
         appends: Vec<StreamAppend>,
         restore: Option<(DateTime<Utc>, u64)>,

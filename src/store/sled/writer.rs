@@ -21,6 +21,7 @@ use super::index::{insert_type_entries, IndexEntry};
 use super::recovery::{guarded, DATA_FILE_DAMAGE, HEAD_EVERY, HEAD_EVERY_GROUPS};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
+use crate::store::observe::{self, GroupObserver, StoreKind};
 use crate::store::{plan_retry, AppendResult, StoredId};
 use crate::stream_id::StreamId;
 
@@ -197,6 +198,9 @@ struct Writer {
 pub(super) struct Applied {
     head: u64,
     replies: Vec<(Reply, Result<Vec<AppendResult>>)>,
+    /// For a group that wrote events: its observer and when its write began, to record once it is
+    /// durable.
+    committing: Option<(GroupObserver, Instant)>,
 }
 
 /// The second stage of the pipeline: `fdatasync` every group applied so far, then acknowledge them and
@@ -248,29 +252,45 @@ impl Syncer {
     /// Makes the groups durable (one `fdatasync` for all), moves the head and answers every append.
     fn finish(&self, groups: Vec<Applied>) {
         let count = groups.len() as u64;
+        let sync_started = Instant::now();
         let outcome = match self.durability {
             Durability::Fsync if !self.poisoned.load(Ordering::Acquire) => self.files.sync_to_disk(),
             Durability::Fsync => Err(Error::Poisoned),
             Durability::Buffered => Ok(()),
         };
+        let sync_took = sync_started.elapsed();
         let failure = outcome.err().map(|error| {
             self.poisoned.store(true, Ordering::Release);
             Arc::new(error)
         });
         let head = groups.iter().map(|g| g.head).max().unwrap_or_default();
         if failure.is_none() {
-            self.head.send_if_modified(|current| {
+            let moved = self.head.send_if_modified(|current| {
                 let moved = current.get() < head;
                 *current = Position::new(head.max(current.get()));
                 moved
             });
+            if moved {
+                observe::head(StoreKind::Sled, head);
+            }
         }
         let synced = failure.is_none() && self.durability == Durability::Fsync;
-        for (reply, result) in groups.into_iter().flat_map(|g| g.replies) {
-            let _ = reply.send(match &failure {
-                Some(error) => failed(result, error),
-                None => result,
-            });
+        if synced {
+            observe::synced(StoreKind::Sled, sync_took);
+        }
+        for group in groups {
+            if let (Some((observer, write_started)), None) = (&group.committing, &failure) {
+                if synced {
+                    observer.synced(sync_took);
+                }
+                observer.committed(write_started.elapsed());
+            }
+            for (reply, result) in group.replies {
+                let _ = reply.send(match &failure {
+                    Some(error) => failed(result, error),
+                    None => result,
+                });
+            }
         }
         if synced {
             self.record_head(count);
@@ -377,16 +397,25 @@ impl Writer {
             types: BTreeMap::new(),
             replies: Vec::with_capacity(requests.len()),
         };
+        let observer = GroupObserver::start(StoreKind::Sled, requests.len());
+        let span = observer.span().clone();
+        let entered = span.enter();
         for request in requests {
             // A panic inside sled (damaged pages read back) answers the request as damage.
             let outcome = guarded(DATA_FILE_DAMAGE, || self.plan(&request, &mut group));
             group.replies.push((request.reply, outcome));
         }
         let wrote = group.next_position != self.next_position;
+        let write_started = Instant::now();
         let outcome = if wrote { guarded(DATA_FILE_DAMAGE, || self.write(&mut group)) } else { Ok(()) };
         let replies = std::mem::take(&mut group.replies);
+        let mut committing = None;
         let replies = match outcome {
             Ok(()) => {
+                if wrote {
+                    observer.wrote(group.next_position - self.next_position);
+                    committing = Some((observer, write_started));
+                }
                 self.next_position = group.next_position;
                 if wrote {
                     self.last_recorded = self.last_recorded.max(recorded_at);
@@ -403,7 +432,7 @@ impl Writer {
         };
         // Answers wait for the sync even when nothing was written, so that a retry answered
         // "already appended" is never acknowledged before the original append is durable.
-        let applied = Applied { head: self.next_position - 1, replies };
+        let applied = Applied { head: self.next_position - 1, replies, committing };
         let lone = applied.replies.len() == 1;
         let idle =
             self.syncer.in_flight.load(Ordering::Acquire) == 0 && self.syncer.queued.load(Ordering::Acquire) == 0;
@@ -413,6 +442,7 @@ impl Writer {
             self.syncer.finish(vec![applied]);
             return;
         }
+        drop(entered);
         self.syncer.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(applied)) = self.synced.send(applied) {
             self.syncer.in_flight.fetch_sub(1, Ordering::AcqRel);
