@@ -91,17 +91,25 @@ impl<'a> Cursor<'a> {
 
 /// Decodes one log record of the sled store (key `L` + first position, value as in
 /// `docs/storage-format.md`, "Log record") the way the store's read path does, written out by hand:
-/// the header and its CRC-32, then for each event its entry's CRC-32 and every envelope field into
+/// the header and its CRC-32 (over the first position too, in format 2), then for each event its entry's CRC-32 and every envelope field into
 /// owned values (stream name checked for control characters, as the store checks it). Calls `each`
 /// with every event; panics on a record that does not check or decode (a baseline must not skip
 /// work the store does).
 pub(crate) fn decode_record(key: &[u8], record: &[u8], mut each: impl FnMut(RawEvent)) {
     const HEADER: usize = 1 + 4 + 8 + 4;
     let first = u64::from_be_bytes(key[1..9].try_into().unwrap());
-    assert_eq!(record[0], 0xA1, "record magic");
+    // Format 2 (0xA2) puts the record's first position under the header CRC; format 1 (0xA1) does not.
+    let covers_position = match record[0] {
+        0xA2 => true,
+        0xA1 => false,
+        other => panic!("record magic {other:#x}"),
+    };
     let count = u32::from_le_bytes(record[1..5].try_into().unwrap()) as usize;
     let table_end = HEADER + 4 * count;
     let mut crc = crc32fast::Hasher::new();
+    if covers_position {
+        crc.update(&first.to_le_bytes());
+    }
     crc.update(&record[..13]);
     crc.update(&[0; 4]);
     crc.update(&record[HEADER..table_end]);
