@@ -99,11 +99,8 @@ pub(crate) fn decode_record(key: &[u8], record: &[u8], mut each: impl FnMut(RawE
     const HEADER: usize = 1 + 4 + 8 + 4;
     let first = u64::from_be_bytes(key[1..9].try_into().unwrap());
     // Format 2 (0xA2) puts the record's first position under the header CRC; format 1 (0xA1) does not.
-    let covers_position = match record[0] {
-        0xA2 => true,
-        0xA1 => false,
-        other => panic!("record magic {other:#x}"),
-    };
+    assert!(record[0] == 0xA1 || record[0] == 0xA2, "record magic {:#x}", record[0]);
+    let covers_position = record[0] == 0xA2;
     let count = u32::from_le_bytes(record[1..5].try_into().unwrap()) as usize;
     let table_end = HEADER + 4 * count;
     let mut crc = crc32fast::Hasher::new();
