@@ -555,6 +555,50 @@ impl Error {
         )
     }
 
+    /// The variant's name (`Storage`, `Handler`, ...): a bounded value for telemetry's `error.type`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Error::WrongExpectedVersion { .. } => "WrongExpectedVersion",
+            Error::EmptyAppend { .. } => "EmptyAppend",
+            Error::DuplicateStreamInAppend { .. } => "DuplicateStreamInAppend",
+            Error::InvalidStreamId { .. } => "InvalidStreamId",
+            Error::InvalidEventType { .. } => "InvalidEventType",
+            Error::EventTooLarge { .. } => "EventTooLarge",
+            Error::InvalidPayload { .. } => "InvalidPayload",
+            Error::DuplicateEventId { .. } => "DuplicateEventId",
+            Error::DuplicateEventIdInAppend { .. } => "DuplicateEventIdInAppend",
+            Error::Serialize { .. } => "Serialize",
+            Error::Deserialize { .. } => "Deserialize",
+            Error::UnknownEventType { .. } => "UnknownEventType",
+            Error::SchemaVersion { .. } => "SchemaVersion",
+            Error::Upcast { .. } => "Upcast",
+            Error::UpcasterChain { .. } => "UpcasterChain",
+            Error::InvalidCheckpointName { .. } => "InvalidCheckpointName",
+            Error::Handler { .. } => "Handler",
+            Error::Timeout { .. } => "Timeout",
+            Error::Consumer { .. } => "Consumer",
+            Error::HandlerPanicked { .. } => "HandlerPanicked",
+            Error::Restore { .. } => "Restore",
+            Error::InvalidExport { .. } => "InvalidExport",
+            Error::ExportCheckpointPastHead { .. } => "ExportCheckpointPastHead",
+            Error::ExportCheckpointState { .. } => "ExportCheckpointState",
+            Error::Locked { .. } => "Locked",
+            Error::AlreadyOpen { .. } => "AlreadyOpen",
+            Error::CannotOpen { .. } => "CannotOpen",
+            Error::NotFound { .. } => "NotFound",
+            Error::UnsupportedFormat { .. } => "UnsupportedFormat",
+            Error::Corrupt { .. } => "Corrupt",
+            Error::LogTruncated { .. } => "LogTruncated",
+            Error::Config { .. } => "Config",
+            Error::Poisoned => "Poisoned",
+            Error::Closed => "Closed",
+            Error::Unreachable { .. } => "Unreachable",
+            Error::InvalidConnectionString { .. } => "InvalidConnectionString",
+            Error::UnsupportedSchema { .. } => "UnsupportedSchema",
+            Error::Storage(_) => "Storage",
+        }
+    }
+
     /// Wraps a storage engine's error without naming its type in the public API.
     pub(crate) fn storage(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::Storage(Box::new(source))

@@ -147,7 +147,7 @@ pub(crate) fn stopped(consumer: &str, position: Position, error: &Error) {
     tracing::error!(
         annals.consumer = consumer,
         annals.position = position.get(),
-        "error.type" = error_type(error),
+        "error.type" = error.kind(),
         "error.message" = %error,
         "consumer stopped on an error"
     );
@@ -156,11 +156,4 @@ pub(crate) fn stopped(consumer: &str, position: Position, error: &Error) {
 /// Reports a storage failure a consumer recovers from.
 pub(crate) fn recovering(consumer: &str, error: &Error) {
     tracing::warn!(annals.consumer = consumer, "error.message" = %error, "consumer recovering from a storage failure");
-}
-
-/// The name of an error's variant (`Handler`, `Storage`, ...): a bounded `error.type`.
-pub(crate) fn error_type(error: &Error) -> String {
-    let debug = format!("{error:?}");
-    let end = debug.find(|c: char| !c.is_alphanumeric() && c != '_').unwrap_or(debug.len());
-    debug[..end].to_owned()
 }

@@ -13,7 +13,7 @@ use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Unit};
 use tracing::field::Empty;
 use tracing::Span;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::{AppendResult, StreamAppend};
 
 /// Which backend reports: the `store` label and the span field `db.system.name`.
@@ -185,32 +185,6 @@ fn events_of(result: &AppendResult) -> u64 {
     (result.last_position.get() + 1).saturating_sub(result.first_position.get())
 }
 
-/// A low-cardinality name of an error for the span field `error.type`: its variant.
-pub(crate) fn error_type(error: &Error) -> &'static str {
-    match error {
-        Error::WrongExpectedVersion { .. } => "WrongExpectedVersion",
-        Error::EmptyAppend { .. } => "EmptyAppend",
-        Error::DuplicateStreamInAppend { .. } => "DuplicateStreamInAppend",
-        Error::InvalidStreamId { .. } => "InvalidStreamId",
-        Error::InvalidEventType { .. } => "InvalidEventType",
-        Error::EventTooLarge { .. } => "EventTooLarge",
-        Error::InvalidPayload { .. } => "InvalidPayload",
-        Error::DuplicateEventId { .. } => "DuplicateEventId",
-        Error::DuplicateEventIdInAppend { .. } => "DuplicateEventIdInAppend",
-        Error::Restore { .. } => "Restore",
-        Error::Timeout { .. } => "Timeout",
-        Error::Locked { .. } => "Locked",
-        Error::Corrupt { .. } => "Corrupt",
-        Error::LogTruncated { .. } => "LogTruncated",
-        Error::Config { .. } => "Config",
-        Error::Poisoned => "Poisoned",
-        Error::Closed => "Closed",
-        Error::Unreachable { .. } => "Unreachable",
-        Error::Storage(_) => "Storage",
-        _ => "Other",
-    }
-}
-
 /// One append being observed: its `annals.append` span and when it started. Every backend makes one
 /// per append (and per restored batch, which is an append too) and [`finish`](Self::finish)es it
 /// with the answer.
@@ -262,7 +236,7 @@ impl AppendObserver {
                 }
             }
             Err(error) => {
-                self.span.record("error.type", error_type(error));
+                self.span.record("error.type", error.kind());
             }
         }
     }

@@ -80,7 +80,7 @@ impl Writer {
                 connection = match self.connect().await {
                     Ok(c) => Some(c),
                     Err(error) => {
-                        fail_all(group, &error);
+                        answer_all(group.into_iter().map(|r| r.reply), error);
                         continue;
                     }
                 };
@@ -148,10 +148,7 @@ impl Writer {
             }
             Err(error) => {
                 let _ = conn.client.batch_execute("ROLLBACK").await;
-                let shared = std::sync::Arc::new(error);
-                for reply in replies {
-                    let _ = reply.send(Err(Error::storage(Shared(std::sync::Arc::clone(&shared)))));
-                }
+                answer_all(replies, error);
                 Err(())
             }
         }
@@ -252,11 +249,11 @@ fn appends(job: &Job) -> &[StreamAppend] {
     }
 }
 
-/// Answers every request of a group that could not even start with one error.
-fn fail_all(group: Vec<Request>, error: &Error) {
-    let shared = std::sync::Arc::new(Error::storage(Message(error.to_string())));
-    for request in group {
-        let _ = request.reply.send(Err(Error::storage(Shared(std::sync::Arc::clone(&shared)))));
+/// Answers every request of a failed group with the one `error`, each as its own [`Error::Storage`].
+fn answer_all(replies: impl IntoIterator<Item = oneshot::Sender<Result<Vec<AppendResult>>>>, error: Error) {
+    let shared = std::sync::Arc::new(error);
+    for reply in replies {
+        let _ = reply.send(Err(Error::storage(Shared(std::sync::Arc::clone(&shared)))));
     }
 }
 
@@ -275,18 +272,6 @@ impl std::error::Error for Shared {
         std::error::Error::source(&*self.0)
     }
 }
-
-/// An error known only by its message.
-#[derive(Debug)]
-struct Message(String);
-
-impl std::fmt::Display for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Message {}
 
 /// The columns of the rows a group inserts.
 #[derive(Default)]
