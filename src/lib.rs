@@ -201,6 +201,9 @@ mod event;
 pub mod import;
 mod name;
 mod position;
+#[cfg(any(feature = "kafka", feature = "pulsar"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "kafka", feature = "pulsar"))))]
+pub mod relay;
 #[cfg(feature = "postgres")]
 mod sql_projection;
 mod store;

@@ -1,0 +1,491 @@
+//! The relay out: publishes the log, page by page, to a [`Sink`], and saves its checkpoint only
+//! after the sink acknowledged the page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::error::RelayError;
+use super::headers;
+use crate::envelope::RecordedEvent;
+use crate::error::Error;
+use crate::position::Position;
+use crate::store::{Checkpoint, CheckpointWrite, EventStore, LogFilter};
+
+/// Where relays save their checkpoints: `relay/<name>`.
+const PREFIX: &str = "relay/";
+
+/// One event as a broker record: key, value and headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutboundRecord {
+    /// The record key: the stream id, so that one stream's events share a partition and keep
+    /// their order.
+    pub key: String,
+    /// The record value: the event's JSON payload, as stored.
+    pub value: String,
+    /// The envelope, as headers (see [the module docs](super#headers)).
+    pub headers: Vec<(String, String)>,
+    /// The event's position in the log.
+    pub position: Position,
+    /// When the event was recorded, for the record's timestamp.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl OutboundRecord {
+    /// The record of `event`.
+    pub fn from_event(event: &RecordedEvent) -> Self {
+        OutboundRecord {
+            key: event.stream.to_string(),
+            value: event.payload.clone(),
+            headers: headers::encode(event),
+            position: event.position,
+            recorded_at: event.recorded_at,
+        }
+    }
+}
+
+/// Where a [`Relay`] publishes: a topic of a broker.
+///
+/// [`publish`](Sink::publish) returns only when the broker acknowledged every record of the page
+/// (for Kafka, with `acks=all`), in order per key. An error means some records may have been
+/// published and others not: the relay sends the whole page again, which is why consumers
+/// deduplicate by the [`EVENT_ID`](super::EVENT_ID) header.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// The destination, for status and errors: e.g. `kafka 127.0.0.1:9092 topic "orders"`.
+    fn describe(&self) -> String;
+
+    /// Publishes `records` and waits for the broker's acknowledgement of each.
+    ///
+    /// # Errors
+    /// [`RelayError::Unreachable`] or [`RelayError::Rejected`] (retried by the relay), or
+    /// [`RelayError::Config`] (the relay stops).
+    async fn publish(&self, records: &[OutboundRecord]) -> Result<(), RelayError>;
+}
+
+/// The settings of a [`Relay`].
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    name: String,
+    filter: LogFilter,
+    batch_size: usize,
+    first_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl RelayConfig {
+    /// A relay named `name`, publishing every event, in pages of 1,000, retrying a failed page
+    /// after 100 ms, doubling up to 10 s. Its checkpoint is `relay/<name>` in the store.
+    pub fn new(name: impl Into<String>) -> Self {
+        RelayConfig {
+            name: name.into(),
+            filter: LogFilter::all(),
+            batch_size: 1000,
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+
+    /// Publishes only the events the filter admits (by event type, by stream prefix).
+    pub fn filter(mut self, filter: LogFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// At most this many events per page (one acknowledgement wait and one checkpoint per page).
+    /// At least 1.
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// The wait after the first failure of a page, doubled after each further one up to `max`.
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.first_backoff = first;
+        self.max_backoff = max.max(first);
+        self
+    }
+
+    /// The relay's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn delay(&self, failures: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+        self.first_backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+/// What a relay is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayState {
+    /// Loading its checkpoint.
+    Starting,
+    /// Publishing pages.
+    Publishing,
+    /// Everything up to the head is published; waiting for new events.
+    CaughtUp,
+    /// The last attempt failed; it tries again after a backoff.
+    Retrying {
+        /// How many attempts in a row have failed.
+        attempt: u32,
+        /// The last error.
+        error: String,
+        /// The wait before the next attempt.
+        next_in: Duration,
+    },
+    /// It has stopped: asked to, or on an error that is not retryable (then given).
+    Stopped {
+        /// The error it stopped on, if any.
+        error: Option<String>,
+    },
+}
+
+/// A relay's progress, as [`RelayHandle::status`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayStatus {
+    /// What it is doing.
+    pub state: RelayState,
+    /// Every event at or before this position is published and acknowledged (saved in the store).
+    pub checkpoint: Position,
+    /// The store's head when last seen.
+    pub head: Position,
+    /// Events published and acknowledged since the relay started.
+    pub published: u64,
+    /// Failed attempts since the relay started.
+    pub failures: u64,
+}
+
+impl RelayStatus {
+    /// How many positions the relay is behind the head (events a filter skips included).
+    pub fn lag(&self) -> u64 {
+        self.head.get().saturating_sub(self.checkpoint.get())
+    }
+}
+
+/// The relay out: publishes the store's log to a [`Sink`], from its checkpoint on, then live.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use annals::relay::{OutboundRecord, Relay, RelayConfig, RelayError, Sink};
+/// use annals::{EventStore, ExpectedVersion, MemoryStore, NewEvent, Position, StreamId};
+///
+/// /// A sink that keeps what it is given (a real one is `KafkaSink` or `PulsarSink`).
+/// #[derive(Clone, Default)]
+/// struct Collect(Arc<Mutex<Vec<OutboundRecord>>>);
+///
+/// #[async_trait::async_trait]
+/// impl Sink for Collect {
+///     fn describe(&self) -> String {
+///         "a vector".into()
+///     }
+///     async fn publish(&self, records: &[OutboundRecord]) -> Result<(), RelayError> {
+///         self.0.lock().unwrap().extend_from_slice(records);
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let store = MemoryStore::new();
+/// let order = StreamId::new("order-1")?;
+/// store.append(&order, ExpectedVersion::NoStream, vec![NewEvent::raw("OrderPlaced", r#"{"total":12}"#)]).await?;
+///
+/// let sink = Collect::default();
+/// let relay = Relay::start(store.clone(), RelayConfig::new("orders-out"), sink.clone()).await?;
+/// relay.wait_for(Position::new(1), std::time::Duration::from_secs(5)).await?;
+/// relay.stop().await?;
+///
+/// let published = sink.0.lock().unwrap().clone();
+/// assert_eq!(published[0].key, "order-1");
+/// assert_eq!(published[0].value, r#"{"total":12}"#);
+/// // Started again, it resumes from its checkpoint: nothing is published twice.
+/// assert_eq!(Relay::checkpoint(&store, "orders-out").await?, Some(Position::new(1)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Relay;
+
+impl Relay {
+    /// Starts a relay in the background: it loads its checkpoint, publishes everything after it,
+    /// then follows the log live. Failed pages are retried with backoff (visible in
+    /// [`RelayHandle::status`]); the relay stops only when asked, or on an error that cannot be
+    /// retried.
+    ///
+    /// # Errors
+    /// [`RelayError::Config`] when the name is not a valid checkpoint name.
+    pub async fn start<S, K>(store: S, config: RelayConfig, sink: K) -> Result<RelayHandle, RelayError>
+    where
+        S: EventStore + 'static,
+        K: Sink,
+    {
+        let checkpoint = format!("{PREFIX}{}", config.name);
+        crate::store::validate_checkpoint_name(&checkpoint)
+            .map_err(|e| RelayError::Config { setting: "relay name".into(), problem: e.to_string() })?;
+        let initial = RelayStatus {
+            state: RelayState::Starting,
+            checkpoint: Position::ZERO,
+            head: Position::ZERO,
+            published: 0,
+            failures: 0,
+        };
+        let (status_tx, status) = watch::channel(initial);
+        let (stop_tx, stop) = watch::channel(false);
+        let span = tracing::info_span!("annals.relay", relay = %config.name, sink = %sink.describe());
+        let name = config.name.clone();
+        let task = Task { store: Arc::new(store), sink: Arc::new(sink), config, checkpoint, status: status_tx, stop };
+        let join = tokio::spawn(task.run().instrument(span));
+        Ok(RelayHandle { name, status, stop: stop_tx, join })
+    }
+
+    /// The saved checkpoint of the relay `name`: every event at or before it was acknowledged by
+    /// the broker. `None` when it never saved one.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn checkpoint<S: EventStore + ?Sized>(store: &S, name: &str) -> Result<Option<Position>, Error> {
+        Ok(store.load_checkpoint(&format!("{PREFIX}{name}")).await?.map(|c| c.position))
+    }
+
+    /// Every relay that saved a checkpoint in `store`: its name, checkpoint, and the destination
+    /// it last published to.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list<S: EventStore + ?Sized>(store: &S) -> Result<Vec<(String, Position, String)>, Error> {
+        let mut relays = Vec::new();
+        for checkpoint in store.list_checkpoints(PREFIX).await? {
+            let Some(name) = checkpoint.name.strip_prefix(PREFIX) else { continue };
+            let sink = checkpoint
+                .state
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|v| v.get("sink").and_then(|s| s.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            relays.push((name.to_owned(), checkpoint.position, sink));
+        }
+        Ok(relays)
+    }
+}
+
+/// A running relay: its status, and how to stop it.
+#[derive(Debug)]
+pub struct RelayHandle {
+    name: String,
+    status: watch::Receiver<RelayStatus>,
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<Result<(), RelayError>>,
+}
+
+impl RelayHandle {
+    /// The relay's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its progress now.
+    pub fn status(&self) -> RelayStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until every event at or before `position` is published and acknowledged.
+    ///
+    /// # Errors
+    /// [`RelayError::Stopped`] when the relay stops first, [`RelayError::Store`] with
+    /// [`Error::Timeout`] after `timeout`.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), RelayError> {
+        let mut status = self.status.clone();
+        let reached = tokio::time::timeout(timeout, async {
+            status
+                .wait_for(|s| s.checkpoint >= position || matches!(s.state, RelayState::Stopped { .. }))
+                .await
+                .map(|s| s.checkpoint)
+        })
+        .await;
+        match reached {
+            Ok(Ok(checkpoint)) if checkpoint >= position => Ok(()),
+            Ok(_) => Err(RelayError::Stopped { name: self.name.clone() }),
+            Err(_) => Err(RelayError::Store(Error::Timeout {
+                consumer: self.name.clone(),
+                wanted: position,
+                reached: self.status.borrow().checkpoint,
+                waited: timeout,
+            })),
+        }
+    }
+
+    /// Stops the relay and waits for it. A page in flight is abandoned before its checkpoint is
+    /// saved: a relay started again publishes it again.
+    ///
+    /// # Errors
+    /// The error the relay stopped on by itself, if it did.
+    pub async fn stop(self) -> Result<(), RelayError> {
+        let _ = self.stop.send(true);
+        match self.join.await {
+            Ok(result) => result,
+            Err(join) => Err(RelayError::Store(Error::HandlerPanicked {
+                consumer: self.name.clone(),
+                message: Some(join.to_string()),
+            })),
+        }
+    }
+}
+
+/// The relay's task.
+struct Task<S: ?Sized, K> {
+    store: Arc<S>,
+    sink: Arc<K>,
+    config: RelayConfig,
+    checkpoint: String,
+    status: watch::Sender<RelayStatus>,
+    stop: watch::Receiver<bool>,
+}
+
+/// What an attempt came to when the relay was asked to stop during it.
+enum Outcome<T> {
+    Done(T),
+    Stopped,
+}
+
+impl<S: EventStore + ?Sized + 'static, K: Sink> Task<S, K> {
+    async fn run(mut self) -> Result<(), RelayError> {
+        let result = self.publish_forever().await;
+        let error = result.as_ref().err().map(ToString::to_string);
+        if let Some(error) = &error {
+            tracing::error!(error = %error, "relay stopped on an error");
+        }
+        self.status.send_modify(|s| s.state = RelayState::Stopped { error });
+        result
+    }
+
+    async fn publish_forever(&mut self) -> Result<(), RelayError> {
+        let store = Arc::clone(&self.store);
+        let mut checkpoint = match self.retrying(|| store.load_checkpoint(&self.checkpoint)).await? {
+            Outcome::Done(saved) => saved.map_or(Position::ZERO, |c| c.position),
+            Outcome::Stopped => return Ok(()),
+        };
+        let mut head = store.watch_head();
+        self.status.send_modify(|s| {
+            s.checkpoint = checkpoint;
+            s.head = head.current();
+            s.state = RelayState::Publishing;
+        });
+        let sink_state = serde_json::json!({ "sink": self.sink.describe() }).to_string();
+        loop {
+            let filter = self.config.filter.clone();
+            let size = self.config.batch_size;
+            let chunk = match self.retrying(|| store.read_log_chunk(checkpoint.next(), size, &filter)).await? {
+                Outcome::Done(chunk) => chunk,
+                Outcome::Stopped => return Ok(()),
+            };
+            let scanned = Position::new(chunk.next.get().saturating_sub(1));
+            if !chunk.events.is_empty() {
+                let records: Vec<OutboundRecord> = chunk.events.iter().map(OutboundRecord::from_event).collect();
+                match self.publish(&records).await? {
+                    Outcome::Done(()) => {}
+                    Outcome::Stopped => return Ok(()),
+                }
+                metrics::counter!("annals.relay.published", "relay" => self.config.name.clone())
+                    .increment(records.len() as u64);
+                tracing::debug!(events = records.len(), through = scanned.get(), "page published");
+                self.status.send_modify(|s| s.published += records.len() as u64);
+            }
+            if scanned > checkpoint {
+                let save = Checkpoint::new(self.checkpoint.clone(), scanned).with_state(sink_state.clone());
+                match self.retrying(|| store.save_checkpoints(vec![CheckpointWrite::Save(save.clone())])).await? {
+                    Outcome::Done(()) => checkpoint = scanned,
+                    Outcome::Stopped => return Ok(()),
+                }
+            }
+            let now = head.current();
+            metrics::gauge!("annals.relay.lag", "relay" => self.config.name.clone())
+                .set(now.get().saturating_sub(checkpoint.get()) as f64);
+            let end = chunk.end;
+            self.status.send_modify(|s| {
+                s.checkpoint = checkpoint;
+                s.head = now;
+                s.state = if end { RelayState::CaughtUp } else { RelayState::Publishing };
+            });
+            if end {
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    moved = head.wait_past(checkpoint) => {
+                        moved?;
+                    }
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                }
+                self.status.send_modify(|s| s.state = RelayState::Publishing);
+            }
+        }
+    }
+
+    /// Publishes one page until the sink acknowledges it, retrying retryable errors with backoff.
+    async fn publish(&self, records: &[OutboundRecord]) -> Result<Outcome<()>, RelayError> {
+        let mut failures = 0u32;
+        loop {
+            let mut stop = self.stop.clone();
+            let result = tokio::select! {
+                result = self.sink.publish(records) => result,
+                _ = stop.wait_for(|s| *s) => return Ok(Outcome::Stopped),
+            };
+            match result {
+                Ok(()) => return Ok(Outcome::Done(())),
+                Err(error) if error.is_retryable() => {
+                    failures += 1;
+                    if self.back_off(failures, &error).await {
+                        return Ok(Outcome::Stopped);
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Runs a store operation until it succeeds, retrying retryable store errors with backoff.
+    async fn retrying<T, F, Fut>(&self, mut operation: F) -> Result<Outcome<T>, RelayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let mut failures = 0u32;
+        loop {
+            match operation().await {
+                Ok(value) => return Ok(Outcome::Done(value)),
+                Err(error) if error.is_retryable() => {
+                    failures += 1;
+                    if self.back_off(failures, &RelayError::Store(error)).await {
+                        return Ok(Outcome::Stopped);
+                    }
+                }
+                Err(error) => return Err(RelayError::Store(error)),
+            }
+        }
+    }
+
+    /// Shows the failure in the status and waits out the backoff. Returns whether the relay was
+    /// asked to stop meanwhile.
+    async fn back_off(&self, failures: u32, error: &RelayError) -> bool {
+        let next_in = self.config.delay(failures);
+        tracing::warn!(attempt = failures, error = %error, retry_in_ms = next_in.as_millis() as u64, "relay attempt failed");
+        metrics::counter!("annals.relay.failures", "relay" => self.config.name.clone(), "error.type" => error.kind())
+            .increment(1);
+        self.status.send_modify(|s| {
+            s.failures += 1;
+            s.state = RelayState::Retrying { attempt: failures, error: error.to_string(), next_in };
+        });
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(next_in) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        }
+    }
+}
