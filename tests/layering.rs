@@ -109,7 +109,7 @@ fn names_any(module: &str, layers: &[&str]) -> bool {
 
 /// The rules: which module paths each group of files may not name.
 fn forbidden(file: &str) -> &'static [&'static str] {
-    const FEATURES: [&str; 4] = ["import", "transfer", "testing", "sql_projection"];
+    const FEATURES: [&str; 5] = ["import", "transfer", "testing", "sql_projection", "relay"];
     match file {
         "error.rs" => &[
             "store",
@@ -119,6 +119,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "transfer",
             "testing",
             "sql_projection",
+            "relay",
             "event",
             "envelope",
             "upcast",
@@ -130,6 +131,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "transfer",
             "testing",
             "sql_projection",
+            "relay",
             "store::memory",
             "store::postgres",
         ],
@@ -140,6 +142,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "transfer",
             "testing",
             "sql_projection",
+            "relay",
             "store::memory",
             "store::sled",
         ],
@@ -150,6 +153,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "transfer",
             "testing",
             "sql_projection",
+            "relay",
             "store::sled",
             "store::postgres",
         ],
@@ -166,12 +170,31 @@ fn forbidden(file: &str) -> &'static [&'static str] {
                 FEATURES[1],
                 FEATURES[2],
                 FEATURES[3],
+                FEATURES[4],
             ]
         }
-        f if f.starts_with("aggregate/") => {
-            &["consumer", "import", "transfer", "sql_projection", "store::sled", "store::memory", "store::postgres"]
-        }
-        f if f.starts_with("consumer/") => {
+        f if f.starts_with("aggregate/") => &[
+            "consumer",
+            "import",
+            "transfer",
+            "sql_projection",
+            "relay",
+            "store::sled",
+            "store::memory",
+            "store::postgres",
+        ],
+        f if f.starts_with("consumer/") => &[
+            "import",
+            "transfer",
+            "testing",
+            "sql_projection",
+            "relay",
+            "store::sled",
+            "store::memory",
+            "store::postgres",
+        ],
+        // A connector works with any store: it names no backend and no other feature.
+        f if f.starts_with("relay/") => {
             &["import", "transfer", "testing", "sql_projection", "store::sled", "store::memory", "store::postgres"]
         }
         _ => &[],

@@ -368,3 +368,105 @@ fn group_by_stream(mapped: &[(usize, Mapped)]) -> Vec<StreamAppend> {
     }
     appends
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::ReadLog;
+    use futures_util::TryStreamExt;
+
+    fn record(offset: i64, order: u32) -> InboundRecord {
+        InboundRecord::new("orders", 0, offset)
+            .with_key(format!("o-{order}"))
+            .with_value(format!(r#"{{"n":{offset}}}"#))
+    }
+
+    fn by_key() -> Mapping {
+        Mapping::new(|r| {
+            let key = r.key_str().ok_or("no key")?;
+            let stream = StreamId::new(format!("order-{key}")).map_err(|e| e.to_string())?;
+            Ok(Mapped::new(stream, NewEvent::raw("Placed", r.value_str().ok_or("not UTF-8")?)))
+        })
+    }
+
+    async fn log(store: &MemoryStore) -> Vec<(String, String)> {
+        let events: Vec<_> = store.read_log(ReadLog::default()).try_collect().await.unwrap_or_default();
+        events.into_iter().map(|e| (e.stream.to_string(), e.payload)).collect()
+    }
+
+    #[tokio::test]
+    async fn records_consumed_again_in_other_pages_are_stored_once() {
+        let store = MemoryStore::new();
+        let records: Vec<_> = (0..10).map(|o| record(o, (o % 3) as u32)).collect();
+        let mapping = by_key();
+        // First pass: pages of 4; the records after offset 6 were never received.
+        for page in records[..7].chunks(4) {
+            ingest(&store, "in", &mapping, page).await.unwrap();
+        }
+        // After a crash, everything from offset 2 is read again, in pages of 3: the page [5, 6, 7]
+        // holds two stored records and a new one.
+        for page in records[2..].chunks(3) {
+            ingest(&store, "in", &mapping, page).await.unwrap();
+        }
+        let stored = log(&store).await;
+        assert_eq!(stored.len(), 10, "{stored:?}");
+        // Each stream keeps the partition's order (streams are grouped within a page).
+        for key in 0..3 {
+            let stream = format!("order-o-{key}");
+            let payloads: Vec<_> = stored.iter().filter(|(s, _)| *s == stream).map(|(_, p)| p.clone()).collect();
+            let expected: Vec<_> = (0..10).filter(|o| o % 3 == key).map(|o| format!(r#"{{"n":{o}}}"#)).collect();
+            assert_eq!(payloads, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unmappable_record_is_parked_once_and_the_rest_is_stored() {
+        let store = MemoryStore::new();
+        let mut bad = InboundRecord::new("orders", 1, 5).with_value(vec![0xff, 0x00]);
+        bad.key = None;
+        let page = vec![record(4, 1), bad.clone(), record(6, 1)];
+        let done = ingest(&store, "in", &by_key(), &page).await.unwrap();
+        assert_eq!(done, Ingested { stored: 2, parked: 1 });
+        ingest(&store, "in", &by_key(), &page).await.unwrap();
+        let parked = load_parked(&store, "in").await.unwrap();
+        assert_eq!(parked.len(), 1);
+        assert_eq!((parked[0].partition, parked[0].offset), (1, 5));
+        assert_eq!(parked[0].reason, "no key");
+        assert_eq!(parked[0].value.as_deref(), Some("hex:ff00"));
+        assert_eq!(log(&store).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_payload_the_store_refuses_is_parked_not_dropped() {
+        let store = MemoryStore::new();
+        let page = vec![record(0, 1), InboundRecord::new("orders", 0, 1).with_key("o-1").with_value("not json")];
+        let done = ingest(&store, "in", &by_key(), &page).await.unwrap();
+        assert_eq!(done, Ingested { stored: 1, parked: 1 });
+        let parked = load_parked(&store, "in").await.unwrap();
+        assert_eq!(parked[0].offset, 1);
+        assert!(!parked[0].reason.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_envelope_mapping_stores_a_relay_duplicate_once() {
+        let source = MemoryStore::new();
+        let stream = StreamId::new("order-9").unwrap();
+        source.append(&stream, ExpectedVersion::NoStream, vec![NewEvent::raw("Placed", "{}")]).await.unwrap();
+        let events: Vec<_> = source.read_log(ReadLog::default()).try_collect().await.unwrap();
+        let as_record = |offset| {
+            let mut r = InboundRecord::new("orders", 0, offset).with_key("order-9").with_value("{}");
+            for (name, value) in headers::encode(&events[0]) {
+                r = r.with_header(name, value);
+            }
+            r
+        };
+        let target = MemoryStore::new();
+        // The relay published the event twice (a retried page): once in one page, once in the next.
+        ingest(&target, "in", &Mapping::envelope(), &[as_record(0), as_record(1)]).await.unwrap();
+        ingest(&target, "in", &Mapping::envelope(), &[as_record(2)]).await.unwrap();
+        let stored: Vec<_> = target.read_log(ReadLog::default()).try_collect().await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].id, events[0].id);
+    }
+}
