@@ -53,21 +53,20 @@ fn payload(n: u64) -> String {
     format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(100))
 }
 
-/// `count` events over `streams` order streams (and one customer stream every tenth event).
+/// `count` events over `streams` order streams (and three customer streams, every tenth event),
+/// appended 500 at a time.
 async fn fill(store: &SledStore, count: u64, streams: u64) {
-    let mut batch = Vec::new();
+    let mut batch: BTreeMap<String, Vec<NewEvent>> = BTreeMap::new();
     for n in 1..=count {
         let stream = if n % 10 == 0 { format!("customer-{}", n % 3) } else { format!("order-{}", n % streams) };
-        batch.push(StreamAppend::new(StreamId::new(stream).unwrap(), ExpectedVersion::Any, vec![NewEvent::raw(
-            "Placed",
-            payload(n),
-        )]));
-        if batch.len() == 500 {
-            store.append_multi(std::mem::take(&mut batch)).await.unwrap();
+        batch.entry(stream).or_default().push(NewEvent::raw("Placed", payload(n)));
+        if n % 500 == 0 || n == count {
+            let appends = std::mem::take(&mut batch)
+                .into_iter()
+                .map(|(stream, events)| StreamAppend::new(StreamId::new(stream).unwrap(), ExpectedVersion::Any, events))
+                .collect();
+            store.append_multi(appends).await.unwrap();
         }
-    }
-    if !batch.is_empty() {
-        store.append_multi(batch).await.unwrap();
     }
 }
 
@@ -78,7 +77,8 @@ fn envelopes_round_trip_through_kafka_in_stream_order() {
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
         let source = SledStore::open(dir.path().join("a")).unwrap();
-        let metadata = Metadata { correlation_id: Some("req-1".into()), causation_id: Some("cmd-1".into()), ..Default::default() };
+        let metadata =
+            Metadata { correlation_id: Some("req-1".into()), causation_id: Some("cmd-1".into()), ..Default::default() };
         let occurred = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456Z").unwrap().to_utc();
         for n in 0..60u32 {
             let stream = StreamId::new(format!("order-{}", n % 7)).unwrap();
@@ -124,7 +124,8 @@ fn envelopes_round_trip_through_kafka_in_stream_order() {
             .unwrap();
         consumer.wait_until(|s| s.stored == 60, Duration::from_secs(60)).await.unwrap();
         consumer.stop().await.unwrap();
-        let sent: Vec<_> = all_events(&source).await.into_iter().filter(|e| e.stream.as_str().starts_with("order-")).collect();
+        let sent: Vec<_> =
+            all_events(&source).await.into_iter().filter(|e| e.stream.as_str().starts_with("order-")).collect();
         let got = all_events(&target).await;
         assert_eq!(got.len(), 60);
         let got_by_id: BTreeMap<_, _> = got.iter().map(|e| (e.id, e)).collect();
@@ -171,7 +172,13 @@ fn relay_child() {
 
 fn spawn_child(role: &str, envs: &[(&str, String)]) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", if role == "relay" { "relay_child" } else { "inbound_child" }, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            if role == "relay" { "relay_child" } else { "inbound_child" },
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(ROLE_VAR, role)
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
@@ -257,10 +264,10 @@ impl EventStore for KillAfterAppend {
         &self,
         stream: &StreamId,
         from: Version,
-        max: usize,
         direction: annals::Direction,
+        max: usize,
     ) -> annals::Result<Vec<RecordedEvent>> {
-        self.inner.read_stream_chunk(stream, from, max, direction).await
+        self.inner.read_stream_chunk(stream, from, direction, max).await
     }
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> annals::Result<LogChunk> {
         self.inner.read_log_chunk(from, max, filter).await
@@ -350,10 +357,12 @@ fn a_consumer_killed_between_its_append_and_its_offset_commit_stores_nothing_twi
     runtime().block_on(async {
         let values: Vec<String> = (0..RECORDS).map(payload).collect();
         let keys: Vec<String> = (0..RECORDS).map(|n| (n % 13).to_string()).collect();
-        let records: Vec<_> = (0..RECORDS as usize).map(|i| (Some(keys[i].as_str()), values[i].as_str(), vec![])).collect();
+        let records: Vec<_> =
+            (0..RECORDS as usize).map(|i| (Some(keys[i].as_str()), values[i].as_str(), vec![])).collect();
         kafka::produce(&broker.bootstrap(), "incoming", &records).await;
     });
-    let envs = [(DIR_VAR, path.display().to_string()), (BOOTSTRAP_VAR, broker.bootstrap()), (TOPIC_VAR, "incoming".into())];
+    let envs =
+        [(DIR_VAR, path.display().to_string()), (BOOTSTRAP_VAR, broker.bootstrap()), (TOPIC_VAR, "incoming".into())];
 
     // First run: killed right after the append holding record KILL_AT returned.
     let mut envs_kill = envs.to_vec();
@@ -455,11 +464,15 @@ fn a_record_that_cannot_be_mapped_is_parked_and_the_rest_goes_on() {
     broker.create_topic("mixed", 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     runtime().block_on(async {
-        kafka::produce(&broker.bootstrap(), "mixed", &[
-            (Some("1"), r#"{"n":1}"#, vec![]),
-            (None, r#"{"n":2}"#, vec![("origin", "legacy")]),
-            (Some("3"), r#"{"n":3}"#, vec![]),
-        ])
+        kafka::produce(
+            &broker.bootstrap(),
+            "mixed",
+            &[
+                (Some("1"), r#"{"n":1}"#, vec![]),
+                (None, r#"{"n":2}"#, vec![("origin", "legacy")]),
+                (Some("3"), r#"{"n":3}"#, vec![]),
+            ],
+        )
         .await;
         let store = SledStore::open(dir.path().join("s")).unwrap();
         let run = || async {
@@ -467,7 +480,9 @@ fn a_record_that_cannot_be_mapped_is_parked_and_the_rest_goes_on() {
                 KafkaInbound::start(store.clone(), inbound("in", &broker.bootstrap(), "g", "mixed").mapping(by_key()))
                     .await
                     .unwrap();
-            let status = consumer.wait_until(|s| s.committed.get(&("mixed".to_owned(), 0)) == Some(&3), Duration::from_secs(60)).await;
+            let status = consumer
+                .wait_until(|s| s.committed.get(&("mixed".to_owned(), 0)) == Some(&3), Duration::from_secs(60))
+                .await;
             consumer.stop().await.unwrap();
             status.unwrap()
         };

@@ -7,14 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use annals::relay::{PulsarSink, PulsarSinkConfig, Relay, RelayConfig, RelayError, RelayState};
 use annals::{EventStore, ExpectedVersion, NewEvent, Position, ReadLog, SledStore, StreamId};
 use annals_testkit::{free_port, PulsarLite};
-use futures_util::{StreamExt, TryStreamExt};
-use pulsar::consumer::InitialPosition;
-use pulsar::{ConsumerOptions, Pulsar, SubType, TokioExecutor};
+use futures_util::TryStreamExt;
 
 const TOPIC: &str = "persistent://public/default/orders";
 
@@ -26,30 +26,64 @@ async fn fill(store: &SledStore, count: u64) {
     }
 }
 
-/// Every message of the topic, by its `annals-position` property: key, properties and payload.
-async fn read_back(url: &str, count: usize) -> BTreeMap<u64, (Option<String>, BTreeMap<String, String>, String)> {
-    let client = Pulsar::builder(url, TokioExecutor).build().await.unwrap();
-    let mut consumer: pulsar::Consumer<Vec<u8>, _> = client
-        .consumer()
-        .with_topic(TOPIC)
-        .with_subscription("check")
-        .with_subscription_type(SubType::Exclusive)
-        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
-        .build()
-        .await
+/// Reads `count` messages of a topic from the earliest and prints each as a JSON line.
+const READER: &str = r#"
+import sys, json, pulsar
+url, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = pulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+consumer = client.subscribe(topic, "check", initial_position=pulsar.InitialPosition.Earliest)
+for _ in range(count):
+    m = consumer.receive(timeout_millis=30000)
+    print(json.dumps({"key": m.partition_key(), "properties": m.properties(), "data": m.data().decode()}), flush=True)
+    consumer.acknowledge(m)
+client.close()
+"#;
+
+/// Apache Pulsar's own Python client (PyPI `pulsar-client`), installed on first use into the
+/// brokers' cache. The Rust `pulsar` crate 6.9 cannot read from pulsar-lite (its consumer fails to
+/// decode the broker's message frames), so the reference client is the oracle here.
+fn python_client() -> PathBuf {
+    let cache = std::env::var_os("ANNALS_BROKER_CACHE")
+        .map_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/annals/brokers"), PathBuf::from);
+    let target = cache.join("pulsar-client-3.13.0");
+    if target.join("pulsar").is_dir() {
+        return target;
+    }
+    std::fs::create_dir_all(&cache).unwrap();
+    let staging = cache.join(format!("pulsar-client.tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let out = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--only-binary=:all:", "--target"])
+        .arg(&staging)
+        .arg("pulsar-client==3.13.0")
+        .output()
+        .expect("python3 is needed to install the PyPI package pulsar-client");
+    assert!(out.status.success(), "pip install pulsar-client==3.13.0 failed: {}", String::from_utf8_lossy(&out.stderr));
+    if std::fs::rename(&staging, &target).is_err() {
+        // Another test installed it meanwhile.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    assert!(target.join("pulsar").is_dir(), "pulsar-client is not in {}", target.display());
+    target
+}
+
+/// A message read back: key, properties and payload.
+type Read = (Option<String>, BTreeMap<String, String>, String);
+
+/// Every message of the topic, by its `annals-position` property.
+fn read_back(url: &str, count: usize) -> BTreeMap<u64, Read> {
+    let out = Command::new("python3")
+        .env("PYTHONPATH", python_client())
+        .args(["-c", READER, url, TOPIC, &count.to_string()])
+        .output()
         .unwrap();
+    assert!(out.status.success(), "reading the topic back failed: {}", String::from_utf8_lossy(&out.stderr));
     let mut seen = BTreeMap::new();
-    let started = Instant::now();
-    while seen.len() < count {
-        let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
-        let message = next.expect("no message within 30 s").expect("the consumer ended").unwrap();
-        let properties: BTreeMap<String, String> =
-            message.metadata().properties.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let message: serde_json::Value = serde_json::from_str(line).unwrap();
+        let properties: BTreeMap<String, String> = serde_json::from_value(message["properties"].clone()).unwrap();
         let position: u64 = properties["annals-position"].parse().unwrap();
-        let payload = String::from_utf8(message.payload.data.clone()).unwrap();
-        seen.insert(position, (message.key(), properties, payload));
-        consumer.ack(&message).await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(120));
+        let key = message["key"].as_str().map(str::to_owned);
+        seen.insert(position, (key, properties, message["data"].as_str().unwrap().to_owned()));
     }
     seen
 }
@@ -65,7 +99,7 @@ async fn every_event_reaches_pulsar_with_its_key_and_envelope() {
     relay.wait_for(Position::new(300), Duration::from_secs(60)).await.unwrap();
     relay.stop().await.unwrap();
 
-    let seen = read_back(&broker.url(), 300).await;
+    let seen = read_back(&broker.url(), 300);
     let events: Vec<_> = store.read_log(ReadLog::default()).try_collect().await.unwrap();
     for event in &events {
         let (key, properties, payload) = &seen[&event.position.get()];
@@ -103,7 +137,7 @@ async fn a_pulsar_broker_down_at_the_start_is_retried_until_it_is_up() {
     let broker = PulsarLite::start_on(port).unwrap();
     relay.wait_for(Position::new(20), Duration::from_secs(60)).await.unwrap();
     relay.stop().await.unwrap();
-    assert_eq!(read_back(&broker.url(), 20).await.len(), 20);
+    assert_eq!(read_back(&broker.url(), 20).len(), 20);
 }
 
 #[test]

@@ -50,7 +50,10 @@ pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, at_least: usize
                 let mut headers = BTreeMap::new();
                 if let Some(hs) = m.headers() {
                     for h in hs.iter() {
-                        headers.insert(h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
+                        headers.insert(
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        );
                     }
                 }
                 records.push(Rec {
