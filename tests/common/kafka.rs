@@ -102,8 +102,11 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
         .collect()
 }
 
+/// A record to produce: key, value and headers.
+pub type Raw<'a> = (Option<&'a str>, &'a str, Vec<(&'a str, &'a str)>);
+
 /// Produces records straight to the topic with the broker's own client (acks=all), waiting for each.
-pub async fn produce(bootstrap: &str, topic: &str, records: &[(Option<&str>, &str, Vec<(&str, &str)>)]) {
+pub async fn produce(bootstrap: &str, topic: &str, records: &[Raw<'_>]) {
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", bootstrap).set("acks", "all").create().unwrap();
     for (key, value, headers) in records {
