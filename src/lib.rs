@@ -156,6 +156,11 @@
 //! - **SQL read models.** An `SqlProjection` (feature `postgres`) writes its read model into
 //!   PostgreSQL tables in the same transaction as its checkpoint: exactly once, and any process can
 //!   query it with SQL.
+//! - **Brokers.** `relay::Relay` (features `kafka`, `pulsar`) publishes the log, or part of it, to a
+//!   Kafka or Pulsar topic, keyed by stream, with the envelope in headers; its checkpoint moves only
+//!   after the broker acknowledged. `relay::KafkaInbound` consumes a Kafka topic into a store as a
+//!   consumer group member, committing offsets after the append, with ids that make re-consumption a
+//!   no-op. This is how one service's events reach another service's store.
 //!
 //! # Guarantees
 //!
@@ -183,6 +188,11 @@
 //!   (`tokio-postgres` with a `deadpool-postgres` pool), and `SqlProjection`, read models in
 //!   PostgreSQL tables. Durability there is PostgreSQL's: an append is acknowledged after its
 //!   commit, which with the server's defaults (`fsync`, `synchronous_commit`) is on disk.
+//! - `kafka`: [`relay`] with `KafkaSink` (the relay out to a topic) and `KafkaInbound` (the relay in
+//!   from a consumer group), through `rdkafka` and the librdkafka it builds from source (needs a C
+//!   compiler).
+//! - `pulsar`: [`relay`] with `PulsarSink`, the relay out to a Pulsar topic (the `pulsar` crate; its
+//!   build needs `protoc`, Debian package `protobuf-compiler`).
 //!
 //! # Minimum supported Rust version
 //!

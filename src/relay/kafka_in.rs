@@ -168,7 +168,7 @@ impl KafkaInbound {
             .map_err(|e| RelayError::Config { setting: "topics".into(), problem: e.to_string() })?;
         let (status_tx, status) = watch::channel(InboundStatus::default());
         let (stop_tx, stop) = watch::channel(false);
-        let span = tracing::info_span!("annals.relay_in", relay = %config.name, group = %config.group);
+        let span = tracing::info_span!("annals.relay_in", annals.consumer = %config.name, annals.group = %config.group);
         let name = config.name.clone();
         let task =
             InboundTask { store: Arc::new(store), consumer: Arc::new(consumer), config, status: status_tx, stop };
@@ -324,11 +324,11 @@ impl<S: EventStore + ?Sized + 'static> InboundTask<S> {
         loop {
             match ingest(self.store.as_ref(), &self.config.name, &self.config.mapping, records).await {
                 Ok(done) => {
-                    metrics::counter!("annals.relay_in.stored", "relay" => self.config.name.clone())
+                    metrics::counter!("annals.relay_in.stored", "consumer" => self.config.name.clone())
                         .increment(done.stored);
                     if done.parked > 0 {
                         tracing::warn!(records = done.parked, "records parked: they cannot be stored as events");
-                        metrics::counter!("annals.relay_in.parked", "relay" => self.config.name.clone())
+                        metrics::counter!("annals.relay_in.parked", "consumer" => self.config.name.clone())
                             .increment(done.parked);
                     }
                     self.status.send_modify(|s| {
@@ -389,7 +389,7 @@ impl<S: EventStore + ?Sized + 'static> InboundTask<S> {
 
     fn failed(&self, error: &RelayError) {
         tracing::warn!(error = %error, "relay in attempt failed");
-        metrics::counter!("annals.relay_in.failures", "relay" => self.config.name.clone(), "error.type" => error.kind())
+        metrics::counter!("annals.relay_in.failures", "consumer" => self.config.name.clone(), "error.type" => error.kind())
             .increment(1);
         self.status.send_modify(|s| {
             s.failures += 1;

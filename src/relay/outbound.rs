@@ -240,7 +240,7 @@ impl Relay {
         };
         let (status_tx, status) = watch::channel(initial);
         let (stop_tx, stop) = watch::channel(false);
-        let span = tracing::info_span!("annals.relay", relay = %config.name, sink = %sink.describe());
+        let span = tracing::info_span!("annals.relay", annals.consumer = %config.name, annals.sink = %sink.describe());
         let name = config.name.clone();
         let task = Task { store: Arc::new(store), sink: Arc::new(sink), config, checkpoint, status: status_tx, stop };
         let join = tokio::spawn(task.run().instrument(span));
@@ -394,7 +394,7 @@ impl<S: EventStore + ?Sized + 'static, K: Sink> Task<S, K> {
                     Outcome::Done(()) => {}
                     Outcome::Stopped => return Ok(()),
                 }
-                metrics::counter!("annals.relay.published", "relay" => self.config.name.clone())
+                metrics::counter!("annals.relay.published", "consumer" => self.config.name.clone())
                     .increment(records.len() as u64);
                 tracing::debug!(events = records.len(), through = scanned.get(), "page published");
                 self.status.send_modify(|s| s.published += records.len() as u64);
@@ -407,7 +407,7 @@ impl<S: EventStore + ?Sized + 'static, K: Sink> Task<S, K> {
                 }
             }
             let now = head.current();
-            metrics::gauge!("annals.relay.lag", "relay" => self.config.name.clone())
+            metrics::gauge!("annals.relay.lag", "consumer" => self.config.name.clone())
                 .set(now.get().saturating_sub(checkpoint.get()) as f64);
             let end = chunk.end;
             self.status.send_modify(|s| {
@@ -476,7 +476,7 @@ impl<S: EventStore + ?Sized + 'static, K: Sink> Task<S, K> {
     async fn back_off(&self, failures: u32, error: &RelayError) -> bool {
         let next_in = self.config.delay(failures);
         tracing::warn!(attempt = failures, error = %error, retry_in_ms = next_in.as_millis() as u64, "relay attempt failed");
-        metrics::counter!("annals.relay.failures", "relay" => self.config.name.clone(), "error.type" => error.kind())
+        metrics::counter!("annals.relay.failures", "consumer" => self.config.name.clone(), "error.type" => error.kind())
             .increment(1);
         self.status.send_modify(|s| {
             s.failures += 1;
