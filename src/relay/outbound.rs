@@ -76,6 +76,7 @@ pub struct RelayConfig {
     batch_size: usize,
     first_backoff: Duration,
     max_backoff: Duration,
+    lease_ttl: Duration,
 }
 
 impl RelayConfig {
@@ -88,7 +89,19 @@ impl RelayConfig {
             batch_size: 1000,
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(10),
         }
+    }
+
+    /// On a store shared by several processes (PostgreSQL), relays of one name take turns: one
+    /// holds the name's lease and publishes, the others stand by ([`RelayState::Standby`]) and take
+    /// over from its checkpoint when it stops or its lease runs out, `ttl` after its last renewal
+    /// (10 s by default; renewed every page and every `ttl / 3` while caught up). The checkpoint
+    /// is saved only while the lease is held. A page that takes longer than `ttl` to publish can let
+    /// a second relay publish it too (duplicates, never a gap).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(300));
+        self
     }
 
     /// Publishes only the events the filter admits (by event type, by stream prefix).
@@ -128,6 +141,9 @@ impl RelayConfig {
 pub enum RelayState {
     /// Loading its checkpoint.
     Starting,
+    /// Another relay of the same name holds the lease on a shared store; this one takes over when
+    /// it stops or its lease expires.
+    Standby,
     /// Publishing pages.
     Publishing,
     /// Everything up to the head is published; waiting for new events.
@@ -242,7 +258,9 @@ impl Relay {
         let (stop_tx, stop) = watch::channel(false);
         let span = tracing::info_span!("annals.relay", annals.consumer = %config.name, annals.sink = %sink.describe());
         let name = config.name.clone();
-        let task = Task { store: Arc::new(store), sink: Arc::new(sink), config, checkpoint, status: status_tx, stop };
+        let member = uuid::Uuid::new_v4().to_string();
+        let task =
+            Task { store: Arc::new(store), member, sink: Arc::new(sink), config, checkpoint, status: status_tx, stop };
         let join = tokio::spawn(task.run().instrument(span));
         Ok(RelayHandle { name, status, stop: stop_tx, join })
     }
@@ -343,6 +361,8 @@ impl RelayHandle {
 /// The relay's task.
 struct Task<S: ?Sized, K> {
     store: Arc<S>,
+    /// This relay's member name for the lease on a shared store.
+    member: String,
     sink: Arc<K>,
     config: RelayConfig,
     checkpoint: String,
@@ -368,10 +388,83 @@ impl<S: EventStore + ?Sized + 'static, K: Sink> Task<S, K> {
     }
 
     async fn publish_forever(&mut self) -> Result<(), RelayError> {
+        let result = self.lead().await;
+        if let Some(leases) = self.store.partition_leases() {
+            // Hand the lease over at once rather than after it expires (best effort).
+            let _ = leases.release(&self.checkpoint, &self.member, &[0]).await;
+        }
+        result
+    }
+
+    /// Publishes while this relay holds its name's lease (always, on a store without leases), and
+    /// waits in standby while another relay of the same name does.
+    async fn lead(&mut self) -> Result<(), RelayError> {
+        loop {
+            match self.await_lease().await? {
+                Outcome::Done(()) => {}
+                Outcome::Stopped => return Ok(()),
+            }
+            match self.publish_while_held().await? {
+                Outcome::Done(()) => {
+                    tracing::warn!("the relay lost its lease to another relay of the same name: standing by");
+                }
+                Outcome::Stopped => return Ok(()),
+            }
+        }
+    }
+
+    /// Whether this relay holds its lease now, renewing it (true on a store without leases).
+    async fn holds_lease(&self) -> Result<Outcome<bool>, RelayError> {
+        let Some(leases) = self.store.partition_leases() else { return Ok(Outcome::Done(true)) };
+        let ttl = self.config.lease_ttl;
+        self.retrying(|| leases.claim(&self.checkpoint, &self.member, &[0], ttl)).await.map(|o| match o {
+            Outcome::Done(held) => Outcome::Done(held == [0]),
+            Outcome::Stopped => Outcome::Stopped,
+        })
+    }
+
+    async fn await_lease(&self) -> Result<Outcome<()>, RelayError> {
+        loop {
+            match self.holds_lease().await? {
+                Outcome::Done(true) => return Ok(Outcome::Done(())),
+                Outcome::Done(false) => {}
+                Outcome::Stopped => return Ok(Outcome::Stopped),
+            }
+            self.status.send_modify(|s| s.state = RelayState::Standby);
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.lease_ttl / 3) => {}
+                _ = stop.wait_for(|s| *s) => return Ok(Outcome::Stopped),
+            }
+        }
+    }
+
+    /// Saves the checkpoint, fenced by the lease on a store with leases. Returns false when the
+    /// lease was lost (nothing was saved).
+    async fn save(&self, checkpoint: Checkpoint) -> Result<Outcome<bool>, RelayError> {
+        let writes = vec![CheckpointWrite::Save(checkpoint)];
+        match self.store.partition_leases() {
+            None => self.retrying(|| self.store.save_checkpoints(writes.clone())).await.map(|o| match o {
+                Outcome::Done(()) => Outcome::Done(true),
+                Outcome::Stopped => Outcome::Stopped,
+            }),
+            Some(leases) => self
+                .retrying(|| leases.save_checkpoints_held(&self.checkpoint, &self.member, &[0], writes.clone()))
+                .await
+                .map(|o| match o {
+                    Outcome::Done(lost) => Outcome::Done(lost.is_empty()),
+                    Outcome::Stopped => Outcome::Stopped,
+                }),
+        }
+    }
+
+    /// Publishes from the saved checkpoint on, page by page, then live, until the lease is lost
+    /// (`Done`) or the relay is stopped.
+    async fn publish_while_held(&self) -> Result<Outcome<()>, RelayError> {
         let store = Arc::clone(&self.store);
         let mut checkpoint = match self.retrying(|| store.load_checkpoint(&self.checkpoint)).await? {
             Outcome::Done(saved) => saved.map_or(Position::ZERO, |c| c.position),
-            Outcome::Stopped => return Ok(()),
+            Outcome::Stopped => return Ok(Outcome::Stopped),
         };
         let mut head = store.watch_head();
         self.status.send_modify(|s| {
@@ -381,18 +474,22 @@ impl<S: EventStore + ?Sized + 'static, K: Sink> Task<S, K> {
         });
         let sink_state = serde_json::json!({ "sink": self.sink.describe() }).to_string();
         loop {
+            match self.holds_lease().await? {
+                Outcome::Done(true) => {}
+                Outcome::Done(false) => return Ok(Outcome::Done(())),
+                Outcome::Stopped => return Ok(Outcome::Stopped),
+            }
             let filter = self.config.filter.clone();
             let size = self.config.batch_size;
             let chunk = match self.retrying(|| store.read_log_chunk(checkpoint.next(), size, &filter)).await? {
                 Outcome::Done(chunk) => chunk,
-                Outcome::Stopped => return Ok(()),
+                Outcome::Stopped => return Ok(Outcome::Stopped),
             };
             let scanned = Position::new(chunk.next.get().saturating_sub(1));
             if !chunk.events.is_empty() {
                 let records: Vec<OutboundRecord> = chunk.events.iter().map(OutboundRecord::from_event).collect();
-                match self.publish(&records).await? {
-                    Outcome::Done(()) => {}
-                    Outcome::Stopped => return Ok(()),
+                if let Outcome::Stopped = self.publish(&records).await? {
+                    return Ok(Outcome::Stopped);
                 }
                 metrics::counter!("annals.relay.published", "consumer" => self.config.name.clone())
                     .increment(records.len() as u64);
@@ -401,9 +498,10 @@ impl<S: EventStore + ?Sized + 'static, K: Sink> Task<S, K> {
             }
             if scanned > checkpoint {
                 let save = Checkpoint::new(self.checkpoint.clone(), scanned).with_state(sink_state.clone());
-                match self.retrying(|| store.save_checkpoints(vec![CheckpointWrite::Save(save.clone())])).await? {
-                    Outcome::Done(()) => checkpoint = scanned,
-                    Outcome::Stopped => return Ok(()),
+                match self.save(save).await? {
+                    Outcome::Done(true) => checkpoint = scanned,
+                    Outcome::Done(false) => return Ok(Outcome::Done(())),
+                    Outcome::Stopped => return Ok(Outcome::Stopped),
                 }
             }
             let now = head.current();
@@ -416,14 +514,17 @@ impl<S: EventStore + ?Sized + 'static, K: Sink> Task<S, K> {
                 s.state = if end { RelayState::CaughtUp } else { RelayState::Publishing };
             });
             if end {
+                // Wait for the head to move; on a store with leases, wake in time to renew.
+                let renew = if store.partition_leases().is_some() { self.config.lease_ttl / 3 } else { Duration::MAX };
                 let mut stop = self.stop.clone();
                 tokio::select! {
-                    moved = head.wait_past(checkpoint) => {
-                        moved?;
+                    moved = tokio::time::timeout(renew, head.wait_past(checkpoint)) => {
+                        if let Ok(moved) = moved {
+                            moved?;
+                        }
                     }
-                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    _ = stop.wait_for(|s| *s) => return Ok(Outcome::Stopped),
                 }
-                self.status.send_modify(|s| s.state = RelayState::Publishing);
             }
         }
     }

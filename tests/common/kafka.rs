@@ -26,9 +26,10 @@ impl Rec {
     }
 }
 
-/// Every record of `topic` (all `partitions`), read from the beginning until at least `at_least`
-/// arrived and then nothing more for `quiet` (the broker's end offsets are not trusted: tansu
-/// under-reports them). Panics after `limit`.
+/// Every record of `topic` (all its partitions, at least `partitions`, more if the broker's metadata
+/// says so: a topic the broker created on its own may have more), read from the beginning until at
+/// least `at_least` arrived and then nothing more for `quiet` (the broker's end offsets are not
+/// trusted: tansu under-reports them). Panics after 120 s.
 pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, at_least: usize, quiet: Duration) -> Vec<Rec> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -36,8 +37,10 @@ pub fn read_topic(bootstrap: &str, topic: &str, partitions: i32, at_least: usize
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let known = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len() as i32);
     let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
+    for partition in 0..partitions.max(known) {
         list.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
     }
     consumer.assign(&list).unwrap();
