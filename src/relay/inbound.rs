@@ -298,8 +298,9 @@ pub(crate) struct Ingested {
 /// Maps `records` and appends them, in order, so that storing the same records again (after a
 /// crash before their offsets were committed) appends nothing: each event's id is the record's (or
 /// the one it carries), and the store answers a repeated append with what it stored the first time.
-/// Records that cannot be mapped, or that the store refuses as bad input, are parked durably before
-/// this returns. Transient store errors are returned: nothing may be committed then.
+/// Records that cannot be mapped, or that the store refuses as bad input
+/// ([`Error::is_invalid_input`]), are parked durably before this returns. Store faults are returned:
+/// nothing may be committed then (the relay retries the retryable ones and stops on the others).
 pub(crate) async fn ingest<S: EventStore + ?Sized>(
     store: &S,
     name: &str,
@@ -321,19 +322,23 @@ pub(crate) async fn ingest<S: EventStore + ?Sized>(
     if !mapped.is_empty() {
         match store.append_multi(group_by_stream(&mapped)).await {
             Ok(_) => stored = mapped.len() as u64,
-            Err(error) if error.is_retryable() => return Err(error),
             // Part of the batch was stored by an earlier attempt in other groupings, or one record
             // is bad input: store them one by one, each either new, a retry, or parked.
-            Err(_) => {
+            Err(error) if error.is_invalid_input() => {
                 for (index, m) in &mapped {
                     let append = StreamAppend::new(m.stream.clone(), ExpectedVersion::Any, vec![m.event.clone()]);
                     match store.append_multi(vec![append]).await {
                         Ok(_) => stored += 1,
-                        Err(error) if error.is_retryable() => return Err(error),
-                        Err(error) => parked.push(ParkedRecord::new(&records[*index], error.to_string())),
+                        Err(error) if error.is_invalid_input() => {
+                            parked.push(ParkedRecord::new(&records[*index], error.to_string()));
+                        }
+                        Err(error) => return Err(error),
                     }
                 }
             }
+            // A store fault (retryable or not) is the store's, not the record's: nothing is parked
+            // and nothing committed.
+            Err(error) => return Err(error),
         }
     }
     let count = parked.len() as u64;
