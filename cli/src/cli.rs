@@ -10,7 +10,7 @@ use crate::time::{parse_position, parse_time, parse_until, UntilArg};
 
 const ABOUT_LONG: &str = "\
 Inspect, export, import, copy and verify an Annals event store: a sled directory, or a schema of a
-PostgreSQL database.
+PostgreSQL database. Relay its log to a Kafka or Pulsar topic.
 
 The store is named by --store DIR|URL (or -s, or the ANNALS_STORE environment variable): a
 directory for a sled store, or a postgres:// (or postgresql://) URL for a PostgreSQL store, in the
@@ -22,8 +22,9 @@ command fails with \"locked\". A PostgreSQL store is shared: every command works
 append, and tail -f shows their events as they commit.
 
 Output is for people by default. With --json, commands that list things (streams, read, log, tail,
-the subscription list) print JSON lines, one object per line; commands that report (stats, one
-subscription, requeue, skip, verify, imports, export, copy) print one JSON document.
+the subscription list, relay progress, status and parked records) print JSON lines, one object per
+line; commands that report (stats, one subscription, requeue, skip, verify, imports, export, copy)
+print one JSON document.
 
 Times are RFC 3339 (2013-01-01T00:00:00Z, 2013-01-01T01:00:00+01:00) or plain dates (2013-01-01,
 midnight UTC).
@@ -39,7 +40,8 @@ Example:
   annals -s data/events stats
   ANNALS_STORE=data/events annals log --type OrderPlaced --limit 20 --json
   annals -s postgres://shop@db.internal/shop --schema orders tail -f
-  annals copy --from data/events --to postgres://shop@db.internal/shop --to-schema orders";
+  annals copy --from data/events --to postgres://shop@db.internal/shop --to-schema orders
+  annals -s postgres://shop@db.internal/shop relay kafka --brokers kafka:9092 --topic orders";
 
 /// The `annals` command line.
 #[derive(Debug, Parser)]
@@ -52,7 +54,8 @@ pub(crate) struct Cli {
     /// The schema of a PostgreSQL store.
     #[arg(long, global = true, env = "ANNALS_SCHEMA", value_name = "NAME", default_value = "annals")]
     pub(crate) schema: String,
-    /// How long to wait for a PostgreSQL server to accept a connection, in seconds.
+    /// How long to wait for a PostgreSQL server to accept a connection, in seconds; also how long
+    /// `relay` waits for a broker to answer its first check (Kafka) or connection (Pulsar).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) connect_timeout: u64,
     /// Print JSON for scripts instead of text for people.
@@ -100,6 +103,9 @@ pub(crate) enum Command {
     /// Check every byte of a sled store, or the log of a PostgreSQL store.
     #[command(long_about = VERIFY_LONG)]
     Verify,
+    /// Publish the log to a Kafka or Pulsar topic; list relays and the records a relay in parked.
+    #[command(subcommand, long_about = RELAY_LONG)]
+    Relay(RelayCommand),
 }
 
 impl Command {
@@ -117,6 +123,10 @@ impl Command {
             Command::Export(ExportCommand::Jsonl(_)) => "export jsonl",
             Command::Copy(_) => "copy",
             Command::Verify => "verify",
+            Command::Relay(RelayCommand::Kafka(_)) => "relay kafka",
+            Command::Relay(RelayCommand::Pulsar(_)) => "relay pulsar",
+            Command::Relay(RelayCommand::Status) => "relay status",
+            Command::Relay(RelayCommand::Parked(_)) => "relay parked",
         }
     }
 }
@@ -594,4 +604,164 @@ pub(crate) struct CopyArgs {
     /// The schema of a PostgreSQL target (default: --schema).
     #[arg(long, value_name = "NAME")]
     pub(crate) to_schema: Option<String>,
+}
+
+const RELAY_LONG: &str = "\
+The relay out: publish the store's log, or the part of it that --type and --prefix keep, to a Kafka
+or Pulsar topic, from the relay's checkpoint on, then live as events are appended. Each event is one
+record: key = its stream, value = its JSON payload, headers = its envelope (annals-id, annals-type,
+annals-position, ...). The relay saves its checkpoint (relay/NAME, in the store) only after the
+broker acknowledged every record of a page: stopped or killed at any point, it resumes from there,
+skipping nothing; the records of the page in flight may be published twice (consumers deduplicate
+by the annals-id header).
+
+Run it next to the application: on a PostgreSQL store it publishes the application's events as they
+commit. A sled store is open in one process at a time, so on sled the relay runs while the
+application is stopped (or the application runs the relay itself, through annals::relay).
+
+`relay status` lists every relay saved in the store; `relay parked NAME` lists the records a relay
+in (annals::relay::KafkaInbound, run by an application) could not store.
+
+Example:
+  annals -s postgres://shop@db.internal/shop relay kafka --brokers kafka:9092 --topic orders
+  annals -s data/events relay pulsar --url pulsar://pulsar:6650 --topic orders --until-caught-up
+  annals -s postgres://shop@db.internal/shop relay status";
+
+/// `relay kafka|pulsar|status|parked`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RelayCommand {
+    /// Publish the log to a Kafka topic until Ctrl-C (or until caught up).
+    #[command(long_about = RELAY_KAFKA_LONG)]
+    Kafka(RelayKafkaArgs),
+    /// Publish the log to a Pulsar topic until Ctrl-C (or until caught up).
+    #[command(long_about = RELAY_PULSAR_LONG)]
+    Pulsar(RelayPulsarArgs),
+    /// List every relay saved in the store with its checkpoint, lag and destination.
+    #[command(long_about = RELAY_STATUS_LONG)]
+    Status,
+    /// List the records a relay in parked (could not store), with the reasons.
+    #[command(long_about = RELAY_PARKED_LONG)]
+    Parked(RelayParkedArgs),
+}
+
+const RELAY_KAFKA_LONG: &str = "\
+Publish the log to a Kafka topic through the bootstrap servers --brokers, with acks=all and the
+idempotent producer, from the relay's checkpoint on; then follow the log, publishing new events as
+they are appended, until Ctrl-C or SIGTERM, which stop the relay, print a summary and exit with 0.
+With --until-caught-up it stops by itself as soon as everything up to the store's head as it was at
+the start is published (exit code 0), or when the relay stops on an error (exit code 1).
+
+The relay is named --name (default kafka-TOPIC); its checkpoint is relay/NAME in the store, so the
+same name resumes where it stopped, and a new name publishes the log from the start. --option sets
+a librdkafka producer property (repeatable), e.g. --option compression.type=lz4.
+
+Before starting, the relay asks the broker about the topic: an unreachable broker or a missing topic
+is a warning on stderr, and the relay starts anyway, retrying with backoff until it gets through.
+
+About once a second it prints its progress: its state (starting, publishing, caught up, retrying
+with the error), the events published since it started, its checkpoint, the store's head and the
+lag (head minus checkpoint, counting the events --type and --prefix leave out too). --json prints
+them as JSON lines, {\"type\": \"progress\", ...}, and the summary as {\"type\": \"summary\", ...}.
+
+Example:
+  annals -s postgres://shop@db.internal/shop relay kafka --brokers kafka:9092 --topic orders \\
+      --prefix order- --option compression.type=lz4
+  annals -s data/events relay kafka --brokers 127.0.0.1:9092 --topic log --until-caught-up --json";
+
+/// What `relay kafka` and `relay pulsar` share: the name, filter, pages and when to stop.
+#[derive(Debug, Args)]
+pub(crate) struct RelayRunArgs {
+    /// The relay's name, under which its checkpoint is saved (default: kafka-TOPIC, pulsar-TOPIC).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    /// At most this many events per page: one acknowledgement wait and one checkpoint per page.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) batch: u64,
+    /// Stop (with exit code 0) once everything up to the store's head at the start is published.
+    #[arg(long)]
+    pub(crate) until_caught_up: bool,
+}
+
+/// `relay kafka`.
+#[derive(Debug, Args)]
+pub(crate) struct RelayKafkaArgs {
+    /// The bootstrap servers: HOST:PORT[,HOST:PORT...].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) brokers: String,
+    /// The topic.
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) topic: String,
+    /// A librdkafka producer property, KEY=VALUE (repeat for several).
+    #[arg(long = "option", value_name = "KEY=VALUE", action = ArgAction::Append, value_parser = parse_key_value)]
+    pub(crate) options: Vec<(String, String)>,
+    #[command(flatten)]
+    pub(crate) run: RelayRunArgs,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+const RELAY_PULSAR_LONG: &str = "\
+Publish the log to a Pulsar topic of the broker at --url (pulsar:// or pulsar+ssl://), each
+message's send receipt awaited, from the relay's checkpoint on; then follow the log until Ctrl-C or
+SIGTERM, which stop the relay, print a summary and exit with 0. With --until-caught-up it stops by
+itself once everything up to the store's head as it was at the start is published (exit code 0), or
+when the relay stops on an error (exit code 1).
+
+The relay is named --name (default pulsar-TOPIC, the topic as given); its checkpoint is relay/NAME
+in the store. It connects when it first publishes; a broker that is down only delays it: it retries
+with backoff, and its progress shows the error. Progress and --json are as for `relay kafka`.
+
+Example:
+  annals -s postgres://shop@db.internal/shop relay pulsar --url pulsar://pulsar:6650 \\
+      --topic persistent://public/default/orders --name orders-to-pulsar
+  annals -s data/events relay pulsar --url pulsar://127.0.0.1:6650 --topic log --until-caught-up";
+
+/// `relay pulsar`.
+#[derive(Debug, Args)]
+pub(crate) struct RelayPulsarArgs {
+    /// The broker's service URL: pulsar://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: String,
+    /// The topic (a name, or persistent://TENANT/NAMESPACE/NAME).
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) topic: String,
+    #[command(flatten)]
+    pub(crate) run: RelayRunArgs,
+}
+
+const RELAY_STATUS_LONG: &str = "\
+List every relay out saved in the store (found by its checkpoint relay/NAME) with its checkpoint
+(every event at or before it was acknowledged by the broker), its lag (head minus checkpoint) and
+the destination it last published to. A relay that never finished a page is not listed yet.
+
+--json prints JSON lines: {\"name\": ..., \"checkpoint\": ..., \"head\": ..., \"lag\": ...,
+\"destination\": ...}.
+
+Example:
+  annals -s data/events relay status
+  annals -s postgres://shop@db.internal/shop relay status --json";
+
+const RELAY_PARKED_LONG: &str = "\
+List the records the relay in NAME (annals::relay::KafkaInbound, run by an application) parked
+because it could not store them: topic, partition, offset, key, value, headers, the reason and when.
+A relay in that parked nothing (or an unknown name) lists nothing.
+
+--json prints JSON lines, one parked record per line.
+
+Example:
+  annals -s data/stock relay parked orders-in
+  annals -s postgres://shop@db.internal/shop --schema stock relay parked orders-in --json";
+
+/// `relay parked NAME`.
+#[derive(Debug, Args)]
+pub(crate) struct RelayParkedArgs {
+    /// The relay in's name.
+    pub(crate) name: String,
 }

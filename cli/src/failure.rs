@@ -12,6 +12,9 @@ pub(crate) enum Failure {
     Store(annals::Error),
     /// A CSV import stopped on its input (the store's errors are `Store`).
     Import(annals::import::ImportError),
+    /// A relay stopped on a broker's error, or a relay setting is invalid (the store's errors are
+    /// `Store`).
+    Relay(annals::relay::RelayError),
     /// Reading an input or writing the output failed.
     Io {
         /// What was being done, e.g. `cannot create "backup.jsonl"`.
@@ -48,6 +51,7 @@ impl Failure {
         let mut source: Option<&(dyn std::error::Error + 'static)> = match self {
             Failure::Store(error) => Some(error),
             Failure::Import(error) => Some(error),
+            Failure::Relay(error) => Some(error),
             Failure::Io { source, .. } => Some(source),
             Failure::Usage(_) | Failure::Damaged { .. } => None,
         };
@@ -69,6 +73,7 @@ impl Failure {
         let mut source = match self {
             Failure::Store(error) => error.source(),
             Failure::Import(error) => error.source(),
+            Failure::Relay(error) => error.source(),
             Failure::Io { source, .. } => Some(source as &(dyn std::error::Error + 'static)),
             Failure::Usage(_) | Failure::Damaged { .. } => None,
         };
@@ -86,6 +91,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Store(error) => error.fmt(f),
             Failure::Import(error) => error.fmt(f),
+            Failure::Relay(error) => error.fmt(f),
             Failure::Io { doing, .. } => f.write_str(doing),
             Failure::Usage(message) => f.write_str(message),
             Failure::Damaged { problems } => write!(f, "the store is damaged: verify found {problems} problem(s)"),
@@ -104,6 +110,15 @@ impl From<annals::import::ImportError> for Failure {
         match error {
             annals::import::ImportError::Store(error) => Failure::Store(error),
             input => Failure::Import(input),
+        }
+    }
+}
+
+impl From<annals::relay::RelayError> for Failure {
+    fn from(error: annals::relay::RelayError) -> Self {
+        match error {
+            annals::relay::RelayError::Store(error) => Failure::Store(error),
+            relay => Failure::Relay(relay),
         }
     }
 }

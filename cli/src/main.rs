@@ -2,7 +2,8 @@
 //! schema: list streams, read a stream or the whole log (filtered, bounded, as of a time), tail it
 //! (following other processes' appends on PostgreSQL), count what is in it, look after
 //! subscriptions and their parked events, import a CSV event log, export and import a whole store
-//! as JSON lines, copy a whole store into another, and verify a store.
+//! as JSON lines, copy a whole store into another, verify a store, and relay its log to a Kafka or
+//! Pulsar topic.
 //!
 //! Run `annals --help` for the manual. Exit codes: 0 success, 1 an error (one line on stderr), 2 a
 //! damaged store.

@@ -2,6 +2,7 @@
 //! database named by a `postgres://` URL.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::{EventStore, PostgresStore, SledConfig, SledStore};
@@ -135,6 +136,15 @@ impl OpenStore {
         match self {
             OpenStore::Sled(store) => store,
             OpenStore::Postgres { store, .. } => store,
+        }
+    }
+
+    /// The store as an owned handle, for what runs in the background (a relay): a clone of
+    /// the same store, sharing its connections or its open database.
+    pub(crate) fn shared(&self) -> Arc<dyn EventStore> {
+        match self {
+            OpenStore::Sled(store) => Arc::new(store.clone()),
+            OpenStore::Postgres { store, .. } => Arc::new(store.clone()),
         }
     }
 }

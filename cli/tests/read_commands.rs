@@ -218,7 +218,7 @@ async fn the_store_can_come_from_annals_store() -> TestResult {
 
 #[test]
 fn every_help_has_an_example() -> TestResult {
-    let commands: [&[&str]; 16] = [
+    let commands: [&[&str]; 21] = [
         &[],
         &["streams"],
         &["read"],
@@ -235,6 +235,11 @@ fn every_help_has_an_example() -> TestResult {
         &["export", "jsonl"],
         &["verify"],
         &["copy"],
+        &["relay"],
+        &["relay", "kafka"],
+        &["relay", "pulsar"],
+        &["relay", "status"],
+        &["relay", "parked"],
     ];
     for args in commands {
         let run: Run = command().args(args).arg("--help").output()?.into();

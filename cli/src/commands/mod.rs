@@ -4,6 +4,7 @@ mod copy;
 mod import_csv;
 mod log;
 mod read;
+mod relay;
 mod stats;
 mod streams;
 mod subscriptions;
@@ -14,7 +15,7 @@ mod verify;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Cli, Command, ExportCommand, ImportCommand};
+use crate::cli::{Cli, Command, ExportCommand, ImportCommand, RelayCommand};
 use crate::failure::Failure;
 use crate::output::Output;
 use crate::store::{Create, Location, OpenStore, Pending};
@@ -54,7 +55,7 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> Result<(), Failure> {
     }
     runtime()?.block_on(async {
         let store = pending.open().await?;
-        dispatch(&store, cli.command, out).await
+        dispatch(&store, cli.command, connect_timeout, out).await
     })
 }
 
@@ -66,7 +67,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::io("cannot start the async runtime", e))
 }
 
-async fn dispatch(store: &OpenStore, command: Command, out: &mut Output) -> Result<(), Failure> {
+async fn dispatch(
+    store: &OpenStore,
+    command: Command,
+    connect_timeout: Duration,
+    out: &mut Output,
+) -> Result<(), Failure> {
     let events = store.events();
     match command {
         Command::Streams(args) => streams::run(events, args, out).await,
@@ -82,6 +88,10 @@ async fn dispatch(store: &OpenStore, command: Command, out: &mut Output) -> Resu
             OpenStore::Sled(store) => verify::run_sled(store, out),
             OpenStore::Postgres { store, .. } => verify::run_logical(store, out).await,
         },
+        Command::Relay(RelayCommand::Kafka(args)) => relay::kafka(store, args, connect_timeout, out).await,
+        Command::Relay(RelayCommand::Pulsar(args)) => relay::pulsar(store, args, connect_timeout, out).await,
+        Command::Relay(RelayCommand::Status) => relay::status(events, out).await,
+        Command::Relay(RelayCommand::Parked(args)) => relay::parked(events, args, out).await,
         Command::Copy(_) => Err(Failure::Usage("copy opens its own stores".to_owned())),
     }
 }
