@@ -148,7 +148,7 @@ fn progress(status: &RelayStatus, saved: Position, heads: &HeadWatch, out: &mut 
         RelayState::CaughtUp => ("caught_up", None),
         RelayState::Retrying { error, .. } => ("retrying", Some(error.as_str())),
         RelayState::Stopped { error } => ("stopped", error.as_deref()),
-        RelayState::Standby => ("standby", Some("another relay of this name holds the lease")),
+        RelayState::Standby => ("standby", None),
         _ => ("unknown", None),
     };
     if out.json() {
