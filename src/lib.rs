@@ -246,6 +246,7 @@ pub use crate::aggregate::repository::{
 };
 pub use crate::aggregate::snapshot_policy::SnapshotPolicy;
 pub use crate::aggregate::time_travel::AsOf;
+pub use crate::aggregate::unit_of_work::{CommittedWork, Part, Parts, Staged, Target, UnitOfWork};
 pub use crate::aggregate::Aggregate;
 pub use crate::consumer::follow::{follow, Delivery, DeliveryStream, Phase};
 pub use crate::consumer::projection::{replay, Projection, ProjectionHandle, Projector};

@@ -3,6 +3,7 @@
 pub(crate) mod repository;
 pub(crate) mod snapshot_policy;
 pub(crate) mod time_travel;
+pub(crate) mod unit_of_work;
 
 use crate::error::Result;
 use crate::event::Event;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 
+use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,17 +18,62 @@ use crate::envelope::{Metadata, NewEvent};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::position::{ExpectedVersion, Position, Version};
-use crate::store::{EventStore, ReadStream, Snapshot, StreamAppend};
+use crate::store::{AppendResult, EventStore, ReadStream, Snapshot, StreamAppend};
 use crate::stream_id::StreamId;
 
 /// How many times a command is retried after a concurrency conflict, by default.
 pub const DEFAULT_MAX_RETRIES: u32 = 5;
 
 /// Context passed to a command and onto every event it produces: correlation and causation ids and
-/// headers (who, which tenant, which trace).
+/// headers (who, which tenant, which trace), and, for history entered late, the business time the
+/// events occurred at.
+///
+/// The same context works for [`Repository::execute`], [`Repository::execute_atomic`] and
+/// [`UnitOfWork::execute`](crate::UnitOfWork::execute): every event the command writes, in every
+/// stream, gets its metadata and its business time.
+///
+/// A back-dated command says when its events really happened with
+/// [`occurred_at`](CommandContext::occurred_at) ("the book was returned on Monday", entered on
+/// Wednesday): every event it writes gets that `occurred_at`, while `recorded_at` stays the time of
+/// the commit. Time travel by occurred time ([`AsOf::Occurred`](crate::AsOf::Occurred),
+/// [`Until::occurred`](crate::Until)) then sees the events at Monday, and time travel by recorded
+/// time at Wednesday ([`guide::time_travel`](crate::guide::time_travel)). The aggregate still decides
+/// on its current state: the business time stamps the events, it does not rewind the aggregate.
+///
+/// ```
+/// # use annals::{Aggregate, Event};
+/// # #[derive(Event, Clone, Debug, PartialEq)]
+/// # enum LoanEvent { Returned }
+/// # #[derive(Aggregate, Clone, Debug, Default)]
+/// # #[aggregate(command = (), event = LoanEvent, error = std::convert::Infallible)]
+/// # struct Loan { returned: bool }
+/// # impl Loan {
+/// #     fn handle(&self, _: ()) -> Result<Vec<LoanEvent>, std::convert::Infallible> { Ok(vec![LoanEvent::Returned]) }
+/// #     fn apply(&mut self, _: &LoanEvent) { self.returned = true; }
+/// # }
+/// use annals::{AsOf, CommandContext, EventStore, MemoryStore, ReadStream, Repository};
+/// use chrono::{TimeZone, Utc};
+/// use futures_util::TryStreamExt;
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let loans = Repository::<Loan, _>::new(MemoryStore::new());
+/// let monday = Utc.with_ymd_and_hms(2024, 3, 4, 10, 0, 0).single().ok_or("no such time")?;
+/// let context = CommandContext::new().correlation_id("desk-3").occurred_at(monday);
+/// let committed = loans.execute("7", (), &context).await?;
+///
+/// let stored: Vec<_> = loans.store().read_stream(&committed.stream, ReadStream::forward()).try_collect().await?;
+/// assert_eq!(stored[0].occurred_at, monday);
+/// assert!(stored[0].recorded_at > monday, "recorded now, occurred on Monday");
+/// let sunday = loans.load_as_of("7", AsOf::Occurred(monday - chrono::Duration::days(1))).await?;
+/// assert!(!sunday.state.returned);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommandContext {
     metadata: Metadata,
+    occurred_at: Option<DateTime<Utc>>,
 }
 
 impl CommandContext {
@@ -54,9 +100,25 @@ impl CommandContext {
         self
     }
 
+    /// Sets the business time of the produced events: every event of the command gets this
+    /// `occurred_at` (stored with microsecond precision, like
+    /// [`NewEvent::with_occurred_at`](crate::NewEvent::with_occurred_at)); their `recorded_at` is
+    /// still the time of the commit. Without it, an event's `occurred_at` is its `recorded_at`. The
+    /// time may lie in the past (a back-dated command) or the future.
+    pub fn occurred_at(mut self, at: DateTime<Utc>) -> Self {
+        self.occurred_at = Some(at);
+        self
+    }
+
     /// The metadata every produced event gets.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// The business time every produced event gets, if one was set with
+    /// [`occurred_at`](CommandContext::occurred_at).
+    pub fn business_time(&self) -> Option<DateTime<Utc>> {
+        self.occurred_at
     }
 }
 
@@ -117,6 +179,20 @@ pub struct Committed<E> {
 }
 
 impl<E> Committed<E> {
+    /// What an append of `events` to `stream` that answered `result` committed.
+    pub(crate) fn from_append(stream: StreamId, events: Vec<E>, result: &AppendResult) -> Self {
+        let first_version = (result.version.get() + 1).saturating_sub(events.len() as u64);
+        let events = (0..)
+            .zip(events)
+            .map(|(i, event)| CommittedEvent {
+                event,
+                version: Version::new(first_version + i),
+                position: Position::new(result.first_position.get() + i),
+            })
+            .collect();
+        Committed { stream, events, version: result.version }
+    }
+
     /// The position of the last event written, to wait on for read-your-writes (`None` when the
     /// command wrote nothing).
     pub fn last_position(&self) -> Option<Position> {
@@ -203,7 +279,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         self.load_stream(&stream).await
     }
 
-    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>> {
+    /// Loads the aggregate of `stream`, from the cache or the newest usable snapshot and the events
+    /// after it.
+    pub(crate) async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>> {
         if let Some(cache) = &self.cache {
             let current = self.store.stream_version(stream).await?.unwrap_or(Version::ZERO);
             let hit = lock(cache).get(stream, current);
@@ -246,7 +324,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Runs `command` against the aggregate `id` and appends what it decides, retrying on conflicts.
-    /// Every event gets the context's metadata. A command that produces no events appends nothing.
+    /// Every event gets the context's metadata and business time
+    /// ([`CommandContext::occurred_at`]). A command that produces no events appends nothing.
     ///
     /// # Errors
     /// [`CommandError::Rejected`] when the aggregate refuses; [`CommandError::Store`] for store
@@ -299,7 +378,8 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// Runs one command against each of several aggregates of this type and appends all their
     /// events in one atomic multi-stream append (e.g. a transfer between two accounts): either every
     /// aggregate's events are stored, or none. Retries on conflicts like
-    /// [`execute`](Repository::execute).
+    /// [`execute`](Repository::execute). For aggregates of several types, use a
+    /// [`UnitOfWork`](crate::UnitOfWork).
     ///
     /// # Errors
     /// [`CommandError::Rejected`] when any aggregate refuses (nothing is written); store errors.
@@ -383,22 +463,18 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             }
             loaded.version = result.version;
             self.after_commit(&stream, &loaded, before).await?;
-            let first_version = result.version.get() + 1 - events.len() as u64;
-            let events = (0..)
-                .zip(events)
-                .map(|(i, event)| CommittedEvent {
-                    event,
-                    version: Version::new(first_version + i),
-                    position: Position::new(result.first_position.get() + i),
-                })
-                .collect();
-            committed.push(Committed { stream, events, version: result.version });
+            committed.push(Committed::from_append(stream, events, &result));
         }
         Ok(committed)
     }
 
+    /// How many times a command is retried after a conflict.
+    pub(crate) fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
     /// Caches the new state and stores a snapshot when the policy says so.
-    async fn after_commit(&self, stream: &StreamId, loaded: &Loaded<A>, before: Version) -> Result<()> {
+    pub(crate) async fn after_commit(&self, stream: &StreamId, loaded: &Loaded<A>, before: Version) -> Result<()> {
         if let Some((policy, encode, _)) = &self.snapshots {
             if policy.should_snapshot(before, loaded.version) {
                 let state = encode(&loaded.state)
@@ -449,9 +525,9 @@ fn command_span<A: Aggregate>(id: &str) -> Span {
 }
 
 /// Records how a command ended on its span and in `annals.repository.commands`.
-fn finish<T, E>(
+pub(crate) fn finish<T, E>(
     span: &Span,
-    aggregate: &'static str,
+    aggregate: impl Into<metrics::SharedString>,
     retries: u32,
     last: Option<Position>,
     result: &Result<T, CommandError<E>>,
@@ -466,11 +542,16 @@ fn finish<T, E>(
     if let Some(last) = last {
         span.record("annals.position.last", last.get());
     }
-    metrics::counter!("annals.repository.commands", "aggregate" => aggregate, "outcome" => outcome).increment(1);
+    metrics::counter!("annals.repository.commands", "aggregate" => aggregate.into(), "outcome" => outcome).increment(1);
 }
 
-fn to_new_event<E: Event>(event: &E, context: &CommandContext) -> Result<NewEvent> {
-    Ok(event.to_new_event()?.with_metadata(context.metadata.clone()))
+/// `event` as appended by a command run with `context`: its metadata and business time.
+pub(crate) fn to_new_event<E: Event>(event: &E, context: &CommandContext) -> Result<NewEvent> {
+    let new = event.to_new_event()?.with_metadata(context.metadata.clone());
+    Ok(match context.occurred_at {
+        Some(at) => new.with_occurred_at(at),
+        None => new,
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
