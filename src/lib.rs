@@ -130,7 +130,11 @@
 //! - **Repository.** A [`Repository`] loads an aggregate (from the newest usable [`Snapshot`] and the
 //!   events after it, or from its cache), runs a command, appends the events with the version it
 //!   loaded, and retries on conflicts. [`CommandContext`] metadata lands on every event;
-//!   [`Repository::execute_atomic`] commits several aggregates in one append.
+//!   [`Repository::execute_atomic`] commits several aggregates of one type in one append, and a
+//!   [`UnitOfWork`] several aggregates of different types ("lend book X to member Y"): one
+//!   decision over all of them, one append with each stream's expected version, retried as a whole
+//!   on a conflict. [`CommandContext::occurred_at`] back-dates what a command records (history
+//!   entered late).
 //! - **Upcasting.** [`Upcasters`] turn events stored in an old shape into the current one;
 //!   [`Upcasting`] applies them to every read, and [`Upcasters::check`] finds broken chains at
 //!   start-up.
