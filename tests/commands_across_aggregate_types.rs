@@ -69,6 +69,7 @@ on_every_store!(
     the_retry_limit_is_the_smallest_of_the_repositories_unless_set,
     concurrent_loans_of_a_few_books_never_lend_a_book_twice_nor_lose_one,
     snapshots_are_taken_and_used_per_each_repositorys_policy,
+    a_snapshot_that_cannot_be_saved_does_not_fail_the_committed_command,
     the_cache_serves_a_unit_of_work_until_a_stream_moves,
     the_context_metadata_is_on_every_event_of_every_stream,
     a_basket_of_books_is_lent_in_one_append_or_not_at_all,
@@ -374,6 +375,33 @@ async fn snapshots_are_taken_and_used_per_each_repositorys_policy<S: EventStore 
     let book = books.load("dune").await?;
     assert_eq!((book.state.applied, book.state.loans, book.state.lent_to), (8, 4, None));
     Ok(())
+}
+
+async fn a_snapshot_that_cannot_be_saved_does_not_fail_the_committed_command<S: EventStore + Clone>(
+    store: S,
+) -> TestResult {
+    let library = Library::new(store);
+    let books = Repository::<Book, _>::new(library.probe.clone()).with_snapshots(SnapshotPolicy::every(2));
+    let members = Repository::<Member, _>::new(library.probe.clone()).with_snapshots(SnapshotPolicy::every(2));
+    lend(&books, &members, "dune", "ada", &no_context()).await?;
+    // The disk fills up: the commit that reaches version 2 of both streams goes through, the
+    // snapshots due then do not, and the command answers what it committed (a caller that saw an
+    // error would give the book back twice).
+    library.probe.fail_snapshot_saves(true);
+    let back = give_back(&books, &members, "dune", "ada", &no_context()).await?;
+    assert_eq!((back.committed.0.version.get(), back.committed.1.version.get()), (2, 2));
+    assert!(library.probe.take_snapshots().is_empty(), "no snapshot was saved");
+    library.probe.fail_snapshot_saves(false);
+    let book = books.load("dune").await?;
+    assert_eq!((book.version.get(), book.state.lent_to), (2, None), "loaded by replay, without the snapshot");
+    lend(&books, &members, "dune", "ada", &no_context()).await?;
+    lend_again_is_refused(&books, &members).await;
+    Ok(())
+}
+
+async fn lend_again_is_refused<S: EventStore>(books: &Repository<Book, S>, members: &Repository<Member, S>) {
+    let again = lend(books, members, "dune", "ada", &no_context()).await;
+    assert!(matches!(again, Err(CommandError::Rejected(_))), "the book is lent: {again:?}");
 }
 
 async fn the_cache_serves_a_unit_of_work_until_a_stream_moves<S: EventStore + Clone>(store: S) -> TestResult {

@@ -474,13 +474,26 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Caches the new state and stores a snapshot when the policy says so.
+    ///
+    /// The command is committed by then: a snapshot that cannot be encoded or saved is only a missed
+    /// optimisation (the next load replays from an older snapshot), so it is reported as a warning
+    /// and the `annals.repository.snapshot_failures` counter, never as the command's error, which
+    /// would make a caller retry a command that already happened.
     pub(crate) async fn after_commit(&self, stream: &StreamId, loaded: &Loaded<A>, before: Version) -> Result<()> {
         if let Some((policy, encode, _)) = &self.snapshots {
             if policy.should_snapshot(before, loaded.version) {
-                let state = encode(&loaded.state)
-                    .map_err(|source| Error::Serialize { event_type: format!("snapshot of {}", A::TYPE), source })?;
-                let snapshot = Snapshot::new(stream.clone(), loaded.version, A::SNAPSHOT_VERSION, state);
-                self.store.save_snapshot(snapshot).await?;
+                let saved = match encode(&loaded.state) {
+                    Ok(state) => {
+                        let snapshot = Snapshot::new(stream.clone(), loaded.version, A::SNAPSHOT_VERSION, state);
+                        self.store.save_snapshot(snapshot).await
+                    }
+                    Err(source) => Err(Error::Serialize { event_type: format!("snapshot of {}", A::TYPE), source }),
+                };
+                if let Err(error) = saved {
+                    tracing::warn!(stream = %stream, version = loaded.version.get(), error = %error, "snapshot not saved; the command stands");
+                    metrics::counter!("annals.repository.snapshot_failures", "aggregate" => A::TYPE, "error.type" => error.kind())
+                        .increment(1);
+                }
             }
         }
         if let Some(cache) = &self.cache {

@@ -20,6 +20,7 @@ pub struct Probe<S> {
     snapshots_saved: Arc<Mutex<Vec<(StreamId, Version)>>>,
     meddle: Arc<Mutex<Vec<(StreamId, NewEvent)>>>,
     yield_before_append: Arc<AtomicBool>,
+    fail_snapshot_saves: Arc<AtomicBool>,
 }
 
 impl<S> Probe<S> {
@@ -32,7 +33,13 @@ impl<S> Probe<S> {
             snapshots_saved: Arc::default(),
             meddle: Arc::default(),
             yield_before_append: Arc::default(),
+            fail_snapshot_saves: Arc::default(),
         }
+    }
+
+    /// Makes every snapshot save fail with a storage error (as a full disk would), or not.
+    pub fn fail_snapshot_saves(&self, fail: bool) {
+        self.fail_snapshot_saves.store(fail, Ordering::SeqCst);
     }
 
     /// The events read from streams since the last call.
@@ -119,6 +126,9 @@ impl<S: EventStore> EventStore for Probe<S> {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        if self.fail_snapshot_saves.load(Ordering::SeqCst) {
+            return Err(Error::Storage(Box::new(std::io::Error::other("no space left on device (simulated)"))));
+        }
         let saved = (snapshot.stream.clone(), snapshot.version);
         self.inner.save_snapshot(snapshot).await?;
         self.snapshots_saved.lock().unwrap_or_else(|e| e.into_inner()).push(saved);
