@@ -194,11 +194,13 @@ impl FilterArgs {
 const STREAMS_LONG: &str = "\
 List streams with their versions, ordered by name.
 
-With --as-of, a stream's version counts only its events at or before that time: recorded by then
-(the default, --recorded), or that occurred by then (--occurred). Streams with no such event are
-left out.
+With --as-of, only a stream's events at or before that time count: recorded by then (the default,
+--recorded), or that occurred by then (--occurred). VERSION is the highest version among them and
+EVENTS how many they are; the two differ on the business-time axis when history was entered late
+(a stream whose only event that occurred by then is its third is at version 3 with 1 event).
+Streams with no such event are left out.
 
---json prints JSON lines: {\"stream\": \"order-1\", \"version\": 3}.
+--json prints JSON lines: {\"stream\": \"order-1\", \"version\": 3}, with \"events\" too under --as-of.
 
 Example:
   annals -s data/events streams --prefix order-
@@ -270,10 +272,11 @@ pub(crate) struct LogArgs {
     /// Print at most this many events.
     #[arg(long, value_name = "N")]
     pub(crate) limit: Option<usize>,
-    /// Stop at this position, or at this time (RFC 3339 or a date).
-    #[arg(long, value_name = "POSITION|TIME", value_parser = parse_until)]
+    /// Stop at this position, or at this time (RFC 3339 or a date). `--as-of` is the same option,
+    /// under the name the other commands use.
+    #[arg(long, visible_alias = "as-of", value_name = "POSITION|TIME", value_parser = parse_until)]
     pub(crate) until: Option<UntilArg>,
-    /// Apply a --until time to the business time (`occurred_at`) instead of `recorded_at`.
+    /// Apply a --until (--as-of) time to the business time (`occurred_at`) instead of `recorded_at`.
     #[arg(long, requires = "until")]
     pub(crate) occurred: bool,
 }

@@ -39,7 +39,10 @@ async fn streams_lists_versions_now_and_as_of_either_time() -> TestResult {
     let occurred = annals(dir.path(), &["streams", "--as-of", "2013-02-15", "--occurred", "--json"])?;
     assert_eq!(
         occurred.json_lines()?,
-        [json!({ "stream": "customer-1", "version": 1 }), json!({ "stream": "order-1", "version": 2 })]
+        [
+            json!({ "stream": "customer-1", "version": 1, "events": 1 }),
+            json!({ "stream": "order-1", "version": 2, "events": 2 })
+        ]
     );
 
     // Recording time: as of the second event's recorded_at, the streams as the library saw them.
@@ -52,7 +55,7 @@ async fn streams_lists_versions_now_and_as_of_either_time() -> TestResult {
     for name in ["customer-1", "order-1", "order-2"] {
         let count = events.iter().filter(|e| e.stream.as_str() == name && e.recorded_at <= second).count();
         if count > 0 {
-            expected.push(json!({ "stream": name, "version": count }));
+            expected.push(json!({ "stream": name, "version": count, "events": count }));
         }
     }
     let as_of = second.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -65,6 +68,35 @@ async fn streams_lists_versions_now_and_as_of_either_time() -> TestResult {
     assert!(text.ok(), "{text:?}");
     assert_eq!(text.stdout.lines().next(), Some("STREAM      VERSION"));
     assert!(text.stdout.lines().any(|l| l == "order-1     2"), "{}", text.stdout);
+    Ok(())
+}
+
+/// A stream whose only event that occurred by the time asked is its third (history entered late):
+/// as of then it is at version 3 with one event, not "version 1".
+#[tokio::test]
+async fn streams_as_of_a_business_time_show_the_real_version_and_the_count_apart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let store = SledStore::open(dir.path())?;
+        let stream = annals::StreamId::new("loan-7")?;
+        let at = |day: &str| -> Result<chrono::DateTime<chrono::Utc>, chrono::ParseError> {
+            Ok(chrono::DateTime::parse_from_rfc3339(&format!("{day}T12:00:00Z"))?.to_utc())
+        };
+        let events = vec![
+            annals::NewEvent::raw("LoanOpened", "{}").with_occurred_at(at("2026-05-04")?),
+            annals::NewEvent::raw("ReminderSent", "{}").with_occurred_at(at("2026-05-18")?),
+            // Entered last, happened first: the book was returned before all of it.
+            annals::NewEvent::raw("LoanCorrected", "{}").with_occurred_at(at("2026-05-01")?),
+        ];
+        store.append(&stream, annals::ExpectedVersion::NoStream, events).await?;
+    }
+    let json = annals(dir.path(), &["streams", "--as-of", "2026-05-02", "--occurred", "--json"])?;
+    assert_eq!(json.json_lines()?, [json!({ "stream": "loan-7", "version": 3, "events": 1 })]);
+    let text = annals(dir.path(), &["streams", "--as-of", "2026-05-02", "--occurred"])?;
+    let lines: Vec<Vec<&str>> = text.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines, [vec!["STREAM", "VERSION", "EVENTS"], vec!["loan-7", "3", "1"]], "{text:?}");
+    let now = annals(dir.path(), &["streams", "--json"])?;
+    assert_eq!(now.json_lines()?, [json!({ "stream": "loan-7", "version": 3 })]);
     Ok(())
 }
 
@@ -112,7 +144,7 @@ async fn read_shows_one_stream_with_whole_envelopes() -> TestResult {
 async fn log_filters_by_type_and_prefix_and_stops_at_positions_and_times() -> TestResult {
     let dir = tempfile::tempdir()?;
     small_store(dir.path()).await?;
-    let cases: [(&[&str], &[u64]); 8] = [
+    let cases: [(&[&str], &[u64]); 10] = [
         (&[], &[1, 2, 3, 4]),
         (&["--type", "OrderPlaced"], &[1, 2]),
         (&["--type", "OrderPaid", "--type", "CustomerJoined"], &[3, 4]),
@@ -121,6 +153,9 @@ async fn log_filters_by_type_and_prefix_and_stops_at_positions_and_times() -> Te
         (&["--until", "2"], &[1, 2]),
         (&["--until", "2013-02-15", "--occurred"], &[1, 3, 4]),
         (&["--until", "2000-01-01"], &[]),
+        // `--as-of`, as every other command spells it, is the same option.
+        (&["--as-of", "2"], &[1, 2]),
+        (&["--as-of", "2013-02-15", "--occurred"], &[1, 3, 4]),
     ];
     for (args, expected) in cases {
         let mut all = vec!["log", "--json"];
