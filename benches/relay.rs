@@ -23,8 +23,9 @@
 //! iteration, the CPU time per event of this process and of tansu, the events per page (relay in:
 //! the store's commit groups; baselines: consumer batches), and how long the consumers took to
 //! join. A criterion filter selects groups as usual; `relay_latency` runs when the filter is a
-//! substring of its name (`|` separates alternatives). The whole run takes about 3.5 minutes on 2
-//! cores. Figures, and the machine they were measured on, are in `docs/PERFORMANCE.md`.
+//! substring of its name (`|` separates alternatives). The whole run takes 3.5 to 4.5 minutes on 2
+//! busy cores (about 3 s of each relay-in iteration is the group join). Figures, and the machine
+//! they were measured on, are in `docs/PERFORMANCE.md`.
 //!
 //! ```text
 //! cargo bench --features kafka --bench relay
