@@ -88,6 +88,10 @@ const PATIENCE: Duration = Duration::from_secs(120);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
+    // The fixture lives in a static, which is never dropped: remove its directory by hand.
+    if let Some(fixture) = FIXTURE.get() {
+        let _ = std::fs::remove_dir_all(fixture.dir.path());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -312,11 +316,12 @@ struct Fixture {
     records: Vec<OutboundRecord>,
     /// A topic holding the `EVENTS` records, published by a relay out (envelope headers and all).
     inbound_topic: OnceLock<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
 fn fixture(runtime: &Runtime) -> &'static Fixture {
-    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = scratch_dir();
         let store = SledStore::open(dir.path().join("source")).unwrap();
@@ -346,7 +351,7 @@ fn fixture(runtime: &Runtime) -> &'static Fixture {
             records[0].headers.len(),
             bytes / records.len()
         );
-        Fixture { store, head, records, inbound_topic: OnceLock::new(), _dir: dir }
+        Fixture { store, head, records, inbound_topic: OnceLock::new(), dir }
     })
 }
 
