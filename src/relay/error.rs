@@ -47,6 +47,16 @@ pub enum RelayError {
         problem: String,
     },
 
+    /// A wait on a running relay ran out of time. Nothing is wrong with it; wait again, or report
+    /// it as lagging.
+    #[error("the relay {name} did not get there within {waited:?}")]
+    TimedOut {
+        /// The relay's name.
+        name: String,
+        /// How long the wait lasted.
+        waited: std::time::Duration,
+    },
+
     /// The relay was stopped, or its task ended, before the call could complete.
     #[error("the relay {name} is stopped")]
     Stopped {
@@ -60,7 +70,7 @@ impl RelayError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RelayError::Store(error) => error.is_retryable(),
-            RelayError::Unreachable { .. } | RelayError::Rejected { .. } => true,
+            RelayError::Unreachable { .. } | RelayError::Rejected { .. } | RelayError::TimedOut { .. } => true,
             RelayError::Config { .. } | RelayError::Stopped { .. } => false,
         }
     }
@@ -72,6 +82,7 @@ impl RelayError {
             RelayError::Unreachable { .. } => "Unreachable",
             RelayError::Rejected { .. } => "Rejected",
             RelayError::Config { .. } => "Config",
+            RelayError::TimedOut { .. } => "TimedOut",
             RelayError::Stopped { .. } => "Stopped",
         }
     }

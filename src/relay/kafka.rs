@@ -25,9 +25,11 @@ impl KafkaSinkConfig {
     /// Publishes to `topic` through the bootstrap servers `brokers` (`host:port[,host:port…]`).
     ///
     /// The producer is idempotent with `acks=all` (a record is acknowledged once every in-sync
-    /// replica has it, and the producer's own retries neither duplicate nor reorder it), lingers
-    /// 5 ms to fill batches, and gives up on a record after 10 s (`message.timeout.ms`), after
-    /// which the relay retries the page with backoff.
+    /// replica has it, and the producer's own retries neither duplicate nor reorder it), sends at
+    /// once (`linger.ms=0`: the relay hands over a whole page and then waits for it, so lingering
+    /// would only delay the page; librdkafka still batches what queues up meanwhile), and gives up
+    /// on a record after 10 s (`message.timeout.ms`), after which the relay retries the page with
+    /// backoff.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
         KafkaSinkConfig { brokers: brokers.into(), topic: topic.into(), options: Vec::new() }
     }
@@ -50,7 +52,7 @@ impl KafkaSinkConfig {
             .set("bootstrap.servers", &self.brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
+            .set("linger.ms", "0")
             .set("message.timeout.ms", "10000");
         for (key, value) in &self.options {
             config.set(key, value);

@@ -40,7 +40,9 @@ impl InboundConfig {
     /// Defaults: the [envelope mapping](Mapping::envelope), up to 1,000 records per append,
     /// a group without committed offsets starts at the earliest offset, and librdkafka's own
     /// defaults otherwise (set `max.poll.interval.ms` and `session.timeout.ms` with
-    /// [`option`](Self::option) to tune how fast a dead member's partitions move).
+    /// [`option`](Self::option) to tune how fast a dead member's partitions move, and
+    /// `fetch.wait.max.ms` for latency: some brokers, tansu among them, hold a fetch for up to
+    /// that long, 500 ms by default, when no record is waiting).
     pub fn new<I, T>(name: impl Into<String>, brokers: impl Into<String>, group: impl Into<String>, topics: I) -> Self
     where
         I: IntoIterator<Item = T>,
@@ -224,7 +226,7 @@ impl InboundHandle {
     /// Waits until `done` holds for the status, and returns that status.
     ///
     /// # Errors
-    /// [`RelayError::Stopped`] when it stops first or `timeout` passes.
+    /// [`RelayError::Stopped`] when it stops first, [`RelayError::TimedOut`] when `timeout` passes.
     pub async fn wait_until<F>(&self, done: F, timeout: Duration) -> Result<InboundStatus, RelayError>
     where
         F: Fn(&InboundStatus) -> bool,
@@ -236,7 +238,8 @@ impl InboundHandle {
         .await;
         match reached {
             Ok(Ok(s)) if done(&s) => Ok(s),
-            _ => Err(RelayError::Stopped { name: self.name.clone() }),
+            Ok(_) => Err(RelayError::Stopped { name: self.name.clone() }),
+            Err(_) => Err(RelayError::TimedOut { name: self.name.clone(), waited: timeout }),
         }
     }
 

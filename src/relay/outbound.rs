@@ -318,8 +318,7 @@ impl RelayHandle {
     /// Waits until every event at or before `position` is published and acknowledged.
     ///
     /// # Errors
-    /// [`RelayError::Stopped`] when the relay stops first, [`RelayError::Store`] with
-    /// [`Error::Timeout`] after `timeout`.
+    /// [`RelayError::Stopped`] when the relay stops first, [`RelayError::TimedOut`] after `timeout`.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), RelayError> {
         let mut status = self.status.clone();
         let reached = tokio::time::timeout(timeout, async {
@@ -332,12 +331,7 @@ impl RelayHandle {
         match reached {
             Ok(Ok(checkpoint)) if checkpoint >= position => Ok(()),
             Ok(_) => Err(RelayError::Stopped { name: self.name.clone() }),
-            Err(_) => Err(RelayError::Store(Error::Timeout {
-                consumer: self.name.clone(),
-                wanted: position,
-                reached: self.status.borrow().checkpoint,
-                waited: timeout,
-            })),
+            Err(_) => Err(RelayError::TimedOut { name: self.name.clone(), waited: timeout }),
         }
     }
 
