@@ -249,14 +249,7 @@ impl InboundHandle {
     /// # Errors
     /// The error it stopped on by itself, if it did.
     pub async fn stop(self) -> Result<(), RelayError> {
-        let _ = self.stop.send(true);
-        match self.join.await {
-            Ok(result) => result,
-            Err(join) => Err(RelayError::Store(Error::HandlerPanicked {
-                consumer: self.name.clone(),
-                message: Some(join.to_string()),
-            })),
-        }
+        super::task::stop_and_join(&self.name, &self.stop, self.join).await
     }
 }
 
@@ -343,11 +336,7 @@ impl<S: EventStore + ?Sized + 'static> InboundTask<S> {
                 Err(error) if error.is_retryable() => {
                     failures += 1;
                     self.failed(&RelayError::Store(error));
-                    let wait = self
-                        .config
-                        .first_backoff
-                        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-                        .min(self.config.max_backoff);
+                    let wait = super::task::backoff(self.config.first_backoff, self.config.max_backoff, failures);
                     let mut stop = self.stop.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}

@@ -48,6 +48,7 @@ mod kafka_in;
 mod outbound;
 #[cfg(feature = "pulsar")]
 mod pulsar;
+mod task;
 
 pub use self::error::RelayError;
 pub use self::headers::EVENT_ID;

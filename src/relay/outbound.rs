@@ -130,8 +130,7 @@ impl RelayConfig {
     }
 
     fn delay(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-        self.first_backoff.saturating_mul(factor).min(self.max_backoff)
+        super::task::backoff(self.first_backoff, self.max_backoff, failures)
     }
 }
 
@@ -341,14 +340,7 @@ impl RelayHandle {
     /// # Errors
     /// The error the relay stopped on by itself, if it did.
     pub async fn stop(self) -> Result<(), RelayError> {
-        let _ = self.stop.send(true);
-        match self.join.await {
-            Ok(result) => result,
-            Err(join) => Err(RelayError::Store(Error::HandlerPanicked {
-                consumer: self.name.clone(),
-                message: Some(join.to_string()),
-            })),
-        }
+        super::task::stop_and_join(&self.name, &self.stop, self.join).await
     }
 }
 
