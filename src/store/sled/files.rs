@@ -417,14 +417,23 @@ impl Files {
     /// The checkpoint named `name`, if any. One the store saved and did not delete is never `None`:
     /// the list of names says it must be there.
     pub(super) fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
-        match self.checkpoints.get(name.as_bytes()).map_err(sled_error)? {
-            None => match &*self.names() {
-                None => Err(names_damaged()),
-                Some(names) if names.contains(name) => Err(missing_checkpoint()),
-                Some(_) => Ok(None),
-            },
-            Some(value) => decode_checkpoint(name, &value).map(Some).ok_or_else(|| corrupt_checkpoint(name)),
-        }
+        let value = match self.checkpoints.get(name.as_bytes()).map_err(sled_error)? {
+            Some(value) => value,
+            None => {
+                let names = self.names();
+                match &*names {
+                    None => return Err(names_damaged()),
+                    Some(names) if !names.contains(name) => return Ok(None),
+                    Some(_) => {}
+                }
+                // Listed: a save may have applied its batch and listed the name since the read
+                // above (it does both under this lock), so read again while holding it.
+                let again = self.checkpoints.get(name.as_bytes()).map_err(sled_error)?;
+                drop(names);
+                again.ok_or_else(missing_checkpoint)?
+            }
+        };
+        decode_checkpoint(name, &value).map(Some).ok_or_else(|| corrupt_checkpoint(name))
     }
 
     fn names(&self) -> std::sync::MutexGuard<'_, Option<BTreeSet<String>>> {
