@@ -274,6 +274,7 @@ pub use crate::store::{
 };
 pub use crate::stream_id::StreamId;
 pub use crate::transfer::{copy_store, export_jsonl, import_jsonl, CopyReport, Transfer};
+pub use crate::upcast::EventSet;
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
 /// The PostgreSQL client [`SqlProjection`]s write with (its [`Transaction`](tokio_postgres::Transaction)),
 /// at the version Annals uses.
