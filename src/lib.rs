@@ -272,13 +272,16 @@ pub use crate::store::postgres::{
     PostgresConfig, PostgresStore, MAX_SCHEMA_NAME_LEN, POSTGRES_MAX_EVENT_SIZE_LIMIT, POSTGRES_SCHEMA_VERSION,
 };
 pub use crate::store::sled::{Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT};
+pub use crate::store::SnapshotRetention;
 pub use crate::store::{
     AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter,
     PartitionLeases, ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE,
     MAX_CHECKPOINT_NAME_LEN,
 };
 pub use crate::stream_id::StreamId;
+pub use crate::transfer::export_jsonl_with_snapshots;
 pub use crate::transfer::{copy_store, export_jsonl, import_jsonl, CopyReport, Transfer};
+pub use crate::upcast::EventSet;
 pub use crate::upcast::{StoredShape, Upcasters, Upcasting};
 /// The PostgreSQL client [`SqlProjection`]s write with (its [`Transaction`](tokio_postgres::Transaction)),
 /// at the version Annals uses.

@@ -1,8 +1,10 @@
 //! Export and import of a whole store as JSON lines: every event with its full envelope, then every
-//! checkpoint. The round trip is lossless: a store imported from an export reads back exactly the
-//! same events (ids, positions, versions, both times, metadata, payloads) and checkpoints. And a
-//! direct copy from one store to another (of any backend), snapshots included.
+//! checkpoint, then (when asked) every snapshot. The round trip is lossless: a store imported from
+//! an export reads back exactly the same events (ids, positions, versions, both times, metadata,
+//! payloads), checkpoints and snapshots. And a direct copy from one store to another (of any
+//! backend), snapshots included.
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
@@ -22,12 +24,43 @@ const CHECKPOINT_BATCH: usize = 1_000;
 /// The byte order mark some editors put at the start of a UTF-8 file.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// One line of an export: `{"event": {...}}` or `{"checkpoint": {...}}`.
+/// One line of an export: `{"event": {...}}`, `{"checkpoint": {...}}` or `{"snapshot": {...}}`.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Line {
     Event(RecordedEvent),
     Checkpoint(SavedCheckpoint),
+    Snapshot(SavedSnapshot),
+}
+
+/// A snapshot as exported: every field of [`Snapshot`], its state JSON text byte for byte.
+#[derive(Serialize, Deserialize)]
+struct SavedSnapshot {
+    stream: StreamId,
+    version: Version,
+    schema_version: u32,
+    state: String,
+    taken_at: DateTime<Utc>,
+}
+
+impl From<Snapshot> for SavedSnapshot {
+    fn from(snapshot: Snapshot) -> Self {
+        SavedSnapshot {
+            stream: snapshot.stream,
+            version: snapshot.version,
+            schema_version: snapshot.schema_version,
+            state: snapshot.state,
+            taken_at: snapshot.taken_at,
+        }
+    }
+}
+
+impl From<SavedSnapshot> for Snapshot {
+    fn from(saved: SavedSnapshot) -> Self {
+        let mut snapshot = Snapshot::new(saved.stream, saved.version, saved.schema_version, saved.state);
+        snapshot.taken_at = saved.taken_at;
+        snapshot
+    }
 }
 
 /// A checkpoint as exported; its state stays JSON text, byte for byte.
@@ -47,11 +80,19 @@ pub struct Transfer {
     pub events: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
+    /// Snapshots written (for an import: saved in the store).
+    pub snapshots: u64,
+    /// For an import: snapshot lines left out because they are past the version their stream has
+    /// in the store once the events are restored (a snapshot there would stand for events the
+    /// store does not hold).
+    pub snapshots_left_out: u64,
 }
 
 /// Writes every event of `store` (in log order, with its whole envelope) and then every checkpoint
 /// to `out`, one JSON object per line. The checkpoints are those saved when the export starts, so
-/// none is past the last event written, even if the store is in use.
+/// none is past the last event written, even if the store is in use. Snapshots are left out:
+/// they are a cache (loads without them replay events, and the repository takes new ones as
+/// commands cross its policy), and [`import_jsonl`] of earlier releases refuses snapshot lines; [`export_jsonl_with_snapshots`] writes them too.
 ///
 /// ```
 /// use annals::{export_jsonl, import_jsonl, EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamId};
@@ -74,7 +115,52 @@ pub struct Transfer {
 ///
 /// # Errors
 /// Read errors of the store; [`Error::Storage`] when writing to `out` fails.
-pub async fn export_jsonl<S, W>(store: &S, mut out: W) -> Result<Transfer>
+pub async fn export_jsonl<S, W>(store: &S, out: W) -> Result<Transfer>
+where
+    S: EventStore + ?Sized,
+    W: Write,
+{
+    export(store, out, false).await
+}
+
+/// As [`export_jsonl`], then every snapshot of every exported stream at or before the last version
+/// exported, one `{"snapshot": {...}}` line each, by stream name and then version. So an import
+/// into an empty store gets back every event, checkpoint and snapshot, and loads and time travel
+/// start from the same snapshots as in the source. The format of a snapshot line is in
+/// [`guide::storage_format`](crate::guide::storage_format).
+///
+/// ```
+/// use annals::{export_jsonl_with_snapshots, import_jsonl, EventStore, ExpectedVersion, MemoryStore, NewEvent, Snapshot, StreamId, Version};
+///
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// let source = MemoryStore::new();
+/// let stream = StreamId::new("order-1")?;
+/// source.append(&stream, ExpectedVersion::Any, vec![NewEvent::raw("OrderPlaced", r#"{"total":5}"#)]).await?;
+/// source.save_snapshot(Snapshot::new(stream.clone(), Version::new(1), 1, r#"{"total":5}"#.into())).await?;
+///
+/// let mut lines = Vec::new();
+/// let exported = export_jsonl_with_snapshots(&source, &mut lines).await?;
+/// assert_eq!((exported.events, exported.snapshots), (1, 1));
+/// let copy = MemoryStore::new();
+/// let imported = import_jsonl(&copy, lines.as_slice()).await?;
+/// assert_eq!(imported.snapshots, 1);
+/// assert_eq!(copy.load_snapshot(&stream, Version::MAX).await?, source.load_snapshot(&stream, Version::MAX).await?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// Read errors of the store; [`Error::Storage`] when writing to `out` fails.
+pub async fn export_jsonl_with_snapshots<S, W>(store: &S, out: W) -> Result<Transfer>
+where
+    S: EventStore + ?Sized,
+    W: Write,
+{
+    export(store, out, true).await
+}
+
+async fn export<S, W>(store: &S, mut out: W, snapshots: bool) -> Result<Transfer>
 where
     S: EventStore + ?Sized,
     W: Write,
@@ -83,11 +169,17 @@ where
     // Listed before the log is read, written after it: the log only grows, so even while consumers
     // go on, no checkpoint is past the last event written (`import_jsonl` refuses one that is).
     let checkpoints = store.list_checkpoints("").await?;
+    // The last version written of each stream: no snapshot past it is written.
+    let mut exported: HashMap<StreamId, Version> = HashMap::new();
     let mut events = store.read_log(ReadLog::from_start());
     while let Some(event) = events.try_next().await? {
+        if snapshots {
+            exported.insert(event.stream.clone(), event.version);
+        }
         write_line(&mut out, &Line::Event(event))?;
         transfer.events += 1;
     }
+    drop(events);
     for checkpoint in checkpoints {
         let saved = SavedCheckpoint {
             name: checkpoint.name,
@@ -98,6 +190,14 @@ where
         write_line(&mut out, &Line::Checkpoint(saved))?;
         transfer.checkpoints += 1;
     }
+    let mut streams: Vec<_> = exported.into_iter().collect();
+    streams.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (stream, version) in streams {
+        for snapshot in snapshots_up_to(store, &stream, version).await?.into_iter().rev() {
+            write_line(&mut out, &Line::Snapshot(snapshot.into()))?;
+            transfer.snapshots += 1;
+        }
+    }
     out.flush().map_err(Error::storage)?;
     Ok(transfer)
 }
@@ -107,10 +207,14 @@ fn write_line<W: Write>(out: &mut W, line: &Line) -> Result<()> {
     out.write_all(b"\n").map_err(Error::storage)
 }
 
-/// Loads an export made by [`export_jsonl`] into `store`, which must be empty or hold a prefix of
-/// the same log (an interrupted import can be run again: events already there are recognised by
-/// their ids and skipped). Events are restored with [`EventStore::restore`], so positions, versions
-/// and both times are kept; checkpoints are saved as they were, once every event is restored.
+/// Loads an export made by [`export_jsonl`] or [`export_jsonl_with_snapshots`] into `store`, which
+/// must be empty or hold a prefix of the same log (an interrupted import can be run again: events
+/// already there are recognised by their ids and skipped). Events are restored with
+/// [`EventStore::restore`], so positions, versions and both times are kept; checkpoints are saved as
+/// they were, once every event is restored, and then snapshots, one by one. A snapshot past the
+/// version its stream has once the events are restored is left out (counted in
+/// [`Transfer::snapshots_left_out`]); the store's [`SnapshotRetention`](crate::SnapshotRetention)
+/// applies to the others as to any save.
 ///
 /// Each call to `restore` takes one original commit group, however large: the events that share a
 /// `recorded_at` (consecutive groups that share one go together), so that an import that stops
@@ -120,8 +224,9 @@ fn write_line<W: Write>(out: &mut W, line: &Line) -> Result<()> {
 /// A UTF-8 byte order mark at the start of the input is skipped; blank lines are too.
 ///
 /// # Errors
-/// Naming the line, before any checkpoint is saved: [`Error::InvalidExport`] for a line that is not
-/// UTF-8 or does not parse, [`Error::ExportCheckpointPastHead`] for a checkpoint past the last
+/// Naming the line, before any checkpoint or snapshot is saved: [`Error::InvalidExport`] for a line
+/// that is not UTF-8 or does not parse, or a snapshot whose state is not JSON (its source is then
+/// the [`serde_json::Error`] of the state), [`Error::ExportCheckpointPastHead`] for a checkpoint past the last
 /// event of the store and of the lines before it, [`Error::ExportCheckpointState`] for a checkpoint
 /// whose state is not JSON. [`Error::Restore`] when the events do not continue the store's log;
 /// store errors. Events of the lines before a failure may be restored already: run the import
@@ -136,6 +241,7 @@ where
     let mut transfer = Transfer::default();
     let mut groups = GroupRestore::new(store);
     let mut checkpoints = Vec::new();
+    let mut snapshots = Vec::new();
     let mut bytes = Vec::new();
     let mut number = 0;
     loop {
@@ -151,6 +257,11 @@ where
                 groups.push(event).await?;
             }
             Line::Checkpoint(saved) => checkpoints.push(CheckpointWrite::Save(checkpoint(saved, number, head)?)),
+            Line::Snapshot(saved) => {
+                check_reads_back(&saved.state)
+                    .map_err(|e| Error::InvalidExport { line: number, source: Box::new(e) })?;
+                snapshots.push(Snapshot::from(saved));
+            }
         }
     }
     groups.finish().await?;
@@ -158,6 +269,23 @@ where
     transfer.checkpoints = checkpoints.len() as u64;
     for chunk in checkpoints.chunks(CHECKPOINT_BATCH) {
         store.save_checkpoints(chunk.to_vec()).await?;
+    }
+    let mut versions: HashMap<StreamId, Option<Version>> = HashMap::new();
+    for snapshot in snapshots {
+        let version = match versions.get(&snapshot.stream) {
+            Some(version) => *version,
+            None => {
+                let version = store.stream_version(&snapshot.stream).await?;
+                versions.insert(snapshot.stream.clone(), version);
+                version
+            }
+        };
+        if version.is_some_and(|version| snapshot.version <= version) {
+            store.save_snapshot(snapshot).await?;
+            transfer.snapshots += 1;
+        } else {
+            transfer.snapshots_left_out += 1;
+        }
     }
     Ok(transfer)
 }
@@ -217,7 +345,9 @@ pub struct CopyReport {
 ///
 /// Events go to [`EventStore::restore`] one original commit group at a time (the events that share
 /// a `recorded_at`), as in [`import_jsonl`]; checkpoints are saved once every event is restored,
-/// then the snapshots, one by one.
+/// then the snapshots, one by one, through the target's
+/// [`SnapshotRetention`](crate::SnapshotRetention) (a target keeping the last `n` keeps the newest
+/// `n` of each stream).
 ///
 /// The target must be empty. A store that holds events is refused before anything is written, the
 /// target of an earlier copy included: `restore` would pass over events it holds already (same
@@ -372,10 +502,14 @@ mod tests {
         let text = export().await?;
         let with_bom = [UTF8_BOM, text.as_bytes()].concat();
         let (result, head, checkpoints) = import(&with_bom).await?;
-        assert_eq!(result?, Transfer { events: 2, checkpoints: 1 });
+        assert_eq!(result?, Transfer { events: 2, checkpoints: 1, ..Transfer::default() });
         assert_eq!((head, checkpoints.len()), (2, 1));
         let crlf = text.replace('\n', "\r\n");
-        assert_eq!(import(crlf.as_bytes()).await?.0?, Transfer { events: 2, checkpoints: 1 }, "CRLF line ends");
+        assert_eq!(
+            import(crlf.as_bytes()).await?.0?,
+            Transfer { events: 2, checkpoints: 1, ..Transfer::default() },
+            "CRLF line ends"
+        );
 
         // Only at the start: elsewhere it is not JSON.
         let (first, rest) = text.split_once('\n').ok_or("two lines")?;
@@ -434,7 +568,7 @@ mod tests {
         let store = MemoryStore::new();
         import_jsonl(&store, text.as_bytes()).await?;
         let again = import_jsonl(&store, checkpoint_only.as_bytes()).await?;
-        assert_eq!(again, Transfer { events: 0, checkpoints: 1 });
+        assert_eq!(again, Transfer { events: 0, checkpoints: 1, ..Transfer::default() });
         let empty = import(checkpoint_only.as_bytes()).await?.0;
         assert!(matches!(empty, Err(Error::ExportCheckpointPastHead { line: 1, .. })), "{empty:?}");
         Ok(())

@@ -78,6 +78,56 @@ impl Step {
 /// upcasters.check::<AccountEvent>()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # A store shared by several event types
+///
+/// One store usually holds the events of several types (`BookEvent` in `book-*` streams,
+/// `MemberEvent` in `member-*` streams). A store has one set of upcasters for all of them: a step
+/// applies to every stored event of its `(type, schema version)`, whatever the stream. Build each
+/// type's steps where that type lives, check them against it, [`merge`](Upcasters::merge) them, and
+/// check the whole set against every type at once with a tuple, so that a step of one type that
+/// lands on a current type of another is accepted and a clash between them is found:
+///
+/// ```
+/// use annals::{Event, Upcasters};
+/// use serde_json::json;
+///
+/// #[derive(Event)]
+/// enum BookEvent {
+///     Added { title: String },
+///     #[event(version = 2)]
+///     BookReturned { copy: u32, member: String },
+/// }
+///
+/// #[derive(Event)]
+/// enum MemberEvent {
+///     MemberJoined { name: String },
+/// }
+///
+/// fn book_upcasters() -> Upcasters {
+///     Upcasters::new().upgrade("BookReturned", 1, |payload| {
+///         Ok(json!({ "copy": 1, "member": payload["member"] }))
+///     })
+/// }
+///
+/// fn member_upcasters() -> Upcasters {
+///     Upcasters::new().rename("MemberRegistered", 1, "MemberJoined", 1)
+/// }
+///
+/// book_upcasters().check::<BookEvent>()?;
+/// member_upcasters().check::<MemberEvent>()?;
+/// let upcasters = Upcasters::new().merge(book_upcasters()).merge(member_upcasters());
+/// // Checked against one type, the other type's chains lead nowhere ...
+/// assert!(upcasters.check::<BookEvent>().is_err());
+/// // ... checked against both, every chain ends at a current type of one of them.
+/// upcasters.check::<(BookEvent, MemberEvent)>()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Since steps are found by type name alone, two types that share a type name must agree on its
+/// current schema version: [`check`](Upcasters::check) refuses a name that is current at one version
+/// in one type of the tuple and at another in another (give one of them its own name with
+/// `#[event(name = "...")]` before its schema changes).
 #[derive(Clone, Default)]
 pub struct Upcasters {
     steps: HashMap<(String, u32), Step>,
@@ -140,30 +190,67 @@ impl Upcasters {
         self.steps.is_empty()
     }
 
-    /// Checks, at start-up, that every chain ends at a current event type of `E`:
+    /// Adds every step of `other` (the steps of another event type of the same store, built where
+    /// that type lives). A `(type, schema version)` registered in both counts as registered twice,
+    /// which [`check`](Upcasters::check) reports.
+    pub fn merge(mut self, other: Upcasters) -> Self {
+        self.duplicates.extend(other.duplicates);
+        let mut incoming: Vec<_> = other.steps.into_iter().collect();
+        incoming.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, step) in incoming {
+            if self.steps.insert(key.clone(), step).is_some() {
+                self.duplicates.push(key);
+            }
+        }
+        self
+    }
+
+    /// Checks, at start-up, that every chain ends at a current event type of `E`: one [`Event`]
+    /// type, or a tuple of them (`check::<(BookEvent, MemberEvent)>()`) for a store that holds
+    /// several (see [`EventSet`]):
     ///
     /// - every version below the current one of each event type of `E` has a step;
     /// - every step's target is either current in `E` or the start of another step;
-    /// - no step is registered twice and no chain loops.
+    /// - no step is registered twice and no chain loops;
+    /// - no type name is current at two different versions in the types of `E` (steps are found
+    ///   by type name, so they could not serve both).
     ///
     /// # Errors
     /// [`Error::UpcasterChain`] naming the first problem found.
-    pub fn check<E: Event>(&self) -> Result<()> {
+    pub fn check<E: EventSet>(&self) -> Result<()> {
         if let Some((event_type, version)) = self.duplicates.first() {
             return Err(chain_error(event_type, *version, "has two upcasters"));
         }
-        for event_type in E::event_types() {
-            let current = E::current_version(event_type).unwrap_or(1);
-            for version in 1..current {
+        let mut current: HashMap<&'static str, u32> = HashMap::new();
+        for (event_type, version) in E::current_versions() {
+            match current.get(event_type) {
+                Some(&other) if other != version => {
+                    return Err(chain_error(
+                        event_type,
+                        other.min(version),
+                        "is current in one checked event type and old in another: upcasters find steps \
+                         by type name alone, so event types that share a name must share its version",
+                    ));
+                }
+                _ => {
+                    current.insert(event_type, version);
+                }
+            }
+        }
+        let mut types: Vec<_> = current.iter().map(|(t, v)| (*t, *v)).collect();
+        types.sort_unstable();
+        for (event_type, current_version) in types {
+            for version in 1..current_version {
                 if !self.steps.contains_key(&(event_type.to_string(), version)) {
                     return Err(chain_error(event_type, version, "has no upcaster to the next version"));
                 }
             }
         }
+        let lookup = |event_type: &str| current.get(event_type).copied();
         let mut sources: Vec<_> = self.steps.keys().collect();
         sources.sort();
         for source in sources {
-            self.check_chain(source, &mut HashSet::new(), E::current_version)?;
+            self.check_chain(source, &mut HashSet::new(), &lookup)?;
         }
         Ok(())
     }
@@ -172,7 +259,7 @@ impl Upcasters {
         &self,
         at: &(String, u32),
         seen: &mut HashSet<(String, u32)>,
-        current: fn(&str) -> Option<u32>,
+        current: &dyn Fn(&str) -> Option<u32>,
     ) -> Result<()> {
         if !seen.insert(at.clone()) {
             return Err(chain_error(&at.0, at.1, "is part of an upcaster loop"));
@@ -376,6 +463,62 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         self.inner.watch_head()
     }
 }
+
+/// The event types [`Upcasters::check`] checks a store's chains against: one [`Event`] type, or a
+/// tuple of up to eight of them for a store that holds events of several types.
+///
+/// ```
+/// use annals::{Event, EventSet};
+///
+/// #[derive(Event)]
+/// enum BookEvent {
+///     Added { title: String },
+///     #[event(version = 2)]
+///     BookReturned { copy: u32 },
+/// }
+///
+/// #[derive(Event)]
+/// enum MemberEvent {
+///     MemberJoined { name: String },
+/// }
+///
+/// assert_eq!(BookEvent::current_versions(), [("Added", 1), ("BookReturned", 2)]);
+/// assert_eq!(
+///     <(BookEvent, MemberEvent)>::current_versions(),
+///     [("Added", 1), ("BookReturned", 2), ("MemberJoined", 1)]
+/// );
+/// ```
+pub trait EventSet {
+    /// Every event type name of the set with its current schema version, type after type in order
+    /// (a name two types share comes once per type).
+    fn current_versions() -> Vec<(&'static str, u32)>;
+}
+
+impl<E: Event> EventSet for E {
+    fn current_versions() -> Vec<(&'static str, u32)> {
+        E::event_types().iter().map(|event_type| (*event_type, E::current_version(event_type).unwrap_or(1))).collect()
+    }
+}
+
+macro_rules! event_set_tuples {
+    ($($name:ident)+) => {
+        impl<$($name: Event),+> EventSet for ($($name,)+) {
+            fn current_versions() -> Vec<(&'static str, u32)> {
+                let mut all = Vec::new();
+                $(all.extend(<$name as EventSet>::current_versions());)+
+                all
+            }
+        }
+    };
+}
+
+event_set_tuples!(A B);
+event_set_tuples!(A B C);
+event_set_tuples!(A B C D);
+event_set_tuples!(A B C D E);
+event_set_tuples!(A B C D E F);
+event_set_tuples!(A B C D E F G);
+event_set_tuples!(A B C D E F G H);
 
 fn chain_error(event_type: &str, version: u32, problem: &'static str) -> Error {
     Error::UpcasterChain { event_type: event_type.to_owned(), schema_version: version, problem }

@@ -80,6 +80,12 @@ macro_rules! conformance_suite {
                 store: restore::restoring_events_that_do_not_continue_the_log_is_refused_and_writes_nothing,
                 store: restore::a_restored_batch_is_written_as_one_atomic_append_per_run_of_streams,
                 store: restore::an_import_restores_whole_original_groups_and_stops_only_between_them,
+                store: snapshots::a_snapshot_loads_back_exactly_and_every_one_is_kept_by_default,
+                backend: snapshots::a_save_keeps_the_newest_n_snapshots_of_its_stream_and_deletes_the_others,
+                backend: snapshots::readers_and_concurrent_saves_never_find_the_newest_snapshot_gone,
+                store: snapshots::an_export_with_snapshots_imports_every_snapshot_exactly,
+                store: snapshots::an_imported_snapshot_past_its_stream_is_left_out_and_one_not_json_is_refused,
+                backend: snapshots::a_copy_and_an_import_keep_only_what_the_target_retains,
             );
         }
     };

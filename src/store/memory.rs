@@ -15,8 +15,8 @@ use crate::position::{Position, Version};
 use crate::store::observe::{self, AppendObserver, GroupObserver, StoreKind};
 use crate::store::{
     plan_restore, plan_retry, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult,
-    Checkpoint, CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StoredId,
-    StreamAppend, DEFAULT_MAX_EVENT_SIZE,
+    Checkpoint, CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, SnapshotRetention,
+    StoredId, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
@@ -45,6 +45,7 @@ struct State {
     streams: HashMap<StreamId, Vec<Position>>,
     ids: HashMap<Uuid, Position>,
     snapshots: HashMap<StreamId, BTreeMap<Version, Snapshot>>,
+    snapshot_retention: SnapshotRetention,
     checkpoints: BTreeMap<String, Checkpoint>,
     last_recorded: Option<DateTime<Utc>>,
 }
@@ -60,6 +61,26 @@ impl MemoryStore {
         observe::describe();
         let (head, _) = watch::channel(Position::ZERO);
         MemoryStore { shared: Arc::new(Shared { state: Mutex::new(State::default()), head, max_event_size }) }
+    }
+
+    /// Keeps only as many snapshots per stream as `retention` says, from the next save of each
+    /// stream on (default: [`SnapshotRetention::All`]). The setting is the store's: every clone of
+    /// this handle shares it.
+    ///
+    /// ```
+    /// use annals::{MemoryStore, SnapshotRetention};
+    ///
+    /// let store = MemoryStore::new().with_snapshot_retention(SnapshotRetention::last(3));
+    /// assert_eq!(store.snapshot_retention(), SnapshotRetention::last(3));
+    /// ```
+    pub fn with_snapshot_retention(self, retention: SnapshotRetention) -> Self {
+        self.state().snapshot_retention = retention;
+        self
+    }
+
+    /// How many snapshots per stream the store keeps.
+    pub fn snapshot_retention(&self) -> SnapshotRetention {
+        self.state().snapshot_retention
     }
 
     /// Validates and appends, as one observed append (a restored batch too: `restore` gives its
@@ -279,7 +300,13 @@ impl EventStore for MemoryStore {
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
         let mut state = self.state();
-        state.snapshots.entry(snapshot.stream.clone()).or_default().insert(snapshot.version, snapshot);
+        let kept = state.snapshot_retention.kept();
+        let snapshots = state.snapshots.entry(snapshot.stream.clone()).or_default();
+        snapshots.insert(snapshot.version, snapshot);
+        // Under the one lock: readers see the snapshots of before the save or of after it.
+        while kept.is_some_and(|kept| snapshots.len() > kept) {
+            snapshots.pop_first();
+        }
         Ok(())
     }
 

@@ -18,7 +18,7 @@ pub use checkpoint::{Checkpoint, CheckpointWrite, MAX_CHECKPOINT_NAME_LEN};
 pub use lease::PartitionLeases;
 pub(crate) use read::LogCursor;
 pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, SnapshotRetention};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -109,8 +109,10 @@ pub trait EventStore: Send + Sync {
     /// recorded before `at`. O(log n): the log is ordered by `recorded_at`.
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>>;
 
-    /// Stores a snapshot, replacing one of the same stream and version. Snapshots live beside the
-    /// events (a sled tree, a map in memory) and are not synced with appends.
+    /// Stores a snapshot, replacing one of the same stream and version, and deletes that stream's
+    /// snapshots beyond the newest the store's [`SnapshotRetention`] keeps, in the same atomic write.
+    /// Snapshots live beside the events (a sled tree, a map in memory, a table) and are not synced
+    /// with appends.
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
 
     /// The newest snapshot of `stream` at or before version `at` (`Version::MAX` for the newest).

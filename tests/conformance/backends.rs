@@ -1,7 +1,7 @@
 //! The stores the conformance suite runs against. The PostgreSQL backend opens each store in a fresh
 //! schema of one throwaway cluster per test binary (`annals-testkit`).
 
-use annals::{Error, MemoryStore, SledConfig, SledStore};
+use annals::{Error, MemoryStore, SledConfig, SledStore, SnapshotRetention};
 
 use super::{Backend, Fixture};
 
@@ -14,6 +14,10 @@ impl Backend for Memory {
     async fn open(max_event_size: Option<usize>) -> Result<Fixture<MemoryStore>, Error> {
         let store = max_event_size.map_or_else(MemoryStore::new, MemoryStore::with_max_event_size);
         Ok(Fixture { store, _keep: None })
+    }
+
+    async fn open_with_snapshot_retention(retention: SnapshotRetention) -> Result<Fixture<MemoryStore>, Error> {
+        Ok(Fixture { store: MemoryStore::new().with_snapshot_retention(retention), _keep: None })
     }
 }
 
@@ -30,6 +34,12 @@ impl Backend for Sled {
             config = config.max_event_size(max);
         }
         Ok(Fixture { store: config.open()?, _keep: Some(dir) })
+    }
+
+    async fn open_with_snapshot_retention(retention: SnapshotRetention) -> Result<Fixture<SledStore>, Error> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Storage(Box::new(e)))?;
+        let store = SledConfig::new(dir.path()).snapshot_retention(retention).open()?;
+        Ok(Fixture { store, _keep: Some(dir) })
     }
 }
 
@@ -48,6 +58,16 @@ impl Backend for Postgres {
         if let Some(max) = max_event_size {
             config = config.max_event_size(max);
         }
+        Ok(Fixture { store: config.open().await?, _keep: None })
+    }
+
+    async fn open_with_snapshot_retention(
+        retention: SnapshotRetention,
+    ) -> Result<Fixture<annals::PostgresStore>, Error> {
+        let config = annals::PostgresConfig::new(crate::common::postgres::url()?)
+            .schema(crate::common::postgres::fresh_schema())
+            .pool_size(4)
+            .snapshot_retention(retention);
         Ok(Fixture { store: config.open().await?, _keep: None })
     }
 }

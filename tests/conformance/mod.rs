@@ -19,6 +19,7 @@ pub(crate) mod multi_stream;
 pub(crate) mod optimistic_concurrency;
 pub(crate) mod races;
 pub(crate) mod restore;
+pub(crate) mod snapshots;
 pub(crate) mod stream_reads;
 
 use std::fmt::Debug;
@@ -46,6 +47,11 @@ pub(crate) trait Backend {
     /// Opens a new, empty store, with the backend's default maximum event size or with
     /// `max_event_size`.
     fn open(max_event_size: Option<usize>) -> impl Future<Output = Result<Fixture<Self::Store>, Error>>;
+
+    /// Opens a new, empty store that keeps as many snapshots per stream as `retention` says.
+    fn open_with_snapshot_retention(
+        retention: annals::SnapshotRetention,
+    ) -> impl Future<Output = Result<Fixture<Self::Store>, Error>>;
 }
 
 /// An open store and whatever must outlive it (a temporary directory, a database schema, ...).

@@ -1,18 +1,22 @@
-//! [`ProjectionHandle`]: reading a running projection, waiting for it, rebuilding and stopping it.
+//! [`ProjectionHandle`]: reading a running projection, waiting for it, asking it about the past,
+//! rebuilding and stopping it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, RwLock, RwLockReadGuard};
 
+use super::projector::PastStates;
 use super::saved::consumer_error;
 use super::task::Command;
 use super::Projection;
 use crate::consumer::{ProgressWatch, Running};
 use crate::error::{ConsumerProblem, Result};
 use crate::position::Position;
+use crate::store::Until;
 
-/// A running projection: read its state, wait for it to reach a position, rebuild it, stop it.
+/// A running projection: read its state, wait for it to reach a position, ask for its state at a
+/// past point, rebuild it, stop it.
 /// Cloning gives another handle; when the last one is dropped, the projector stops.
 pub struct ProjectionHandle<P> {
     pub(super) state: Arc<RwLock<P>>,
@@ -20,6 +24,8 @@ pub struct ProjectionHandle<P> {
     pub(super) ready: watch::Receiver<bool>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) running: Running,
+    /// Answers [`as_of`](ProjectionHandle::as_of) by replay, apart from the running task.
+    pub(super) past: Arc<dyn PastStates<P>>,
 }
 
 impl<P> std::fmt::Debug for ProjectionHandle<P> {
@@ -41,6 +47,7 @@ impl<P> Clone for ProjectionHandle<P> {
             ready: self.ready.clone(),
             commands: self.commands.clone(),
             running: self.running.clone(),
+            past: Arc::clone(&self.past),
         }
     }
 }
@@ -91,6 +98,52 @@ impl<P: Projection> ProjectionHandle<P> {
     /// [`Error::Consumer`](crate::Error::Consumer) when it stopped first.
     pub async fn caught_up(&self) -> Result<Position> {
         self.watch.caught_up().await
+    }
+
+    /// The projection as of `until`: a recorded time, a position, a business (occurred) time, or
+    /// several at once. The answer is a fresh instance replayed from the log, exactly as
+    /// [`Projector::as_of`](super::Projector::as_of) gives it: from the nearest copy of its state
+    /// the projector keeps at or before the bound
+    /// ([`keep_history_every`](super::Projector::keep_history_every)), or from its start. The
+    /// running projection goes on meanwhile: the replay reads the store on its own, holds no lock on
+    /// the live state and sends nothing to the projector's task, so readers, waiters and the live
+    /// catch-up are not held up, and a bound past what the live projection has handled is answered
+    /// from the log all the same. It works the same after the projector stopped.
+    ///
+    /// ```
+    /// # use annals::{HandlerError, Phase, Projection, RecordedEvent};
+    /// # #[derive(Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Count(u64);
+    /// # #[async_trait::async_trait]
+    /// # impl Projection for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn handle(&mut self, _: &RecordedEvent, _: Phase) -> Result<(), HandlerError> { self.0 += 1; Ok(()) }
+    /// # }
+    /// use annals::{EventStore, ExpectedVersion, MemoryStore, NewEvent, Position, Projector, StreamId, Until};
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let store = MemoryStore::new();
+    /// let counter = Projector::persisted(store.clone(), Count::default).keep_history_every(100).run().await?;
+    /// let stream = StreamId::new("order-1")?;
+    /// for _ in 0..5 {
+    ///     store.append(&stream, ExpectedVersion::Any, vec![NewEvent::raw("Placed", "{}")]).await?;
+    /// }
+    /// counter.wait_for(Position::new(5), Duration::from_secs(5)).await?;
+    ///
+    /// let then = counter.as_of(Until { position: Some(Position::new(3)), ..Until::default() }).await?;
+    /// assert_eq!((then.0, counter.read().await?.0), (3, 5));
+    /// # counter.stop().await?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`replay`](crate::replay): [`Error::Handler`](crate::Error::Handler) when the projection
+    /// fails on an event, read errors.
+    pub async fn as_of(&self, until: Until) -> Result<P> {
+        self.past.as_of(until).await
     }
 
     /// Rebuilds the projection from its start in a shadow copy, while readers keep the current state;

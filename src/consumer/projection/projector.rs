@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch, RwLock};
@@ -134,32 +135,28 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
     /// from the nearest saved copy of its state at or before the bound (see
     /// [`keep_history_every`](Self::keep_history_every)), or from its start. A bound on occurred time
     /// always replays from the start, since a saved state may hold events that occurred later.
+    /// [`ProjectionHandle::as_of`] asks the same of a running projection.
     ///
     /// # Errors
     /// As [`replay`].
     pub async fn as_of(&self, until: Until) -> Result<P> {
-        let fresh = (self.settings.factory)();
-        if let (Some(every), Keep::State { decode, .. }, None) =
-            (self.settings.history_every, &self.settings.keep, until.occurred)
-        {
-            let bound = position_bound(&*self.settings.store, until).await?;
-            let prefix = history_prefix(fresh.name(), fresh.version());
-            // The copy for a multiple may have been saved past the bound: look a few multiples back.
-            for multiple in (0..=bound.get() / every).rev().take(4) {
-                let Some(saved) = self.settings.store.load_checkpoint(&history_key(&prefix, multiple)).await? else {
-                    continue;
-                };
-                if saved.position > bound {
-                    continue;
-                }
-                let stored = decode_saved(fresh.name(), &saved)?;
-                if let Some(instance) = stored.state.as_deref().and_then(|state| decode(state).ok()) {
-                    let from = Start::Position(Position::new(saved.position.get() + 1));
-                    return replay(&*self.settings.store, instance, from, until).await;
-                }
-            }
+        self.past().as_of(until).await
+    }
+
+    /// What answering [`as_of`](Self::as_of) needs, shared with the handles of a run.
+    fn past(&self) -> Past<S, P> {
+        let settings = &self.settings;
+        let decode = match settings.keep {
+            Keep::State { decode, .. } => Some(decode),
+            Keep::Nothing | Keep::Position => None,
+        };
+        Past {
+            store: Arc::clone(&settings.store),
+            factory: Arc::clone(&settings.factory),
+            decode,
+            start: settings.start,
+            history_every: settings.history_every,
         }
-        replay(&*self.settings.store, fresh, self.settings.start, until).await
     }
 
     /// Loads the saved checkpoint (or starts fresh), starts the projection on a tokio task, and returns
@@ -177,6 +174,7 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
             });
         }
         telemetry::describe();
+        let past: Arc<dyn PastStates<P>> = Arc::new(self.past());
         let first = (self.settings.factory)();
         let name = first.name().to_owned();
         let restored = self.settings.restore(first).await?;
@@ -201,7 +199,60 @@ impl<S: EventStore + 'static, P: Projection> Projector<S, P> {
             head,
         };
         let handle = tokio::spawn(task.run(restored.live_from, restored.rebuild, inbox));
-        Ok(ProjectionHandle { state, watch, ready: ready_rx, commands, running: Running::new(running_name, handle) })
+        Ok(ProjectionHandle {
+            state,
+            watch,
+            ready: ready_rx,
+            commands,
+            running: Running::new(running_name, handle),
+            past,
+        })
+    }
+}
+
+/// A projection's past states: a replay into a fresh instance, from the nearest copy of its state
+/// that a persisted projector kept at or before the bound, or from its start. Owns what it needs
+/// (the store, the factory, the settings that shape a replay), so that a running projector's handles
+/// answer it too without touching the running task.
+pub(super) struct Past<S, P> {
+    store: Arc<S>,
+    factory: Arc<dyn Fn() -> P + Send + Sync>,
+    /// How a saved state decodes, for a persisted projector.
+    decode: Option<fn(&str) -> serde_json::Result<P>>,
+    start: Start,
+    history_every: Option<u64>,
+}
+
+/// [`Past`] without its store type, for [`ProjectionHandle`], which names only the projection.
+#[async_trait]
+pub(super) trait PastStates<P>: Send + Sync {
+    /// The projection as of `until` (see [`Projector::as_of`]).
+    async fn as_of(&self, until: Until) -> Result<P>;
+}
+
+#[async_trait]
+impl<S: EventStore + 'static, P: Projection> PastStates<P> for Past<S, P> {
+    async fn as_of(&self, until: Until) -> Result<P> {
+        let fresh = (self.factory)();
+        if let (Some(every), Some(decode), None) = (self.history_every, self.decode, until.occurred) {
+            let bound = position_bound(&*self.store, until).await?;
+            let prefix = history_prefix(fresh.name(), fresh.version());
+            // The copy for a multiple may have been saved past the bound: look a few multiples back.
+            for multiple in (0..=bound.get() / every).rev().take(4) {
+                let Some(saved) = self.store.load_checkpoint(&history_key(&prefix, multiple)).await? else {
+                    continue;
+                };
+                if saved.position > bound {
+                    continue;
+                }
+                let stored = decode_saved(fresh.name(), &saved)?;
+                if let Some(instance) = stored.state.as_deref().and_then(|state| decode(state).ok()) {
+                    let from = Start::Position(Position::new(saved.position.get() + 1));
+                    return replay(&*self.store, instance, from, until).await;
+                }
+            }
+        }
+        replay(&*self.store, fresh, self.start, until).await
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::store::DEFAULT_MAX_EVENT_SIZE;
+use crate::store::{SnapshotRetention, DEFAULT_MAX_EVENT_SIZE};
 
 /// The largest event size a [`PostgresConfig`] accepts: 1 MiB, as for the embedded store.
 pub const POSTGRES_MAX_EVENT_SIZE_LIMIT: usize = 1024 * 1024;
@@ -36,6 +36,7 @@ pub struct PostgresConfig {
     pub(super) connect_timeout: Duration,
     pub(super) statement_timeout: Duration,
     pub(super) max_group: usize,
+    pub(super) snapshot_retention: SnapshotRetention,
     pub(super) stop_at_schema: u32,
 }
 
@@ -49,6 +50,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("max_group", &self.max_group)
+            .field("snapshot_retention", &self.snapshot_retention)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +68,7 @@ impl PostgresConfig {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             max_group: 1024,
+            snapshot_retention: SnapshotRetention::All,
             stop_at_schema: u32::MAX,
         }
     }
@@ -108,6 +111,15 @@ impl PostgresConfig {
     /// The most appends committed together in one transaction (group commit), at least 1.
     pub fn max_group(mut self, appends: usize) -> Self {
         self.max_group = appends;
+        self
+    }
+
+    /// How many snapshots per stream this process keeps when it saves one (default
+    /// [`SnapshotRetention::All`], what time travel needs to start near any point of the past). With
+    /// [`SnapshotRetention::Last`], each save deletes the stream's older snapshots in the same
+    /// transaction. The setting is per process: each process trims with its own, at its saves.
+    pub fn snapshot_retention(mut self, retention: SnapshotRetention) -> Self {
+        self.snapshot_retention = retention;
         self
     }
 

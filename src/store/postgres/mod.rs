@@ -37,7 +37,7 @@ use crate::position::{Position, Version};
 use crate::store::observe::{AppendObserver, StoreKind};
 use crate::store::{
     plan_restore, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
-    CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend,
+    CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, SnapshotRetention, StreamAppend,
 };
 use crate::stream_id::StreamId;
 
@@ -68,6 +68,7 @@ struct Shared {
     schema_sql: String,
     schema_name: String,
     max_event_size: usize,
+    snapshot_retention: SnapshotRetention,
     queue: mpsc::UnboundedSender<Request>,
     head: watch::Sender<Position>,
     listener: JoinHandle<()>,
@@ -162,6 +163,7 @@ impl PostgresStore {
                 schema_sql: schema,
                 schema_name: config.schema,
                 max_event_size: config.max_event_size,
+                snapshot_retention: config.snapshot_retention,
                 queue,
                 head: head_tx,
                 listener,
@@ -381,29 +383,41 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        let client = self.client().await?;
-        let statement = client
+        let mut client = self.client().await?;
+        let stream = snapshot.stream.as_str();
+        let version = sql_i64(snapshot.version.get());
+        let schema_version = snapshot.schema_version as i32;
+        let taken_us = snapshot.taken_at.timestamp_micros();
+        let upsert = self.sql(
+            "INSERT INTO {s}.snapshots (stream, version, schema_version, state, taken_us) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (stream, version) DO UPDATE SET schema_version = excluded.schema_version, \
+             state = excluded.state, taken_us = excluded.taken_us",
+        );
+        let values: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&stream, &version, &schema_version, &snapshot.state, &taken_us];
+        let Some(kept) = self.shared.snapshot_retention.kept() else {
+            let statement = client.prepare_cached(&upsert).await.map_err(pg_error)?;
+            client.execute(&statement, &values).await.map_err(pg_error)?;
+            return Ok(());
+        };
+        // One transaction: readers, concurrent saves and a crash see the snapshots of before it or
+        // of after it.
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let statement = tx.prepare_cached(&upsert).await.map_err(pg_error)?;
+        tx.execute(&statement, &values).await.map_err(pg_error)?;
+        // Every version at or below the first one not kept (none when there are `kept` or fewer).
+        // Rows committed by concurrent saves count too (read committed), and a row is deleted only
+        // below `kept` newer ones, so the newest is never deleted.
+        let statement = tx
             .prepare_cached(&self.sql(
-                "INSERT INTO {s}.snapshots (stream, version, schema_version, state, taken_us) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (stream, version) DO UPDATE SET schema_version = excluded.schema_version, \
-                 state = excluded.state, taken_us = excluded.taken_us",
+                "DELETE FROM {s}.snapshots WHERE stream = $1 AND version <= \
+                 (SELECT version FROM {s}.snapshots WHERE stream = $1 ORDER BY version DESC OFFSET $2 LIMIT 1)",
             ))
             .await
             .map_err(pg_error)?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &snapshot.stream.as_str(),
-                    &sql_i64(snapshot.version.get()),
-                    &(snapshot.schema_version as i32),
-                    &snapshot.state,
-                    &snapshot.taken_at.timestamp_micros(),
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(())
+        let offset = i64::try_from(kept).unwrap_or(i64::MAX);
+        tx.execute(&statement, &[&stream, &offset]).await.map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
     }
 
     async fn load_snapshot(&self, stream: &StreamId, at: Version) -> Result<Option<Snapshot>> {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::store::DEFAULT_MAX_EVENT_SIZE;
+use crate::store::{SnapshotRetention, DEFAULT_MAX_EVENT_SIZE};
 
 /// The largest maximum event size a sled store accepts: 1 MiB.
 pub const MAX_EVENT_SIZE_LIMIT: usize = 1024 * 1024;
@@ -43,6 +43,7 @@ pub struct SledConfig {
     pub(super) max_event_size: usize,
     pub(super) create_if_missing: bool,
     pub(super) flush_every_ms: u64,
+    pub(super) snapshot_retention: SnapshotRetention,
     /// Test-only: skip the store's own `fdatasync` calls (see `skip_fdatasync_for_tests`).
     pub(super) skip_fdatasync: bool,
 }
@@ -58,6 +59,7 @@ impl SledConfig {
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             create_if_missing: true,
             flush_every_ms: 500,
+            snapshot_retention: SnapshotRetention::All,
             skip_fdatasync: false,
         }
     }
@@ -93,6 +95,16 @@ impl SledConfig {
     /// written and synced before it is acknowledged, and this setting is not used.
     pub fn flush_every_ms(mut self, ms: u64) -> Self {
         self.flush_every_ms = ms;
+        self
+    }
+
+    /// How many snapshots per stream the store keeps (default [`SnapshotRetention::All`], what time
+    /// travel needs to start near any point of the past). With [`SnapshotRetention::Last`], each
+    /// save deletes the stream's older snapshots in the same atomic batch, so a crash never leaves a
+    /// stream without its newest snapshot. Snapshots of streams saved before the setting changed
+    /// are trimmed at their stream's next save.
+    pub fn snapshot_retention(mut self, retention: SnapshotRetention) -> Self {
+        self.snapshot_retention = retention;
         self
     }
 

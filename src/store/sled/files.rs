@@ -23,7 +23,7 @@ use super::{recovery, upgrade};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;
-use crate::store::{Checkpoint, CheckpointWrite, Direction, Snapshot, StoredId};
+use crate::store::{Checkpoint, CheckpointWrite, Direction, Snapshot, SnapshotRetention, StoredId};
 use crate::stream_id::StreamId;
 
 /// The name of the sled tree that holds the log and its indexes.
@@ -61,6 +61,11 @@ pub(super) struct Files {
     short_streams: OnceLock<HashSet<String>>,
     /// The names of the saved checkpoints, as stored beside them (`None`: that list is damaged).
     checkpoint_names: Mutex<Option<BTreeSet<String>>>,
+    /// How many snapshots per stream a save keeps.
+    snapshot_retention: SnapshotRetention,
+    /// Held by a save that deletes old snapshots, from reading a stream's snapshot keys to writing
+    /// its batch, so that two saves never decide on the same stale list.
+    snapshot_saves: Mutex<()>,
 }
 
 impl Files {
@@ -111,6 +116,8 @@ impl Files {
             applied,
             short_streams,
             checkpoint_names: Mutex::new(names),
+            snapshot_retention: config.snapshot_retention,
+            snapshot_saves: Mutex::new(()),
         };
         let log_head = recovery::guarded(recovery::DATA_FILE_DAMAGE, || files.last_record())?.map_or(0, |r| r.last());
         files.applied.store(log_head, Ordering::Release);
@@ -388,11 +395,37 @@ impl Files {
         Ok(None)
     }
 
-    /// Stores a snapshot (not synced: snapshots are a cache).
+    /// Stores a snapshot (not synced: snapshots are a cache), and deletes the stream's snapshots
+    /// beyond the newest the retention keeps. Both go in one sled batch, which sled applies
+    /// atomically, also across a crash: the stream's newest snapshot is never deleted without the
+    /// one that replaces it being there.
     pub(super) fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         let key = snapshot_key(snapshot.stream.as_str(), snapshot.version.get());
-        self.snapshots.insert(key, encode_snapshot(snapshot)).map_err(sled_error)?;
-        Ok(())
+        let value = encode_snapshot(snapshot);
+        let Some(kept) = self.snapshot_retention.kept() else {
+            self.snapshots.insert(key, value).map_err(sled_error)?;
+            return Ok(());
+        };
+        let _serial = self.snapshot_saves.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let prefix = snapshot_key(snapshot.stream.as_str(), 0);
+        let last = snapshot_key(snapshot.stream.as_str(), u64::MAX);
+        // Every key of the stream, the new one included, sorted newest first.
+        let mut keys = vec![IVec::from(key.as_slice())];
+        for item in self.snapshots.range(prefix..=last).keys() {
+            let stored = item.map_err(sled_error)?;
+            if stored != key.as_slice() {
+                keys.push(stored);
+            }
+        }
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        let mut batch = sled::Batch::default();
+        if keys.iter().take(kept).any(|k| k == key.as_slice()) {
+            batch.insert(key, value);
+        }
+        for old in keys.into_iter().skip(kept) {
+            batch.remove(old);
+        }
+        self.snapshots.apply_batch(batch).map_err(sled_error)
     }
 
     /// The newest snapshot of `stream` at or before `at` that is not damaged.
@@ -417,14 +450,23 @@ impl Files {
     /// The checkpoint named `name`, if any. One the store saved and did not delete is never `None`:
     /// the list of names says it must be there.
     pub(super) fn load_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>> {
-        match self.checkpoints.get(name.as_bytes()).map_err(sled_error)? {
-            None => match &*self.names() {
-                None => Err(names_damaged()),
-                Some(names) if names.contains(name) => Err(missing_checkpoint()),
-                Some(_) => Ok(None),
-            },
-            Some(value) => decode_checkpoint(name, &value).map(Some).ok_or_else(|| corrupt_checkpoint(name)),
-        }
+        let value = match self.checkpoints.get(name.as_bytes()).map_err(sled_error)? {
+            Some(value) => value,
+            None => {
+                let names = self.names();
+                match &*names {
+                    None => return Err(names_damaged()),
+                    Some(names) if !names.contains(name) => return Ok(None),
+                    Some(_) => {}
+                }
+                // Listed: a save may have applied its batch and listed the name since the read
+                // above (it does both under this lock), so read again while holding it.
+                let again = self.checkpoints.get(name.as_bytes()).map_err(sled_error)?;
+                drop(names);
+                again.ok_or_else(missing_checkpoint)?
+            }
+        };
+        decode_checkpoint(name, &value).map(Some).ok_or_else(|| corrupt_checkpoint(name))
     }
 
     fn names(&self) -> std::sync::MutexGuard<'_, Option<BTreeSet<String>>> {
