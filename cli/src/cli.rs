@@ -533,13 +533,14 @@ pub(crate) enum ExportCommand {
 
 const EXPORT_JSONL_LONG: &str = "\
 Write every event of the store (in log order, with its whole envelope) and then every checkpoint
-to FILE (created or replaced) or to standard output (- or nothing), one JSON object per line. The
-summary goes to standard output when writing to a file, to standard error otherwise; --json makes
-it one JSON document.
+to FILE (created or replaced) or to standard output (- or nothing), one JSON object per line. With
+--snapshots, every aggregate snapshot too (otherwise the importing store rebuilds them as commands
+run). The summary goes to standard output when writing to a file, to standard error otherwise;
+--json makes it one JSON document.
 
 Example:
   annals -s data/events export jsonl backup.jsonl
-  annals -s data/events export jsonl > backup.jsonl";
+  annals -s data/events export jsonl --snapshots > backup.jsonl";
 
 /// `export jsonl [FILE|-]`.
 #[derive(Debug, Args)]
@@ -547,6 +548,9 @@ pub(crate) struct ExportJsonlArgs {
     /// Where to write (- or nothing: standard output).
     #[arg(default_value = "-")]
     pub(crate) file: PathBuf,
+    /// Write the aggregates' snapshots too.
+    #[arg(long)]
+    pub(crate) snapshots: bool,
 }
 
 const VERIFY_LONG: &str = "\

@@ -22,6 +22,37 @@ fn text(path: &Path) -> &str {
 }
 
 #[tokio::test]
+async fn export_with_snapshots_carries_them_and_without_leaves_them_out() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("source");
+    small_store(&source).await?;
+    {
+        let store = SledStore::open(&source)?;
+        let stream = annals::StreamId::new("order-1")?;
+        store
+            .save_snapshot(annals::Snapshot::new(stream, annals::Version::new(2), 1, r#"{"paid":true}"#.to_owned()))
+            .await?;
+    }
+    let with = dir.path().join("with.jsonl");
+    let exported = annals(&source, &["export", "jsonl", text(&with), "--snapshots", "--json"])?;
+    assert_eq!(exported.json()?, json!({ "events": 4, "checkpoints": 0, "snapshots": 1, "snapshots_left_out": 0 }));
+    let copy = dir.path().join("copy");
+    let imported = annals(&copy, &["import", "jsonl", text(&with)])?;
+    assert_eq!(imported.stdout, "imported 4 event(s) and 0 checkpoint(s), 1 snapshot(s)\n", "{imported:?}");
+    {
+        let store = SledStore::open(&copy)?;
+        let stream = annals::StreamId::new("order-1")?;
+        let snapshot = store.load_snapshot(&stream, annals::Version::new(2)).await?;
+        assert_eq!(snapshot.map(|s| s.state), Some(r#"{"paid":true}"#.to_owned()));
+    }
+    let without = dir.path().join("without.jsonl");
+    let plain = annals(&source, &["export", "jsonl", text(&without), "--json"])?;
+    assert_eq!(plain.json()?, json!({ "events": 4, "checkpoints": 0 }));
+    assert!(!std::fs::read_to_string(&without)?.contains("paid"));
+    Ok(())
+}
+
+#[tokio::test]
 async fn export_then_import_gives_the_same_log_and_checkpoints() -> TestResult {
     let dir = tempfile::tempdir()?;
     let source = dir.path().join("source");

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 
-use annals::{export_jsonl, import_jsonl, EventStore, Transfer};
+use annals::{export_jsonl, export_jsonl_with_snapshots, import_jsonl, EventStore, Transfer};
 use serde_json::json;
 
 use super::is_stdio;
@@ -15,7 +15,12 @@ pub(super) async fn export(store: &dyn EventStore, args: ExportJsonlArgs, out: &
     if is_stdio(&args.file) {
         let transfer = {
             let stdout = io::stdout();
-            export_jsonl(store, BufWriter::new(stdout.lock())).await?
+            let writer = BufWriter::new(stdout.lock());
+            if args.snapshots {
+                export_jsonl_with_snapshots(store, writer).await?
+            } else {
+                export_jsonl(store, writer).await?
+            }
         };
         // Standard output holds the export: the summary goes to standard error.
         let mut stderr = io::stderr().lock();
@@ -30,7 +35,11 @@ pub(super) async fn export(store: &dyn EventStore, args: ExportJsonlArgs, out: &
     let path = &args.file;
     let file = File::create(path).map_err(|e| Failure::io(format!("cannot create {}", path.display()), e))?;
     let mut writer = BufWriter::new(file);
-    let transfer = export_jsonl(store, &mut writer).await?;
+    let transfer = if args.snapshots {
+        export_jsonl_with_snapshots(store, &mut writer).await?
+    } else {
+        export_jsonl(store, &mut writer).await?
+    };
     let file =
         writer.into_inner().map_err(|e| Failure::io(format!("cannot write {}", path.display()), e.into_error()))?;
     file.sync_all().map_err(|e| Failure::io(format!("cannot write {}", path.display()), e))?;
@@ -59,9 +68,22 @@ pub(super) async fn import(store: &dyn EventStore, args: ImportJsonlArgs, out: &
 }
 
 fn describe(transfer: &Transfer) -> String {
-    format!("{} event(s) and {} checkpoint(s)", transfer.events, transfer.checkpoints)
+    let mut text = format!("{} event(s) and {} checkpoint(s)", transfer.events, transfer.checkpoints);
+    if transfer.snapshots > 0 || transfer.snapshots_left_out > 0 {
+        text.push_str(&format!(", {} snapshot(s)", transfer.snapshots));
+    }
+    if transfer.snapshots_left_out > 0 {
+        text.push_str(&format!(" ({} left out: past their stream's version)", transfer.snapshots_left_out));
+    }
+    text
 }
 
+/// The counts, with the snapshot ones only when snapshots were carried.
 fn summary_json(transfer: &Transfer) -> serde_json::Value {
-    json!({ "events": transfer.events, "checkpoints": transfer.checkpoints })
+    let mut summary = json!({ "events": transfer.events, "checkpoints": transfer.checkpoints });
+    if transfer.snapshots > 0 || transfer.snapshots_left_out > 0 {
+        summary["snapshots"] = json!(transfer.snapshots);
+        summary["snapshots_left_out"] = json!(transfer.snapshots_left_out);
+    }
+    summary
 }
