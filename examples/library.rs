@@ -281,8 +281,12 @@ impl Projection for OpenLoans {
     async fn handle(&mut self, event: &RecordedEvent, _phase: Phase) -> Result<(), HandlerError> {
         let book = event.stream.as_str().trim_start_matches("book-").to_owned();
         match BookEvent::from_recorded(event)? {
-            BookEvent::Lent { member, due } => drop(self.0.insert(book, (member, due))),
-            BookEvent::Returned { .. } => drop(self.0.remove(&book)),
+            BookEvent::Lent { member, due } => {
+                self.0.insert(book, (member, due));
+            }
+            BookEvent::Returned { .. } => {
+                self.0.remove(&book);
+            }
             BookEvent::Added { .. } => {}
         }
         Ok(())
@@ -295,7 +299,11 @@ impl OpenLoans {
     }
 
     fn overdue(&self, on: NaiveDate) -> Vec<String> {
-        self.0.iter().filter(|(_, (_, due))| *due < on).map(|(book, (member, _))| format!("{book} ({member})")).collect()
+        self.0
+            .iter()
+            .filter(|(_, (_, due))| *due < on)
+            .map(|(book, (member, _))| format!("{book} ({member})"))
+            .collect()
     }
 }
 
@@ -376,13 +384,16 @@ async fn monday(library: &Library, outcome: &mut Outcome) -> Result<(), Box<dyn 
         match library.lend(book, member, day(0, hour)).await {
             Ok(loan) => {
                 let (b, m) = &loan.committed;
-                let due = library.books.load(book).await?.state.due.ok_or("a loan without a due date")?;
-                println!("{book} lent to {member}, due {due}: {} v{} and {} v{} in one append", b.stream, b.version, m.stream, m.version);
+                let at = loan.last_position().map_or(0, |p| p.get());
+                println!(
+                    "{book} lent to {member}: {} v{} and {} v{} in one append, up to {at}",
+                    b.stream, b.version, m.stream, m.version
+                );
             }
             Err(CommandError::Rejected(why)) => {
-                let unmoved = library.store.head().await? == head;
-                println!("{book} to {member} refused: {why}; nothing written (head still at {head}): {unmoved}");
-                outcome.refusals.push((why, unmoved));
+                let after = library.store.head().await?;
+                println!("{book} to {member} refused: {why} (the log's head before: {head}, after: {after})");
+                outcome.refusals.push((why, after == head));
             }
             Err(other) => return Err(other.into()),
         }
@@ -424,11 +435,9 @@ async fn tuesday(library: &Library, outcome: &mut Outcome) -> Result<(), Box<dyn
 /// time of the last event before the return was entered.
 async fn wednesday(library: &Library, outcome: &mut Outcome) -> Result<DateTime<Utc>, Box<dyn Error>> {
     println!("\n== Wednesday: the return box ==");
-    let known_before = recorded_at(&library.store, library.store.head().await?).await?;
+    let known_before = event_at(&library.store, library.store.head().await?).await?.recorded_at;
     let back = library.give_back("dune", "ada", day(0, 18)).await?;
-    let position = back.last_position().ok_or("the return wrote nothing")?;
-    let returned = library.store.read_log(ReadLog::from(position).limit(1)).try_next().await?;
-    let returned = returned.ok_or("the return is not in the log")?;
+    let returned = event_at(&library.store, back.last_position().ok_or("the return wrote nothing")?).await?;
     let (occurred, recorded) = (returned.occurred_at, returned.recorded_at);
     println!("dune brought back by ada: occurred {occurred} (Monday evening), recorded {recorded} (entered now)");
     outcome.dune_returned = Some((occurred, recorded));
@@ -446,10 +455,15 @@ async fn busy_days(library: &Library) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// When the event at `position` was recorded.
-async fn recorded_at(store: &Store, position: Position) -> Result<DateTime<Utc>, Box<dyn Error>> {
+/// Where a book is, for the story.
+fn holder(lent_to: &Option<String>) -> String {
+    lent_to.as_ref().map_or("on the shelf".into(), |member| format!("lent to {member}"))
+}
+
+/// The event at `position` in the log, as stored (`Committed` has no recorded time).
+async fn event_at(store: &Store, position: Position) -> Result<RecordedEvent, Box<dyn Error>> {
     let event = store.read_log(ReadLog::from(position).limit(1)).try_next().await?;
-    Ok(event.ok_or("no event at the head")?.recorded_at)
+    Ok(event.ok_or_else(|| format!("no event at {position}"))?)
 }
 
 /// The versions of the snapshots the store keeps for `stream`, newest first.
@@ -473,8 +487,8 @@ async fn the_past(
     let tuesday = day(1, 12);
     let by_business = library.books.load_as_of("dune", AsOf::Occurred(tuesday)).await?.state.lent_to;
     let as_known = library.books.load_as_of("dune", AsOf::Recorded(known_before)).await?.state.lent_to;
-    println!("dune on Tuesday, by business time: lent to {by_business:?} (it came back on Monday)");
-    println!("dune on Tuesday, as recorded then: lent to {as_known:?} (the return was entered on Wednesday)");
+    println!("dune on Tuesday, by business time: {} (it came back on Monday)", holder(&by_business));
+    println!("dune on Tuesday, as recorded then: {} (the return was entered on Wednesday)", holder(&as_known));
     outcome.dune_on_tuesday = (by_business, as_known);
 
     loans.wait_for(library.store.head().await?, Duration::from_secs(10)).await?;
@@ -493,7 +507,7 @@ async fn the_past(
     let kept = kept_snapshots(&library.store, &Book::stream_id("dune")?).await?;
     let at_4 = library.books.load_as_of("dune", AsOf::Version(Version::new(4))).await?.state.lent_to;
     println!("book-dune is at v{}; snapshots kept: {kept:?} (older ones deleted)", dune.version);
-    println!("book-dune at v4, before the oldest snapshot kept: lent to {at_4:?} (replayed from the start)");
+    println!("book-dune at v4, before the oldest snapshot kept: {} (replayed from the start)", holder(&at_4));
     outcome.dune_snapshots = (dune.version, kept, at_4);
     Ok(())
 }
@@ -503,7 +517,8 @@ async fn run(dir: &Path) -> Result<Outcome, Box<dyn Error>> {
     let mut outcome = Outcome::default();
     let library = open(dir).await?;
     let solaris = library.books.load("solaris").await?.state;
-    println!("solaris reads as lent to {:?}, due {:?}", solaris.lent_to, solaris.due);
+    let due = solaris.due.map_or("no date".into(), |d| d.to_string());
+    println!("solaris reads as {}, due {due} (Lent v1 upcast to v2)", holder(&solaris.lent_to));
     outcome.solaris = (solaris.lent_to, solaris.due);
     let loans = Projector::persisted(library.store.clone(), OpenLoans::default).run().await?;
 
@@ -600,7 +615,9 @@ mod tests {
 
     #[test]
     fn a_book_outside_the_catalogue_is_not_lent_and_is_added_once() {
-        given::<Book>([]).when(BookCommand::Lend { member: "ada".into(), due: due() }).then_error(BookError::NotInCatalogue);
+        given::<Book>([])
+            .when(BookCommand::Lend { member: "ada".into(), due: due() })
+            .then_error(BookError::NotInCatalogue);
         given::<Book>([added()]).when(BookCommand::Add { title: "Dune".into() }).then_error(BookError::AlreadyAdded);
     }
 
@@ -615,7 +632,9 @@ mod tests {
 
     #[test]
     fn a_member_borrows_up_to_the_limit() {
-        given::<Member>([joined(), borrowed("dune")]).when(MemberCommand::Borrow { book: "emma".into() }).then([borrowed("emma")]);
+        given::<Member>([joined(), borrowed("dune")])
+            .when(MemberCommand::Borrow { book: "emma".into() })
+            .then([borrowed("emma")]);
         given::<Member>([joined(), borrowed("dune"), borrowed("emma")])
             .when(MemberCommand::Borrow { book: "walden".into() })
             .then_error(MemberError::AtLimit { holding: LIMIT });
