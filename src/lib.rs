@@ -254,6 +254,10 @@ pub use crate::consumer::subscription::{
     handler_fn, FnHandler, Handler, OnFailure, Parked, ParkedReplay, RetryPolicy, SavedSubscription, Subscription,
     SubscriptionConfig, SubscriptionGroup, SubscriptionHandle,
 };
+pub use crate::consumer::workflow::{
+    Actions, Clock, Deadline, ManualClock, SavedInstance, SavedWorkflow, SystemClock, Trigger, Workflow,
+    WorkflowConfig, WorkflowError, WorkflowHandle, Workflows, WORKFLOW_STEP_EVENT_TYPE,
+};
 pub use crate::consumer::{HandlerError, Start};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use crate::error::{ConsumerProblem, Error, Result};
