@@ -46,6 +46,11 @@ impl<S> Meddler<S> {
         self.lose_acks.store(n, Ordering::SeqCst);
     }
 
+    /// How many acknowledgements are still to be lost.
+    pub fn acks_to_lose(&self) -> u32 {
+        self.lose_acks.load(Ordering::SeqCst)
+    }
+
     /// How many appends holding a workflow step were sent (stored or not).
     pub fn step_appends(&self) -> u64 {
         self.step_appends.load(Ordering::SeqCst)

@@ -266,9 +266,11 @@ impl<S: EventStore + 'static, W: Workflow> Runner<S, W> {
                 Ok(()) => return Ok(()),
                 Err(failure) => failure,
             };
-            // Whatever happened, the next attempt starts from the instance as the store has it.
-            self.lock().forget(id);
-            self.publish_timers();
+            if matches!(failure, Failure::Conflict(_) | Failure::Store(_)) {
+                // The store may hold more than memory (another writer, an append whose answer was
+                // lost): the next attempt starts from the instance as the store has it.
+                self.reload(id).await;
+            }
             let error = match failure {
                 Failure::Fatal(error) => return Err(*error),
                 Failure::Conflict(error) => {
@@ -301,21 +303,36 @@ impl<S: EventStore + 'static, W: Workflow> Runner<S, W> {
         }
     }
 
-    /// The instance `id`: from memory, else from its stream (a fresh one when it has none).
-    /// `None` when it completed.
+    /// The instance `id`: from memory, else from its stream (kept in memory then), else a fresh
+    /// one. `None` when it completed.
     async fn instance(&self, id: &str) -> Result<Option<Instance<W::State>>, WorkflowError> {
         let known = self.lock().get(id);
         if let Some(known) = known {
             return Ok(known);
         }
-        let stream = instance_stream(&self.name, id)?;
-        let Some(saved) = load_saved(&*self.store, &self.name, &stream).await? else {
-            return Ok(Some(Instance::fresh()));
-        };
-        let instance = Instance::<W::State>::from_saved(saved)?;
+        let Some(instance) = self.read(id).await? else { return Ok(Some(Instance::fresh())) };
         self.lock().put(id, instance.clone());
         self.publish_timers();
         Ok((!instance.completed).then_some(instance))
+    }
+
+    /// Reads the instance `id` from the store again, replacing what memory holds. On a failure it
+    /// is left out of memory, so that its next use reads it (and meets the failure) again.
+    async fn reload(&self, id: &str) {
+        match self.read(id).await {
+            Ok(Some(instance)) => self.lock().put(id, instance),
+            Ok(None) | Err(_) => self.lock().forget(id),
+        }
+        self.publish_timers();
+    }
+
+    /// The instance `id` as its stream saves it, or `None` when it has no stream.
+    async fn read(&self, id: &str) -> Result<Option<Instance<W::State>>, WorkflowError> {
+        let stream = instance_stream(&self.name, id)?;
+        match load_saved(&*self.store, &self.name, &stream).await? {
+            Some(saved) => Ok(Some(Instance::from_saved(saved)?)),
+            None => Ok(None),
+        }
     }
 
     /// One attempt at a reaction: decide, plan the commands, append everything at once.
@@ -361,7 +378,7 @@ impl<S: EventStore + 'static, W: Workflow> Runner<S, W> {
         };
         if result.already_appended {
             // Decided before (an append whose answer was lost): the stored step is the truth.
-            self.lock().forget(id);
+            self.reload(id).await;
         } else {
             let after = Instance {
                 version: result.version,
