@@ -1,7 +1,9 @@
 //! A store wrapper that numbers the writes (`append_multi` and `save_checkpoints` calls, in one
 //! sequence), can lose the acknowledgement of appends that hold a workflow step (the append is
 //! stored, the caller gets a storage error), and can halt forever just before or just after a
-//! chosen write: the moment a crash test kills the process at.
+//! chosen write: the moment a crash test kills the process at. A write is named `event-step` or
+//! `deadline-step` (an append holding a workflow step reacting to an event or a deadline),
+//! `append` (any other append) or `checkpoint`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,11 +15,13 @@ use annals::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-/// Where to halt: before or after the write numbered `at` (from 1), and what to do first (say so).
+/// Where to halt: before or after the write numbered `at` (from 1) among the writes of `kind` (all
+/// writes when `None`), and what to do first (say so).
 #[derive(Clone)]
 pub struct Halt {
     pub at: u64,
     pub after: bool,
+    pub kind: Option<String>,
     pub then: Arc<dyn Fn(u64, &'static str, bool) + Send + Sync>,
 }
 
@@ -25,6 +29,7 @@ pub struct Halt {
 pub struct Meddler<S> {
     pub inner: S,
     writes: Arc<AtomicU64>,
+    by_kind: Arc<Mutex<std::collections::HashMap<&'static str, u64>>>,
     step_appends: Arc<AtomicU64>,
     lose_acks: Arc<AtomicU32>,
     halt: Arc<Mutex<Option<Halt>>>,
@@ -35,6 +40,7 @@ impl<S> Meddler<S> {
         Meddler {
             inner,
             writes: Arc::default(),
+            by_kind: Arc::default(),
             step_appends: Arc::default(),
             lose_acks: Arc::default(),
             halt: Arc::default(),
@@ -65,10 +71,23 @@ impl<S> Meddler<S> {
         *self.halt.lock().unwrap() = Some(halt);
     }
 
-    /// Numbers a write; halts forever when it is the chosen one (`after`: the write was made).
-    async fn moment(&self, number: u64, what: &'static str, after: bool) {
+    /// Numbers a write of kind `what` (before it is made).
+    fn number(&self, what: &'static str) -> (u64, u64) {
+        let number = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut by_kind = self.by_kind.lock().unwrap();
+        let of_kind = by_kind.entry(what).or_default();
+        *of_kind += 1;
+        (number, *of_kind)
+    }
+
+    /// Halts forever when the write is the chosen one (`after`: the write was made).
+    async fn moment(&self, (number, of_kind): (u64, u64), what: &'static str, after: bool) {
         let halt = self.halt.lock().unwrap().clone();
-        if let Some(halt) = halt.filter(|h| h.at == number && h.after == after) {
+        let chosen = |h: &Halt| {
+            let counted = if h.kind.is_some() { of_kind } else { number };
+            h.after == after && h.at == counted && h.kind.as_deref().is_none_or(|kind| kind == what)
+        };
+        if let Some(halt) = halt.filter(chosen) {
             (halt.then)(number, what, after);
             std::future::pending::<()>().await;
         }
@@ -78,14 +97,20 @@ impl<S> Meddler<S> {
 #[async_trait]
 impl<S: EventStore> EventStore for Meddler<S> {
     async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        let number = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        let step = appends.iter().any(|a| a.events.iter().any(|e| e.event_type() == WORKFLOW_STEP_EVENT_TYPE));
+        let step = appends.iter().flat_map(|a| &a.events).find(|e| e.event_type() == WORKFLOW_STEP_EVENT_TYPE);
+        let what = match step {
+            Some(step) if step.payload().contains(r#""kind":"deadline""#) => "deadline-step",
+            Some(_) => "event-step",
+            None => "append",
+        };
+        let number = self.number(what);
+        let step = step.is_some();
         if step {
             self.step_appends.fetch_add(1, Ordering::SeqCst);
         }
-        self.moment(number, "append", false).await;
+        self.moment(number, what, false).await;
         let result = self.inner.append_multi(appends).await;
-        self.moment(number, "append", true).await;
+        self.moment(number, what, true).await;
         let lose = step
             && result.is_ok()
             && self.lose_acks.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
@@ -138,7 +163,7 @@ impl<S: EventStore> EventStore for Meddler<S> {
     }
 
     async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
-        let number = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let number = self.number("checkpoint");
         self.moment(number, "checkpoint", false).await;
         self.inner.save_checkpoints(writes).await?;
         self.moment(number, "checkpoint", true).await;
