@@ -24,7 +24,7 @@ use crate::consumer::follow::{Batch, Follower};
 use crate::consumer::{occurred_before, sleep_until, telemetry, HandlerError, Pending, Progress};
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::{ConsumerProblem, Error};
-use crate::position::{ExpectedVersion, Position};
+use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::{Checkpoint, CheckpointWrite, EventStore, HeadWatch, StreamAppend};
 use crate::stream_id::StreamId;
 
@@ -366,12 +366,38 @@ impl<S: EventStore + 'static, W: Workflow> Runner<S, W> {
             issued,
             rejected,
         };
-        let event = NewEvent::json(WORKFLOW_STEP_EVENT_TYPE, &saved)
-            .map_err(|error| Failure::Fatal(Box::new(error.into())))?
-            .with_schema_version(STEP_SCHEMA_VERSION);
-        let stream = instance_stream(&self.name, id).map_err(|error| Failure::Fatal(Box::new(error.into())))?;
-        let own = StreamAppend::new(stream, ExpectedVersion::Exact(instance.version), vec![stamp.apply(event, step)]);
-        parts.insert(0, own);
+        parts.insert(0, self.step_part(id, instance.version, &saved, &stamp)?);
+        let after = Instance {
+            version: instance.version,
+            state: decision.state,
+            pending: decision.pending,
+            completed: decision.completed,
+            reacted_through,
+        };
+        self.commit_step(id, parts, after).await?;
+        let kind = if matches!(input, Input::Event(_)) { "event" } else { "deadline" };
+        metrics::counter!("annals.workflow.steps", "workflow" => self.name.clone(), "trigger" => kind).increment(1);
+        Ok(())
+    }
+
+    /// The instance stream's part of a step's append: the step event, expecting the version the
+    /// instance was decided at.
+    fn step_part(&self, id: &str, version: Version, saved: &Step, stamp: &Stamp) -> Result<StreamAppend, Failure> {
+        let fatal = |error: Error| Failure::Fatal(Box::new(error.into()));
+        let event =
+            NewEvent::json(WORKFLOW_STEP_EVENT_TYPE, saved).map_err(fatal)?.with_schema_version(STEP_SCHEMA_VERSION);
+        let stream = instance_stream(&self.name, id).map_err(fatal)?;
+        Ok(StreamAppend::new(stream, ExpectedVersion::Exact(version), vec![stamp.apply(event, stamp.step)]))
+    }
+
+    /// Appends a step's parts in one write and keeps `after` (at the version the append gave) as the
+    /// instance. A retry's answer means the step was stored before: the instance is read again.
+    async fn commit_step(
+        &self,
+        id: &str,
+        parts: Vec<StreamAppend>,
+        mut after: Instance<W::State>,
+    ) -> Result<(), Failure> {
         let results = self.store.append_multi(parts).await?;
         let Some(result) = results.first() else {
             return Err(Failure::Store(Error::EmptyAppend { stream: id.into() }));
@@ -380,18 +406,10 @@ impl<S: EventStore + 'static, W: Workflow> Runner<S, W> {
             // Decided before (an append whose answer was lost): the stored step is the truth.
             self.reload(id).await;
         } else {
-            let after = Instance {
-                version: result.version,
-                state: decision.state,
-                pending: decision.pending,
-                completed: decision.completed,
-                reacted_through,
-            };
+            after.version = result.version;
             self.lock().put(id, after);
+            self.publish_timers();
         }
-        self.publish_timers();
-        let kind = if matches!(input, Input::Event(_)) { "event" } else { "deadline" };
-        metrics::counter!("annals.workflow.steps", "workflow" => self.name.clone(), "trigger" => kind).increment(1);
         Ok(())
     }
 
