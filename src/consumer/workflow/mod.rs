@@ -197,6 +197,7 @@ impl Workflows {
         let name = workflow.name().to_owned();
         check_name(&name)?;
         telemetry::describe();
+        runner::describe();
         let store = Arc::new(store);
         let (mut from, occurred_from) = config.start.resolve(&*store).await?;
         if let Some(saved) = store.load_checkpoint(&checkpoint_key(&name)).await? {

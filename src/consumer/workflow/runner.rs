@@ -31,6 +31,22 @@ use crate::stream_id::StreamId;
 /// The `kind` label of a workflow's consumer metrics.
 pub(crate) const WORKFLOW: &str = "workflow";
 
+/// Describes the workflow metrics (unit and meaning) to the installed recorder, once per process.
+pub(crate) fn describe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let count = metrics::Unit::Count;
+        metrics::describe_counter!("annals.workflow.steps", count, "steps a workflow committed, by trigger");
+        metrics::describe_counter!("annals.workflow.deadlines.fired", count, "deadlines a workflow fired");
+        metrics::describe_gauge!("annals.workflow.deadlines.pending", count, "a running workflow's pending deadlines");
+        metrics::describe_counter!(
+            "annals.workflow.commands.rejected",
+            count,
+            "commands a workflow issued that their aggregate refused"
+        );
+    });
+}
+
 /// What a handle asks of the task.
 #[derive(Debug)]
 pub(crate) enum Command {
