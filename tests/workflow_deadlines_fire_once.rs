@@ -4,7 +4,7 @@
 //! a deadline fires only after every event stored by then was reacted to; reading the log again
 //! from the start issues nothing twice; a command to an aggregate is issued once, and a refusal is
 //! recorded in the step. Tools read the same from the store. Each property runs on every store,
-//! with a `ManualClock` the test moves.
+//! with a `ManualClock` the test moves (and once with the `SystemClock`).
 
 #![allow(clippy::panic, clippy::unwrap_used)] // failing the test with the unexpected outcome is the point
 
@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::time::Duration as Wait;
 
 use annals::{
-    Checkpoint, CheckpointWrite, EventStore, ManualClock, Position, Workflow, WorkflowConfig, WorkflowError,
-    WorkflowHandle, Workflows,
+    Checkpoint, CheckpointWrite, EventStore, ManualClock, Position, Start, SystemClock, Workflow, WorkflowConfig,
+    WorkflowError, WorkflowHandle, Workflows,
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use workflows::{
     march_first, open_loan, reminder_numbers, reminders_sent, return_loan, steps, Issue, LoanReminders, OnReturn,
     Reminders, NAME, REMINDER_AFTER,
@@ -71,6 +71,8 @@ on_every_store!(
     a_command_is_issued_to_its_aggregate_once_and_a_refusal_is_recorded,
     tools_read_workflows_instances_and_deadlines_from_the_store,
     a_workflow_name_with_a_dash_is_refused,
+    a_deadline_fires_by_the_system_clock_not_before_its_time,
+    a_workflow_reacts_only_to_events_from_its_start,
 );
 
 async fn start<S: EventStore + Clone + 'static>(
@@ -354,5 +356,49 @@ async fn a_workflow_name_with_a_dash_is_refused<S: EventStore + Clone + 'static>
     assert!(matches!(empty, Err(WorkflowError::InvalidName { .. })));
     assert!(matches!(Workflows::deadlines(&store, "a-b").await, Err(WorkflowError::InvalidName { .. })));
     assert_eq!(Reminders::new().name(), NAME);
+    Ok(())
+}
+
+async fn a_deadline_fires_by_the_system_clock_not_before_its_time<S: EventStore + Clone + 'static>(
+    store: S,
+) -> TestResult {
+    // A loan opened (in business time) 14 days ago less 300 ms: its reminder is due 300 ms from now.
+    let due = Utc::now() + Duration::milliseconds(300);
+    open_loan(&store, "1", due - REMINDER_AFTER).await?;
+    let mailer = Workflows::start(store.clone(), Reminders::new(), SystemClock, WorkflowConfig::new()).await?;
+    mailer.caught_up().await?;
+    let waiting = std::time::Instant::now();
+    let sent = loop {
+        let sent = reminders_sent(&store).await?;
+        let now = Utc::now();
+        if let Some(first) = sent.get("1").and_then(|events| events.first()) {
+            break first.clone();
+        }
+        assert!(waiting.elapsed() < WAIT, "no reminder {:?} after it was due", now - due);
+        tokio::time::sleep(Wait::from_millis(20)).await;
+    };
+    assert!(sent.occurred_at >= due.trunc_subsecs(6), "fired at {} before it was due at {due}", sent.occurred_at);
+    assert!(sent.recorded_at >= due.trunc_subsecs(6), "recorded at {} before it was due at {due}", sent.recorded_at);
+    mailer.stop().await?;
+    Ok(())
+}
+
+async fn a_workflow_reacts_only_to_events_from_its_start<S: EventStore + Clone + 'static>(store: S) -> TestResult {
+    let t0 = march_first();
+    let clock = ManualClock::new(t0);
+    open_loan(&store, "old", t0).await?;
+    let from = Position::new(store.head().await?.get() + 1);
+    let config = WorkflowConfig::new().start(Start::Position(from));
+    let mailer = Workflows::start(store.clone(), Reminders::new(), clock.clone(), config.clone()).await?;
+    open_loan(&store, "new", t0).await?;
+    clock.set(t0 + Duration::days(100));
+    mailer.settle(WAIT).await?;
+    mailer.stop().await?;
+    // A restart goes on from its checkpoint, not from the configured start.
+    let mailer = Workflows::start(store.clone(), Reminders::new(), clock, config).await?;
+    mailer.settle(WAIT).await?;
+    mailer.stop().await?;
+    assert_eq!(reminder_numbers(&store).await?, numbers(&[("new", &[1, 2])]));
+    assert!(Workflows::instance(&store, NAME, "old").await?.is_none());
     Ok(())
 }
