@@ -15,13 +15,11 @@ use annals::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-/// Where to halt: before or after the write numbered `at` (from 1) among the writes of `kind` (all
-/// writes when `None`), and what to do first (say so).
+/// Where to halt: before or after the write numbered `at` (from 1), and what to do first (say so).
 #[derive(Clone)]
 pub struct Halt {
     pub at: u64,
     pub after: bool,
-    pub kind: Option<String>,
     pub then: Arc<dyn Fn(u64, &'static str, bool) + Send + Sync>,
 }
 
@@ -29,22 +27,13 @@ pub struct Halt {
 pub struct Meddler<S> {
     pub inner: S,
     writes: Arc<AtomicU64>,
-    by_kind: Arc<Mutex<std::collections::HashMap<&'static str, u64>>>,
-    step_appends: Arc<AtomicU64>,
     lose_acks: Arc<AtomicU32>,
     halt: Arc<Mutex<Option<Halt>>>,
 }
 
 impl<S> Meddler<S> {
     pub fn new(inner: S) -> Self {
-        Meddler {
-            inner,
-            writes: Arc::default(),
-            by_kind: Arc::default(),
-            step_appends: Arc::default(),
-            lose_acks: Arc::default(),
-            halt: Arc::default(),
-        }
+        Meddler { inner, writes: Arc::default(), lose_acks: Arc::default(), halt: Arc::default() }
     }
 
     /// The next `n` appends holding a workflow step are stored, then answered with a storage error.
@@ -57,37 +46,19 @@ impl<S> Meddler<S> {
         self.lose_acks.load(Ordering::SeqCst)
     }
 
-    /// How many appends holding a workflow step were sent (stored or not).
-    pub fn step_appends(&self) -> u64 {
-        self.step_appends.load(Ordering::SeqCst)
-    }
-
-    /// How many writes were made or begun.
-    pub fn writes(&self) -> u64 {
-        self.writes.load(Ordering::SeqCst)
-    }
-
     pub fn halt(&self, halt: Halt) {
         *self.halt.lock().unwrap() = Some(halt);
     }
 
-    /// Numbers a write of kind `what` (before it is made).
-    fn number(&self, what: &'static str) -> (u64, u64) {
-        let number = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut by_kind = self.by_kind.lock().unwrap();
-        let of_kind = by_kind.entry(what).or_default();
-        *of_kind += 1;
-        (number, *of_kind)
+    /// Numbers a write (before it is made).
+    fn number(&self) -> u64 {
+        self.writes.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// Halts forever when the write is the chosen one (`after`: the write was made).
-    async fn moment(&self, (number, of_kind): (u64, u64), what: &'static str, after: bool) {
+    async fn moment(&self, number: u64, what: &'static str, after: bool) {
         let halt = self.halt.lock().unwrap().clone();
-        let chosen = |h: &Halt| {
-            let counted = if h.kind.is_some() { of_kind } else { number };
-            h.after == after && h.at == counted && h.kind.as_deref().is_none_or(|kind| kind == what)
-        };
-        if let Some(halt) = halt.filter(chosen) {
+        if let Some(halt) = halt.filter(|h| h.at == number && h.after == after) {
             (halt.then)(number, what, after);
             std::future::pending::<()>().await;
         }
@@ -103,11 +74,8 @@ impl<S: EventStore> EventStore for Meddler<S> {
             Some(_) => "event-step",
             None => "append",
         };
-        let number = self.number(what);
+        let number = self.number();
         let step = step.is_some();
-        if step {
-            self.step_appends.fetch_add(1, Ordering::SeqCst);
-        }
         self.moment(number, what, false).await;
         let result = self.inner.append_multi(appends).await;
         self.moment(number, what, true).await;
@@ -163,7 +131,7 @@ impl<S: EventStore> EventStore for Meddler<S> {
     }
 
     async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> Result<()> {
-        let number = self.number("checkpoint");
+        let number = self.number();
         self.moment(number, "checkpoint", false).await;
         self.inner.save_checkpoints(writes).await?;
         self.moment(number, "checkpoint", true).await;
