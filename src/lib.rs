@@ -157,6 +157,11 @@
 //!   On PostgreSQL, a group's workers may run in several processes: they share the partitions
 //!   through leases in the database, and a worker that dies hands its partitions over when its
 //!   lease expires ([`SubscriptionConfig::lease_ttl`]).
+//! - **Workflows.** A [`Workflow`] (a process manager) reacts to events per instance (a loan, an
+//!   order), keeps its state, issues commands or appends to other streams, and schedules durable
+//!   deadlines that fire once at a business time on a [`Clock`] (cancellable by a later event).
+//!   Each reaction is one append with ids derived from its trigger, so a crash never issues a
+//!   command twice. [`Workflows::deadlines`] lists what is pending.
 //! - **SQL read models.** An `SqlProjection` (feature `postgres`) writes its read model into
 //!   PostgreSQL tables in the same transaction as its checkpoint: exactly once, and any process can
 //!   query it with SQL.
@@ -192,10 +197,10 @@
 //!   (`tokio-postgres` with a `deadpool-postgres` pool), and `SqlProjection`, read models in
 //!   PostgreSQL tables. Durability there is PostgreSQL's: an append is acknowledged after its
 //!   commit, which with the server's defaults (`fsync`, `synchronous_commit`) is on disk.
-//! - `kafka`: [`relay`] with `KafkaSink` (the relay out to a topic) and `KafkaInbound` (the relay in
+//! - `kafka`: `annals::relay` with `KafkaSink` (the relay out to a topic) and `KafkaInbound` (the relay in
 //!   from a consumer group), through `rdkafka` and the librdkafka it builds from source (needs a C
 //!   compiler).
-//! - `pulsar`: [`relay`] with `PulsarSink`, the relay out to a Pulsar topic (the `pulsar` crate; its
+//! - `pulsar`: `annals::relay` with `PulsarSink`, the relay out to a Pulsar topic (the `pulsar` crate; its
 //!   build needs `protoc`, Debian package `protobuf-compiler`).
 //!
 //! # Minimum supported Rust version
@@ -257,6 +262,10 @@ pub use crate::consumer::projection::{replay, Projection, ProjectionHandle, Proj
 pub use crate::consumer::subscription::{
     handler_fn, FnHandler, Handler, OnFailure, Parked, ParkedReplay, RetryPolicy, SavedSubscription, Subscription,
     SubscriptionConfig, SubscriptionGroup, SubscriptionHandle,
+};
+pub use crate::consumer::workflow::{
+    Actions, Clock, Deadline, ManualClock, SavedInstance, SavedWorkflow, SystemClock, Trigger, Workflow,
+    WorkflowConfig, WorkflowError, WorkflowHandle, Workflows, WORKFLOW_STEP_EVENT_TYPE,
 };
 pub use crate::consumer::{HandlerError, Start};
 pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};

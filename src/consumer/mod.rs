@@ -1,10 +1,11 @@
-//! What projections and subscriptions share: where they start, when they checkpoint, and how their
-//! progress is watched (lag, read-your-writes).
+//! What projections, subscriptions and workflows share: where they start, when they checkpoint, and
+//! how their progress is watched (lag, read-your-writes).
 
 pub(crate) mod follow;
 pub(crate) mod projection;
 pub(crate) mod subscription;
 pub(crate) mod telemetry;
+pub(crate) mod workflow;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
