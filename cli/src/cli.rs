@@ -106,6 +106,30 @@ pub(crate) enum Command {
     /// Publish the log to a Kafka or Pulsar topic; list relays and the records a relay in parked.
     #[command(subcommand, long_about = RELAY_LONG)]
     Relay(RelayCommand),
+    /// List workflows (process managers) and their instances, or the pending deadlines of one.
+    #[command(long_about = WORKFLOWS_LONG)]
+    Workflows(WorkflowsArgs),
+}
+
+const WORKFLOWS_LONG: &str = "\
+Without a name: list every workflow saved in the store (found by its checkpoint and its instance
+streams) with its checkpoint, its lag (head minus checkpoint), how many instances it has and how
+many completed, how many deadlines are pending and when the next one is due (business time).
+
+With a name: list that workflow's pending deadlines by due time: the instance, the deadline's name
+and its id. A deadline leaves the list when it fires or is cancelled.
+
+--json prints JSON lines.
+
+Example:
+  annals -s data/library workflows
+  annals -s data/library workflows reminders --json";
+
+/// `workflows [NAME]`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkflowsArgs {
+    /// The workflow whose pending deadlines to list.
+    pub(crate) name: Option<String>,
 }
 
 impl Command {
@@ -127,6 +151,7 @@ impl Command {
             Command::Relay(RelayCommand::Pulsar(_)) => "relay pulsar",
             Command::Relay(RelayCommand::Status) => "relay status",
             Command::Relay(RelayCommand::Parked(_)) => "relay parked",
+            Command::Workflows(_) => "workflows",
         }
     }
 }

@@ -11,6 +11,7 @@ mod subscriptions;
 mod tail;
 mod transfer;
 mod verify;
+mod workflows;
 
 use std::path::Path;
 use std::time::Duration;
@@ -81,6 +82,7 @@ async fn dispatch(
         Command::Tail(args) => tail::run(events, args, out).await,
         Command::Stats(args) => stats::run(store, args, out).await,
         Command::Subscriptions(args) => subscriptions::run(events, args, out).await,
+        Command::Workflows(args) => workflows::run(events, args, out).await,
         Command::Import(ImportCommand::Csv(args)) => import_csv::run(events, args, out).await,
         Command::Import(ImportCommand::Jsonl(args)) => transfer::import(events, args, out).await,
         Command::Export(ExportCommand::Jsonl(args)) => transfer::export(events, args, out).await,
