@@ -10,7 +10,10 @@
 //! - history written by an older program (a `Lent` event without a due date) upcast on every read,
 //!   with the upcasters of both event enums checked together for the store they share;
 //! - a projection of open loans, asked about its past while it runs (`ProjectionHandle::as_of`);
-//! - snapshots every 3 events, of which the store keeps only the last 2 per stream.
+//! - snapshots every 3 events, of which the store keeps only the last 2 per stream;
+//! - a reminder mailer (a `Workflow`): each loan schedules a durable deadline the day after it is
+//!   due, a return cancels it, and when the clock (one the story controls) passes it, a reminder is
+//!   mailed once.
 //!
 //! Run it with `cargo run --example library`; its given / when / then tests and a test of the story
 //! run with `cargo test --example library` (and with `cargo test --workspace --all-features`).
@@ -23,6 +26,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use annals::{Actions, Clock, Deadline, ManualClock, Workflow, WorkflowConfig, WorkflowHandle, Workflows};
 use annals::{
     Aggregate, AsOf, CommandContext, CommandError, Committed, CommittedWork, Event, EventStore, ExpectedVersion,
     HandlerError, LogFilter, NewEvent, Phase, Position, Projection, Projector, ReadLog, RecordedEvent, Repository,
@@ -338,6 +342,10 @@ struct Outcome {
     overdue: Vec<String>,
     /// Dune's version, the versions of its snapshots kept, and who had it at version 4.
     dune_snapshots: (Version, Vec<u64>, Option<String>),
+    /// The reminders mailed by 19 March noon: mailbox and mail, in log order.
+    mailed: Vec<String>,
+    /// The books whose reminder is still pending then.
+    still_pending: Vec<String>,
 }
 
 /// Opens the store, writes the older program's history, and checks and installs the upcasters.
@@ -512,6 +520,84 @@ async fn the_past(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------------
+// The reminder mailer: a workflow per book on loan.
+
+/// "The day after a loan is due, if the book is not back, mail the member a reminder." One instance
+/// per book; its state is who has the book.
+struct Reminders;
+
+impl Workflow for Reminders {
+    type State = Option<String>;
+
+    fn name(&self) -> &str {
+        "reminders"
+    }
+
+    fn filter(&self) -> LogFilter {
+        LogFilter::all().event_types(["Lent", "Returned"])
+    }
+
+    fn instance(&self, event: &RecordedEvent) -> Option<String> {
+        event.stream.as_str().strip_prefix("book-").map(str::to_owned)
+    }
+
+    fn on_event(&self, holder: &mut Self::State, event: &RecordedEvent, act: &mut Actions) -> Result<(), HandlerError> {
+        match BookEvent::from_recorded(event)? {
+            BookEvent::Lent { member, due } => {
+                let remind = due.succ_opt().and_then(|d| d.and_hms_opt(9, 0, 0)).ok_or("no such day")?.and_utc();
+                act.schedule("reminder", remind, json!({ "member": member, "due": due }));
+                *holder = Some(member);
+            }
+            _ => {
+                act.cancel("reminder");
+                *holder = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_deadline(
+        &self,
+        holder: &mut Self::State,
+        deadline: &Deadline,
+        act: &mut Actions,
+    ) -> Result<(), HandlerError> {
+        let member = holder.clone().ok_or("a reminder for a book on the shelf")?;
+        let mail = json!({ "book": deadline.instance, "due": deadline.payload["due"] });
+        act.append(StreamId::new(format!("mailbox-{member}"))?, [NewEvent::json("ReminderMailed", &mail)?]);
+        Ok(())
+    }
+}
+
+/// The mailer's last day: the clock moves to Tuesday 19 March, and the reminders due by then go out.
+async fn the_mailer(
+    library: &Library,
+    mailer: &WorkflowHandle<Reminders>,
+    clock: &ManualClock,
+    outcome: &mut Outcome,
+) -> Result<(), Box<dyn Error>> {
+    println!("\n== the reminder mailer ==");
+    let wait = Duration::from_secs(10);
+    mailer.settle(wait).await?;
+    for deadline in mailer.pending_deadlines() {
+        println!("pending: a reminder for {} on {}", deadline.instance, deadline.due);
+    }
+    clock.advance(day(15, 12) - clock.now());
+    mailer.settle(wait).await?;
+    let mailed: Vec<RecordedEvent> = library
+        .store
+        .read_log(ReadLog::from_start().filter(LogFilter::all().event_types(["ReminderMailed"])))
+        .try_collect()
+        .await?;
+    for mail in &mailed {
+        println!("on {}: {} mailed {}", clock.now().date_naive(), mail.stream, mail.payload);
+    }
+    outcome.mailed = mailed.iter().map(|m| format!("{} {}", m.stream, m.payload)).collect();
+    outcome.still_pending = mailer.pending_deadlines().iter().map(|d| d.instance.clone()).collect();
+    Ok(())
+}
+
 /// Runs the week on a store in `dir`.
 async fn run(dir: &Path) -> Result<Outcome, Box<dyn Error>> {
     let mut outcome = Outcome::default();
@@ -521,12 +607,16 @@ async fn run(dir: &Path) -> Result<Outcome, Box<dyn Error>> {
     println!("solaris reads as {}, due {due} (Lent v1 upcast to v2)", holder(&solaris.lent_to));
     outcome.solaris = (solaris.lent_to, solaris.due);
     let loans = Projector::persisted(library.store.clone(), OpenLoans::default).run().await?;
+    let clock = ManualClock::new(day(0, 8));
+    let mailer = Workflows::start(library.store.clone(), Reminders, clock.clone(), WorkflowConfig::new()).await?;
 
     monday(&library, &mut outcome).await?;
     tuesday(&library, &mut outcome).await?;
     let known_before = wednesday(&library, &mut outcome).await?;
     busy_days(&library).await?;
     the_past(&library, &loans, known_before, &mut outcome).await?;
+    the_mailer(&library, &mailer, &clock, &mut outcome).await?;
+    mailer.stop().await?;
     loans.stop().await?;
     Ok(outcome)
 }
@@ -555,6 +645,18 @@ fn check(outcome: &Outcome) -> Result<(), String> {
         ("open loans as recorded", outcome.loans.2 == names(&["dune", "emma", "solaris", "ulysses", "walden"])),
         ("overdue", outcome.overdue == names(&["emma (ada)", "solaris (bob)"])),
         ("dune's snapshots", outcome.dune_snapshots == (Version::new(9), vec![9, 6], Some("dan".into()))),
+        (
+            "reminders mailed once, for the loans due by the 18th",
+            outcome.mailed
+                == names(&[
+                    r#"mailbox-bob {"book":"solaris","due":"2024-03-18"}"#,
+                    r#"mailbox-ada {"book":"emma","due":"2024-03-18"}"#,
+                ]),
+        ),
+        (
+            "reminders still pending for the loans due on the 19th",
+            outcome.still_pending == names(&["ulysses", "walden"]),
+        ),
     ];
     let failed: Vec<_> = checks.iter().filter(|(_, ok)| !ok).map(|(name, _)| *name).collect();
     match failed.as_slice() {
