@@ -342,7 +342,7 @@ struct Outcome {
     overdue: Vec<String>,
     /// Dune's version, the versions of its snapshots kept, and who had it at version 4.
     dune_snapshots: (Version, Vec<u64>, Option<String>),
-    /// The reminders mailed by 19 March noon: mailbox and mail, in log order.
+    /// The reminders mailed by 19 March noon: mailbox and mail, sorted.
     mailed: Vec<String>,
     /// The books whose reminder is still pending then.
     still_pending: Vec<String>,
@@ -593,8 +593,11 @@ async fn the_mailer(
     for mail in &mailed {
         println!("on {}: {} mailed {}", clock.now().date_naive(), mail.stream, mail.payload);
     }
+    // Both reminders come due at the same moment: their order between them is not part of the story.
     outcome.mailed = mailed.iter().map(|m| format!("{} {}", m.stream, m.payload)).collect();
+    outcome.mailed.sort();
     outcome.still_pending = mailer.pending_deadlines().iter().map(|d| d.instance.clone()).collect();
+    outcome.still_pending.sort();
     Ok(())
 }
 
@@ -607,14 +610,16 @@ async fn run(dir: &Path) -> Result<Outcome, Box<dyn Error>> {
     println!("solaris reads as {}, due {due} (Lent v1 upcast to v2)", holder(&solaris.lent_to));
     outcome.solaris = (solaris.lent_to, solaris.due);
     let loans = Projector::persisted(library.store.clone(), OpenLoans::default).run().await?;
-    let clock = ManualClock::new(day(0, 8));
-    let mailer = Workflows::start(library.store.clone(), Reminders, clock.clone(), WorkflowConfig::new()).await?;
 
     monday(&library, &mut outcome).await?;
     tuesday(&library, &mut outcome).await?;
     let known_before = wednesday(&library, &mut outcome).await?;
     busy_days(&library).await?;
     the_past(&library, &loans, known_before, &mut outcome).await?;
+    // The mailer starts last, so that its steps do not move the log's head under the checks above;
+    // it catches up on the whole week from the start of the log, as after any downtime.
+    let clock = ManualClock::new(day(4, 20));
+    let mailer = Workflows::start(library.store.clone(), Reminders, clock.clone(), WorkflowConfig::new()).await?;
     the_mailer(&library, &mailer, &clock, &mut outcome).await?;
     mailer.stop().await?;
     loans.stop().await?;
@@ -649,8 +654,8 @@ fn check(outcome: &Outcome) -> Result<(), String> {
             "reminders mailed once, for the loans due by the 18th",
             outcome.mailed
                 == names(&[
-                    r#"mailbox-bob {"book":"solaris","due":"2024-03-18"}"#,
                     r#"mailbox-ada {"book":"emma","due":"2024-03-18"}"#,
+                    r#"mailbox-bob {"book":"solaris","due":"2024-03-18"}"#,
                 ]),
         ),
         (
