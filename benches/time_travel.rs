@@ -95,7 +95,15 @@ fn build_account(rt: &Runtime, dir: &TempDir) -> Vec<DateTime<Utc>> {
             let committed = accounts.execute("a", COMMAND, &CommandContext::new()).await.unwrap();
             let version = committed.version.get();
             if AFTER_SNAPSHOT.iter().any(|after| version == HISTORY / 2 + after) {
-                let event = store.read_stream_chunk(&stream, committed.version, annals::Direction::Forward, 1).await;
+                let event = store
+                    .read_stream_chunk(
+                        &stream,
+                        committed.version,
+                        annals::Direction::Forward,
+                        1,
+                        annals::StreamView::Current,
+                    )
+                    .await;
                 bounds.push(event.unwrap()[0].recorded_at);
             }
         }

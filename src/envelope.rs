@@ -69,6 +69,35 @@ pub struct NewEvent {
     pub(crate) payload: String,
     /// Whether `payload` is known to be valid JSON (it came out of `serde_json`).
     pub(crate) payload_is_json: bool,
+    /// Fields of the payload that are personal data, still in plain text: a store refuses the event
+    /// until [`PersonalStore`](crate::personal::PersonalStore) has encrypted them (and cleared this).
+    pub(crate) personal: Option<PersonalData>,
+}
+
+/// Which fields of an event's payload are personal data, and whose: set by `#[event(personal)]` and
+/// `#[event(subject)]` in the derive, or by [`NewEvent::with_personal_data`].
+///
+/// [`PersonalStore`](crate::personal::PersonalStore) encrypts these fields with a key of their
+/// subject before the event is stored, and [`forget`](crate::personal::PersonalStore::forget)
+/// destroys that key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersonalData {
+    /// Whose data it is: a member id, a customer number. Stored in clear, as a header, so choose an
+    /// identifier that is not itself personal data (not an e-mail address).
+    pub subject: String,
+    /// The top-level fields of the JSON payload that hold personal data.
+    pub fields: Vec<String>,
+}
+
+impl PersonalData {
+    /// The fields `fields` of `subject`.
+    pub fn new<I, S>(subject: impl Into<String>, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        PersonalData { subject: subject.into(), fields: fields.into_iter().map(Into::into).collect() }
+    }
 }
 
 impl NewEvent {
@@ -101,6 +130,7 @@ impl NewEvent {
             metadata: Metadata::default(),
             payload: json.into(),
             payload_is_json: false,
+            personal: None,
         }
     }
 
@@ -134,6 +164,19 @@ impl NewEvent {
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
         self
+    }
+
+    /// Declares fields of the payload personal data of `personal.subject`: the event must then be
+    /// appended through a [`PersonalStore`](crate::personal::PersonalStore), which encrypts them
+    /// (any other store refuses it with [`Error::PersonalDataNotProtected`]).
+    pub fn with_personal_data(mut self, personal: PersonalData) -> Self {
+        self.personal = Some(personal);
+        self
+    }
+
+    /// The personal fields still to be encrypted, if any.
+    pub fn personal_data(&self) -> Option<&PersonalData> {
+        self.personal.as_ref()
     }
 
     /// Sets the correlation id.
@@ -193,6 +236,12 @@ impl NewEvent {
     /// Checks the event on its own (type name, size, JSON payload), as every store does before it
     /// writes anything. `index` is the event's place in its append, for the error.
     pub(crate) fn validate(&self, stream: &StreamId, index: usize, max_size: usize) -> Result<(), Error> {
+        if let Some(personal) = &self.personal {
+            return Err(Error::PersonalDataNotProtected {
+                event_type: self.event_type.clone(),
+                subject: personal.subject.clone(),
+            });
+        }
         check_name(&self.event_type, MAX_EVENT_TYPE_LEN)
             .map_err(|reason: InvalidName| Error::InvalidEventType { event_type: self.event_type.clone(), reason })?;
         let size = self.size();

@@ -32,6 +32,37 @@ pub enum Error {
         actual: Option<Version>,
     },
 
+    /// The stream is hard-deleted ([`DeleteMode::Hard`](crate::DeleteMode::Hard)): it can never be
+    /// read or appended to again. Nothing was written. A caller or user error: the stream is gone.
+    #[error("stream {stream:?} is deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream: StreamId,
+    },
+
+    /// A truncation asked for a point past the version after the stream's last one. Nothing was
+    /// changed. A caller error.
+    #[error("cannot truncate stream {stream:?} before version {before}: its last version is {}", match last { Some(v) => v.to_string(), None => "none".to_owned() })]
+    InvalidTruncation {
+        /// The stream.
+        stream: StreamId,
+        /// The truncation point asked for.
+        before: Version,
+        /// The stream's last version.
+        last: Option<Version>,
+    },
+
+    /// An event declares personal fields ([`NewEvent::with_personal_data`](crate::NewEvent::with_personal_data),
+    /// or `#[event(personal)]` in the derive) but reached a store unencrypted. Nothing was written.
+    /// Append through [`PersonalStore`](crate::personal::PersonalStore), which encrypts them.
+    #[error("event {event_type:?} has personal fields of subject {subject:?}: append it through a PersonalStore, which encrypts them")]
+    PersonalDataNotProtected {
+        /// The event's type.
+        event_type: String,
+        /// The subject its personal fields belong to.
+        subject: String,
+    },
+
     /// An append held no events, or a multi-stream append held no streams. A caller bug.
     #[error("append to {stream:?} has no events")]
     EmptyAppend {
@@ -550,6 +581,8 @@ impl Error {
                 | Error::InvalidPayload { .. }
                 | Error::DuplicateEventId { .. }
                 | Error::DuplicateEventIdInAppend { .. }
+                | Error::PersonalDataNotProtected { .. }
+                | Error::InvalidTruncation { .. }
                 | Error::Config { .. }
                 | Error::InvalidConnectionString { .. }
         )
@@ -559,6 +592,9 @@ impl Error {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Error::WrongExpectedVersion { .. } => "WrongExpectedVersion",
+            Error::StreamDeleted { .. } => "StreamDeleted",
+            Error::InvalidTruncation { .. } => "InvalidTruncation",
+            Error::PersonalDataNotProtected { .. } => "PersonalDataNotProtected",
             Error::EmptyAppend { .. } => "EmptyAppend",
             Error::DuplicateStreamInAppend { .. } => "DuplicateStreamInAppend",
             Error::InvalidStreamId { .. } => "InvalidStreamId",

@@ -1,6 +1,6 @@
 //! The [`Event`] trait: how a user's event type maps to stored events.
 
-use crate::envelope::{NewEvent, RecordedEvent};
+use crate::envelope::{NewEvent, PersonalData, RecordedEvent};
 use crate::error::{Error, Result};
 
 /// A domain event type, usually an enum with one variant per event type.
@@ -59,7 +59,14 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// [`DecodeError::Json`] when the payload does not fit it.
     fn from_payload(event_type: &str, payload: &str) -> Result<Self, DecodeError>;
 
-    /// This event as a [`NewEvent`] ready to append, with a fresh id.
+    /// The personal data this event holds (fields marked `#[event(personal)]` in the derive, and the
+    /// subject they belong to), or `None` (the default) when it holds none.
+    fn personal_data(&self) -> Option<PersonalData> {
+        None
+    }
+
+    /// This event as a [`NewEvent`] ready to append, with a fresh id, and its
+    /// [`personal_data`](Event::personal_data) declared.
     ///
     /// # Errors
     /// [`Error::Serialize`] when the payload does not serialize.
@@ -67,7 +74,11 @@ pub trait Event: Sized + Send + Sync + 'static {
         let payload = self
             .to_payload()
             .map_err(|source| Error::Serialize { event_type: self.event_type().to_owned(), source })?;
-        Ok(NewEvent::trusted_json(self.event_type(), payload).with_schema_version(self.schema_version()))
+        let event = NewEvent::trusted_json(self.event_type(), payload).with_schema_version(self.schema_version());
+        Ok(match self.personal_data() {
+            Some(personal) => event.with_personal_data(personal),
+            None => event,
+        })
     }
 
     /// Decodes a recorded event (already upcast to the current schema).

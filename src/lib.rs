@@ -268,7 +268,7 @@ pub use crate::consumer::workflow::{
     WorkflowConfig, WorkflowError, WorkflowHandle, Workflows, WORKFLOW_STEP_EVENT_TYPE,
 };
 pub use crate::consumer::{HandlerError, Start};
-pub use crate::envelope::{Metadata, NewEvent, RecordedEvent, MAX_EVENT_TYPE_LEN};
+pub use crate::envelope::{Metadata, NewEvent, PersonalData, RecordedEvent, MAX_EVENT_TYPE_LEN};
 pub use crate::error::{ConsumerProblem, Error, Result};
 pub use crate::event::{DecodeError, Event};
 pub use crate::name::InvalidName;
@@ -282,6 +282,10 @@ pub use crate::store::postgres::{
 };
 pub use crate::store::sled::{Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT};
 pub use crate::store::SnapshotRetention;
+pub use crate::store::{
+    scavenge, DeleteMode, RetentionPolicy, RetentionRule, RetentionScope, ScavengeChunk, ScavengeOptions,
+    ScavengePhase, ScavengeProgress, ScavengeReport, SoftDeletion, StreamInfo, StreamView, SCAVENGE_CHECKPOINT,
+};
 pub use crate::store::{
     AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, EventStream, HeadWatch, LogChunk, LogFilter,
     PartitionLeases, ReadLog, ReadStream, Snapshot, StreamAppend, Until, DEFAULT_MAX_EVENT_SIZE,

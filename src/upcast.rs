@@ -11,10 +11,10 @@ use serde_json::Value;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::position::{Position, Version};
+use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::{
-    AppendResult, Checkpoint, CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot,
-    StreamAppend,
+    AppendResult, Checkpoint, CheckpointWrite, DeleteMode, Direction, EventStore, HeadWatch, LogChunk, LogFilter,
+    ScavengeChunk, Snapshot, StreamAppend, StreamInfo, StreamView,
 };
 use crate::stream_id::StreamId;
 
@@ -400,8 +400,9 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         from: Version,
         direction: Direction,
         max: usize,
+        view: StreamView,
     ) -> Result<Vec<RecordedEvent>> {
-        let events = self.inner.read_stream_chunk(stream, from, direction, max).await?;
+        let events = self.inner.read_stream_chunk(stream, from, direction, max, view).await?;
         self.upcast_all(events)
     }
 
@@ -457,6 +458,26 @@ impl<S: EventStore> EventStore for Upcasting<S> {
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
         self.inner.list_streams(prefix).await
+    }
+
+    async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion, mode: DeleteMode) -> Result<()> {
+        self.inner.delete_stream(stream, expected, mode).await
+    }
+
+    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> Result<()> {
+        self.inner.truncate_stream(stream, before).await
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo> {
+        self.inner.stream_info(stream).await
+    }
+
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<ScavengeChunk> {
+        self.inner.scavenge_chunk(from, max).await
+    }
+
+    async fn scavenge_stream(&self, stream: &StreamId) -> Result<u64> {
+        self.inner.scavenge_stream(stream).await
     }
 
     fn watch_head(&self) -> HeadWatch {

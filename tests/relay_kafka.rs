@@ -266,8 +266,9 @@ impl EventStore for KillAfterAppend {
         from: Version,
         direction: annals::Direction,
         max: usize,
+        view: annals::StreamView,
     ) -> annals::Result<Vec<RecordedEvent>> {
-        self.inner.read_stream_chunk(stream, from, direction, max).await
+        self.inner.read_stream_chunk(stream, from, direction, max, view).await
     }
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> annals::Result<LogChunk> {
         self.inner.read_log_chunk(from, max, filter).await
@@ -302,6 +303,31 @@ impl EventStore for KillAfterAppend {
     async fn restore(&self, events: Vec<RecordedEvent>) -> annals::Result<()> {
         self.inner.restore(events).await
     }
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: annals::ExpectedVersion,
+        mode: annals::DeleteMode,
+    ) -> annals::Result<()> {
+        self.inner.delete_stream(stream, expected, mode).await
+    }
+
+    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> annals::Result<()> {
+        self.inner.truncate_stream(stream, before).await
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> annals::Result<annals::StreamInfo> {
+        self.inner.stream_info(stream).await
+    }
+
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> annals::Result<annals::ScavengeChunk> {
+        self.inner.scavenge_chunk(from, max).await
+    }
+
+    async fn scavenge_stream(&self, stream: &StreamId) -> annals::Result<u64> {
+        self.inner.scavenge_stream(stream).await
+    }
+
     fn watch_head(&self) -> HeadWatch {
         self.inner.watch_head()
     }

@@ -56,7 +56,9 @@ async fn book<S: EventStore>(
     for &(amount, occurred) in entries {
         let event = LedgerEvent::Booked { amount }.to_new_event()?.with_occurred_at(day(occurred));
         let result = store.append(&stream, ExpectedVersion::Any, vec![event]).await?;
-        let read = store.read_stream_chunk(&stream, result.version, annals::Direction::Forward, 1).await?;
+        let read = store
+            .read_stream_chunk(&stream, result.version, annals::Direction::Forward, 1, annals::StreamView::Current)
+            .await?;
         recorded.push(read.first().ok_or("missing")?.recorded_at);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -124,8 +126,16 @@ async fn as_of_a_version_or_recorded_time_reads_at_most_a_snapshot_interval<S: E
         let committed = ledger.execute("l", amount, &context).await?;
         if amount == 57 {
             let stream = Ledger::stream_id("l")?;
-            let read =
-                counting.inner.read_stream_chunk(&stream, committed.version, annals::Direction::Forward, 1).await?;
+            let read = counting
+                .inner
+                .read_stream_chunk(
+                    &stream,
+                    committed.version,
+                    annals::Direction::Forward,
+                    1,
+                    annals::StreamView::Current,
+                )
+                .await?;
             recorded.push(read.first().ok_or("missing")?.recorded_at);
         }
     }

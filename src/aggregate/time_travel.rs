@@ -10,7 +10,7 @@ use crate::aggregate::Aggregate;
 use crate::error::Result;
 use crate::event::Event;
 use crate::position::Version;
-use crate::store::{Direction, EventStore, ReadStream};
+use crate::store::{Direction, EventStore, ReadStream, StreamView};
 use crate::stream_id::StreamId;
 
 /// A point in an aggregate's past. See [`guide::time_travel`](crate::guide::time_travel) for the semantics on each time axis.
@@ -79,30 +79,34 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// As [`Repository::load`].
     pub async fn load_as_of(&self, id: &str, at: AsOf) -> Result<Loaded<A>> {
         let stream = A::stream_id(id)?;
+        // A soft-deleted stream had several lives: each point in the past reads the life it was in.
+        let info = self.store().stream_info(&stream).await?;
         match at {
-            AsOf::Version(version) => self.fold_through(&stream, version).await,
+            AsOf::Version(version) => self.fold_through(&stream, info.life_start_of(version), version).await,
             AsOf::Recorded(recorded) => {
                 let version = last_version_recorded_by(self.store(), &stream, recorded).await?;
-                self.fold_through(&stream, version).await
+                self.fold_through(&stream, info.life_start_at(recorded), version).await
             }
-            AsOf::Occurred(occurred) => self.fold_occurred(&stream, Version::MAX, occurred).await,
+            AsOf::Occurred(occurred) => {
+                self.fold_occurred(&stream, info.life_start_at(Utc::now()), Version::MAX, occurred).await
+            }
             AsOf::Bitemporal { occurred, recorded } => {
                 let version = last_version_recorded_by(self.store(), &stream, recorded).await?;
-                self.fold_occurred(&stream, version, occurred).await
+                self.fold_occurred(&stream, info.life_start_at(recorded), version, occurred).await
             }
         }
     }
 
-    /// The state after the events up to `version`, from the nearest usable snapshot.
-    async fn fold_through(&self, stream: &StreamId, version: Version) -> Result<Loaded<A>> {
-        if version == Version::ZERO {
-            return Ok(Loaded { state: A::default(), version });
+    /// The state after the events `start ..= version`, from the nearest usable snapshot.
+    async fn fold_through(&self, stream: &StreamId, start: Version, version: Version) -> Result<Loaded<A>> {
+        if version < start {
+            return Ok(Loaded { state: A::default(), version: Version::ZERO });
         }
         let (mut state, mut at) = match self.usable_snapshot(stream, version).await? {
-            Some(found) => found,
-            None => (A::default(), Version::ZERO),
+            Some((state, at)) if at.next() >= start => (state, at),
+            _ => (A::default(), Version::ZERO),
         };
-        let options = ReadStream::forward().from(at.next()).until_version(version);
+        let options = ReadStream::forward().from(at.next().max(start)).until_version(version).view(StreamView::History);
         let mut events = self.store().read_stream(stream, options);
         while let Some(recorded) = events.try_next().await? {
             state.apply(&A::Event::from_recorded(&recorded)?);
@@ -111,14 +115,21 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         Ok(Loaded { state, version: at })
     }
 
-    /// The state after the events up to `version` that occurred at or before `occurred`.
-    async fn fold_occurred(&self, stream: &StreamId, version: Version, occurred: DateTime<Utc>) -> Result<Loaded<A>> {
+    /// The state after the events `start ..= version` that occurred at or before `occurred`.
+    async fn fold_occurred(
+        &self,
+        stream: &StreamId,
+        start: Version,
+        version: Version,
+        occurred: DateTime<Utc>,
+    ) -> Result<Loaded<A>> {
         let mut state = A::default();
         let mut at = Version::ZERO;
-        if version == Version::ZERO {
+        if version < start {
             return Ok(Loaded { state, version: at });
         }
-        let options = ReadStream::forward().until_version(version).until_occurred(occurred);
+        let options =
+            ReadStream::forward().from(start).until_version(version).until_occurred(occurred).view(StreamView::History);
         let mut events = self.store().read_stream(stream, options);
         while let Some(recorded) = events.try_next().await? {
             state.apply(&A::Event::from_recorded(&recorded)?);
@@ -135,12 +146,13 @@ pub(crate) async fn last_version_recorded_by<S: EventStore + ?Sized>(
     stream: &StreamId,
     at: DateTime<Utc>,
 ) -> Result<Version> {
-    let Some(current) = store.stream_version(stream).await? else { return Ok(Version::ZERO) };
+    let Some(current) = store.stream_info(stream).await?.last_version else { return Ok(Version::ZERO) };
     // Invariant: versions below `low` were recorded by `at`; versions at or above `high` were not.
     let (mut low, mut high) = (1, current.get() + 1);
     while low < high {
         let middle = low + (high - low) / 2;
-        let probe = store.read_stream_chunk(stream, Version::new(middle), Direction::Forward, 1).await?;
+        let probe =
+            store.read_stream_chunk(stream, Version::new(middle), Direction::Forward, 1, StreamView::History).await?;
         match probe.first() {
             Some(event) if event.recorded_at <= at => low = middle + 1,
             _ => high = middle,

@@ -11,12 +11,12 @@ use uuid::Uuid;
 
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::position::{Position, Version};
+use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::observe::{self, AppendObserver, GroupObserver, StoreKind};
 use crate::store::{
     plan_restore, plan_retry, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult,
-    Checkpoint, CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, SnapshotRetention,
-    StoredId, StreamAppend, DEFAULT_MAX_EVENT_SIZE,
+    Checkpoint, CheckpointWrite, DeleteMode, Direction, EventStore, HeadWatch, LogChunk, LogFilter, ScavengeChunk,
+    Snapshot, SnapshotRetention, StoredId, StreamAppend, StreamInfo, StreamView, DEFAULT_MAX_EVENT_SIZE,
 };
 use crate::stream_id::StreamId;
 
@@ -39,8 +39,8 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The log; the event at position p is at index p - 1.
-    log: Vec<RecordedEvent>,
+    /// The log; the event at position p is at index p - 1 (`None` once scavenged).
+    log: Vec<Option<RecordedEvent>>,
     /// The positions of each stream's events, by version - 1.
     streams: HashMap<StreamId, Vec<Position>>,
     ids: HashMap<Uuid, Position>,
@@ -48,6 +48,8 @@ struct State {
     snapshot_retention: SnapshotRetention,
     checkpoints: BTreeMap<String, Checkpoint>,
     last_recorded: Option<DateTime<Utc>>,
+    /// The lifecycle of streams that were truncated or deleted (`last_version` unused here).
+    lifecycle: HashMap<StreamId, StreamInfo>,
 }
 
 impl MemoryStore {
@@ -139,13 +141,50 @@ impl Default for MemoryStore {
 }
 
 impl State {
-    fn version(&self, stream: &StreamId) -> Option<Version> {
+    /// The last version ever written to `stream`.
+    fn last_version(&self, stream: &StreamId) -> Option<Version> {
         self.streams.get(stream).map(|positions| Version::new(positions.len() as u64))
+    }
+
+    /// What the store knows of `stream`'s life.
+    fn info(&self, stream: &StreamId) -> StreamInfo {
+        let mut info = self.lifecycle.get(stream).cloned().unwrap_or_default();
+        info.last_version = self.last_version(stream);
+        info
+    }
+
+    /// The stream's lifecycle, refusing a hard-deleted one.
+    fn live_info(&self, stream: &StreamId) -> Result<StreamInfo> {
+        let info = self.info(stream);
+        if info.tombstone {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        Ok(info)
     }
 
     fn event(&self, position: Position) -> Option<&RecordedEvent> {
         let index = usize::try_from(position.get()).ok()?.checked_sub(1)?;
-        self.log.get(index)
+        self.log.get(index)?.as_ref()
+    }
+
+    /// Removes the event at `position` if its stream's lifecycle says a scavenge may; returns its
+    /// size when it did.
+    fn remove_if_removable(&mut self, position: Position) -> Option<u64> {
+        let index = usize::try_from(position.get()).ok()?.checked_sub(1)?;
+        let event = self.log.get(index)?.as_ref()?;
+        let removable = self.lifecycle.get(&event.stream).is_some_and(|info| info.is_removable(event.version));
+        if !removable {
+            return None;
+        }
+        let event = self.log.get_mut(index)?.take()?;
+        self.ids.remove(&event.id);
+        Some((event.payload.len() + event.event_type.len() + event.metadata.byte_len()) as u64)
+    }
+
+    /// The time a deletion is recorded at: now, never before the last event.
+    fn deletion_time(&self) -> DateTime<Utc> {
+        let now = Utc::now().trunc_subsecs(6);
+        self.last_recorded.map_or(now, |last| last.max(now))
     }
 
     fn head(&self) -> Position {
@@ -188,7 +227,7 @@ impl State {
             }
         };
         for append in &appends {
-            let actual = self.version(&append.stream);
+            let actual = self.live_info(&append.stream)?.current_version();
             if !append.expected.accepts(actual) {
                 return Err(Error::WrongExpectedVersion {
                     stream: append.stream.clone(),
@@ -206,7 +245,7 @@ impl State {
                 let position = Position::new(self.log.len() as u64 + 1);
                 positions.push(position);
                 self.ids.insert(event.id, position);
-                self.log.push(RecordedEvent {
+                self.log.push(Some(RecordedEvent {
                     id: event.id,
                     stream: append.stream.clone(),
                     version: Version::new(positions.len() as u64),
@@ -217,7 +256,7 @@ impl State {
                     occurred_at: event.occurred_at.unwrap_or(recorded_at),
                     metadata: event.metadata,
                     payload: event.payload,
-                });
+                }));
             }
             results.push(AppendResult {
                 version: Version::new(positions.len() as u64),
@@ -242,11 +281,21 @@ impl EventStore for MemoryStore {
         from: Version,
         direction: Direction,
         max: usize,
+        view: StreamView,
     ) -> Result<Vec<RecordedEvent>> {
         let state = self.state();
+        let info = state.live_info(stream)?;
         let Some(positions) = state.streams.get(stream) else { return Ok(Vec::new()) };
+        let floor = match view {
+            StreamView::Current => info.truncated_before.get(),
+            StreamView::History => 1,
+        };
+        if direction == Direction::Backward && from.get() < floor {
+            return Ok(Vec::new());
+        }
+        let positions = &positions[(floor - 1).min(positions.len() as u64) as usize..];
         let len = positions.len() as u64;
-        let from = from.get().max(1);
+        let from = from.get().max(floor) - (floor - 1);
         let picked: Box<dyn Iterator<Item = &Position>> = match direction {
             Direction::Forward if from <= len => Box::new(positions[(from - 1) as usize..].iter()),
             Direction::Backward => Box::new(positions[..from.min(len) as usize].iter().rev()),
@@ -277,7 +326,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
-        Ok(self.state().version(stream))
+        Ok(self.state().live_info(stream)?.current_version())
     }
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
@@ -286,7 +335,11 @@ impl EventStore for MemoryStore {
             .streams
             .iter()
             .filter(|(stream, _)| stream.as_str().starts_with(prefix))
-            .map(|(stream, positions)| (stream.clone(), Version::new(positions.len() as u64)))
+            .filter_map(|(stream, _)| {
+                let info = state.info(stream);
+                let version = if info.tombstone { None } else { info.current_version() };
+                version.map(|v| (stream.clone(), v))
+            })
             .collect();
         streams.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         Ok(streams)
@@ -294,8 +347,16 @@ impl EventStore for MemoryStore {
 
     async fn seek_recorded(&self, at: DateTime<Utc>) -> Result<Option<Position>> {
         let state = self.state();
-        let index = state.log.partition_point(|e| e.recorded_at < at);
-        Ok(state.log.get(index).map(|e| e.position))
+        // Removed events leave holes: search by position, over the events still stored.
+        let (mut low, mut high) = (0, state.log.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match state.log[middle..high].iter().position(Option::is_some).map(|i| middle + i) {
+                Some(found) if state.log[found].as_ref().is_some_and(|e| e.recorded_at < at) => low = found + 1,
+                _ => high = middle,
+            }
+        }
+        Ok(state.log[low..].iter().flatten().next().map(|e| e.position))
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
@@ -348,6 +409,62 @@ impl EventStore for MemoryStore {
             self.append_observed(appends, Some((plan.recorded_at, first_position)))?;
         }
         Ok(())
+    }
+
+    async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion, mode: DeleteMode) -> Result<()> {
+        let mut state = self.state();
+        let mut info = state.live_info(stream)?;
+        let actual = info.current_version();
+        if !expected.accepts(actual) {
+            return Err(Error::WrongExpectedVersion { stream: stream.clone(), expected, actual });
+        }
+        let at = state.deletion_time();
+        if info.delete(stream, mode, at)? {
+            state.snapshots.remove(stream);
+            state.lifecycle.insert(stream.clone(), info);
+        }
+        Ok(())
+    }
+
+    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> Result<()> {
+        let mut state = self.state();
+        let mut info = state.info(stream);
+        if info.truncate(stream, before)? {
+            state.lifecycle.insert(stream.clone(), info);
+        }
+        Ok(())
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo> {
+        Ok(self.state().info(stream))
+    }
+
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<ScavengeChunk> {
+        let mut state = self.state();
+        let head = state.head().get();
+        let start = from.get().max(1);
+        let end = start.saturating_add(max.max(1) as u64).min(head + 1).max(start);
+        let mut chunk = ScavengeChunk::default();
+        for position in start..end {
+            if state.event(Position::new(position)).is_none() {
+                continue;
+            }
+            chunk.examined += 1;
+            if let Some(bytes) = state.remove_if_removable(Position::new(position)) {
+                chunk.removed += 1;
+                chunk.bytes_removed += bytes;
+            }
+        }
+        chunk.next = Position::new(end);
+        chunk.end = end > head;
+        Ok(chunk)
+    }
+
+    async fn scavenge_stream(&self, stream: &StreamId) -> Result<u64> {
+        let mut state = self.state();
+        let positions = state.streams.get(stream).cloned().unwrap_or_default();
+        let removed = positions.into_iter().filter_map(|p| state.remove_if_removable(p)).count();
+        Ok(removed as u64)
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -3,11 +3,13 @@
 mod append;
 mod checkpoint;
 mod lease;
+mod lifecycle;
 pub(crate) mod memory;
 pub(crate) mod observe;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 mod read;
+mod scavenge;
 pub(crate) mod sled;
 mod snapshot;
 
@@ -16,8 +18,12 @@ pub use append::{AppendResult, StreamAppend};
 pub(crate) use checkpoint::{validate_checkpoint_name, validate_checkpoint_writes};
 pub use checkpoint::{Checkpoint, CheckpointWrite, MAX_CHECKPOINT_NAME_LEN};
 pub use lease::PartitionLeases;
+pub use lifecycle::{
+    DeleteMode, RetentionPolicy, RetentionRule, RetentionScope, ScavengeChunk, SoftDeletion, StreamInfo, StreamView,
+};
 pub(crate) use read::LogCursor;
 pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
+pub use scavenge::{scavenge, ScavengeOptions, ScavengePhase, ScavengeProgress, ScavengeReport, SCAVENGE_CHECKPOINT};
 pub use snapshot::{Snapshot, SnapshotRetention};
 
 use async_trait::async_trait;
@@ -77,14 +83,23 @@ pub trait EventStore: Send + Sync {
     async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>>;
 
     /// Reads up to `max` events of `stream`, starting at version `from` (inclusive) and going in
-    /// `direction`. An empty answer means there is nothing more that way. The paging primitive
-    /// behind [`read_stream`](EventStore::read_stream).
+    /// `direction`, showing what `view` says. An empty answer means there is nothing more that way.
+    /// The paging primitive behind [`read_stream`](EventStore::read_stream).
+    ///
+    /// In [`StreamView::Current`] a read starts no lower than the stream's truncation point
+    /// ([`StreamInfo::truncated_before`]); in [`StreamView::History`] it shows every event of the
+    /// stream still stored (a scavenge removes what is below the truncation point).
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`](crate::Error::StreamDeleted) when the stream is hard-deleted,
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when stored bytes do not decode, storage errors.
     async fn read_stream_chunk(
         &self,
         stream: &StreamId,
         from: Version,
         direction: Direction,
         max: usize,
+        view: StreamView,
     ) -> Result<Vec<RecordedEvent>>;
 
     /// Reads events of the log from position `from` (inclusive), keeping those `filter` admits, until
@@ -95,11 +110,17 @@ pub trait EventStore: Send + Sync {
     /// The position of the last acknowledged event (`Position::ZERO` when the log is empty).
     async fn head(&self) -> Result<Position>;
 
-    /// The current version of `stream`, or `None` when it has no events.
+    /// The current version of `stream`, or `None` when it has no events (or none a
+    /// [`StreamView::Current`] read shows: a soft-deleted stream, or one truncated to its end).
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`](crate::Error::StreamDeleted) when the stream is hard-deleted, storage
+    /// errors.
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>>;
 
     /// Every stream whose name starts with `prefix` (`""`: all), with its current version, ordered by
-    /// name. Meant for tools and administration: it walks every stream.
+    /// name, leaving out hard-deleted streams and those a [`StreamView::Current`] read shows nothing
+    /// of. Meant for tools and administration: it walks every stream.
     ///
     /// # Errors
     /// [`Error::Corrupt`](crate::Error::Corrupt) when an index entry does not decode, storage errors.
@@ -154,6 +175,83 @@ pub trait EventStore: Send + Sync {
     /// [`Error::Restore`](crate::Error::Restore) when the events do not continue the log, the
     /// validation errors of [`append`](EventStore::append), storage errors.
     async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()>;
+
+    /// Deletes `stream`, if it is at the `expected` version (as appends check it): softly, so that it
+    /// can start again, or with a tombstone ([`DeleteMode`] says what each read answers after). The
+    /// deletion is durable when this returns (for a store that syncs to disk), and its events stay
+    /// in the log until a [`scavenge`](crate::scavenge) removes them. A soft delete of a stream with
+    /// nothing to show changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion) when the expectation fails,
+    /// [`Error::StreamDeleted`](crate::Error::StreamDeleted) when the stream is already hard-deleted,
+    /// storage errors. In every case nothing was changed.
+    async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion, mode: DeleteMode) -> Result<()>;
+
+    /// Hides the events of `stream` below version `before` from reads in [`StreamView::Current`], at
+    /// once and durably; a scavenge then removes them. The truncation point only moves forward: a
+    /// `before` at or below the current one changes nothing. Truncate an aggregate's stream only
+    /// below a snapshot, or loads will rebuild it from the first event kept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTruncation`](crate::Error::InvalidTruncation) when `before` is past the version
+    /// after the last one, [`Error::StreamDeleted`](crate::Error::StreamDeleted) for a hard-deleted
+    /// stream, storage errors.
+    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> Result<()>;
+
+    /// What the store knows of the life of `stream`: its last version ever, truncation point, soft
+    /// deletions and tombstone. Answers for hard-deleted streams too (it is how tools see them).
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo>;
+
+    /// One step of a scavenge: looks at the stored events from position `from` on (about `max` of
+    /// them) and removes those that are hard-deleted or below their stream's truncation point, for
+    /// good. Positions never change and are never reused: a removed event leaves a gap that every log
+    /// read skips. Each step is atomic and durable when it returns, so a scavenge interrupted
+    /// anywhere is resumed by running the step again from the last `next` it returned.
+    /// [`scavenge`](crate::scavenge) drives it.
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<ScavengeChunk>;
+
+    /// Removes now, for good, the stored events of one stream that a scavenge would remove (all of
+    /// them for a hard-deleted stream, those below the truncation point otherwise), without walking
+    /// the log. Returns how many it removed. Durable when it returns.
+    async fn scavenge_stream(&self, stream: &StreamId) -> Result<u64>;
+
+    /// Sets the retention rule of `rule.scope`, replacing the one it had. Rules are kept with the
+    /// store's checkpoints (under `retention/...`) and applied by [`scavenge`](crate::scavenge).
+    ///
+    /// # Errors
+    /// [`Error::InvalidCheckpointName`](crate::Error::InvalidCheckpointName) when the scope is too
+    /// long to be stored, storage errors.
+    async fn set_retention(&self, rule: RetentionRule) -> Result<()> {
+        let name = RetentionRule::checkpoint_name(&rule.scope);
+        let state = serde_json::to_string(&rule.policy).map_err(|e| crate::Error::Storage(Box::new(e)))?;
+        self.save_checkpoints(vec![CheckpointWrite::Save(Checkpoint::new(name, Position::ZERO).with_state(state))])
+            .await
+    }
+
+    /// Removes the retention rule of `scope`; returns whether there was one.
+    async fn remove_retention(&self, scope: &RetentionScope) -> Result<bool> {
+        let name = RetentionRule::checkpoint_name(scope);
+        if self.load_checkpoint(&name).await?.is_none() {
+            return Ok(false);
+        }
+        self.save_checkpoints(vec![CheckpointWrite::Delete(name)]).await?;
+        Ok(true)
+    }
+
+    /// Every retention rule, streams first, then prefixes, each ordered by name.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when a saved rule does not decode, storage errors.
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>> {
+        let mut rules = Vec::new();
+        for checkpoint in self.list_checkpoints("retention/").await? {
+            if let Some(rule) = RetentionRule::from_checkpoint(&checkpoint.name, checkpoint.state.as_deref()) {
+                rules.push(rule?);
+            }
+        }
+        Ok(rules)
+    }
 
     /// A watch on the head: it moves only once events are acknowledged (durable, for a store that
     /// syncs to disk), so a waiter can read them at once.
@@ -212,8 +310,9 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
         from: Version,
         direction: Direction,
         max: usize,
+        view: StreamView,
     ) -> Result<Vec<RecordedEvent>> {
-        (**self).read_stream_chunk(stream, from, direction, max).await
+        (**self).read_stream_chunk(stream, from, direction, max, view).await
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
@@ -258,6 +357,26 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     async fn restore(&self, events: Vec<RecordedEvent>) -> Result<()> {
         (**self).restore(events).await
+    }
+
+    async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion, mode: DeleteMode) -> Result<()> {
+        (**self).delete_stream(stream, expected, mode).await
+    }
+
+    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> Result<()> {
+        (**self).truncate_stream(stream, before).await
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo> {
+        (**self).stream_info(stream).await
+    }
+
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<ScavengeChunk> {
+        (**self).scavenge_chunk(from, max).await
+    }
+
+    async fn scavenge_stream(&self, stream: &StreamId) -> Result<u64> {
+        (**self).scavenge_stream(stream).await
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -10,7 +10,7 @@ use futures_core::Stream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::EventStore;
+use super::{EventStore, StreamView};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
@@ -76,6 +76,7 @@ pub struct ReadStream {
     pub(crate) limit: Option<usize>,
     pub(crate) until_version: Option<Version>,
     pub(crate) until: Until,
+    pub(crate) view: StreamView,
 }
 
 impl ReadStream {
@@ -87,6 +88,7 @@ impl ReadStream {
             limit: None,
             until_version: None,
             until: Until::default(),
+            view: StreamView::Current,
         }
     }
 
@@ -134,6 +136,13 @@ impl ReadStream {
     /// Replaces all time and position bounds.
     pub fn until(mut self, until: Until) -> Self {
         self.until = until;
+        self
+    }
+
+    /// Which events to show: [`StreamView::Current`] (the default) leaves out what was truncated or
+    /// soft-deleted; [`StreamView::History`] shows every event still stored, as time travel does.
+    pub fn view(mut self, view: StreamView) -> Self {
+        self.view = view;
         self
     }
 }
@@ -373,7 +382,7 @@ where
             );
             let page = pager
                 .store
-                .read_stream_chunk(pager.stream, from, pager.options.direction, max)
+                .read_stream_chunk(pager.stream, from, pager.options.direction, max, pager.options.view)
                 .instrument(span.clone())
                 .await?;
             span.record("annals.events", page.len());

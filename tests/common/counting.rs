@@ -54,8 +54,9 @@ impl<S: EventStore> EventStore for Counting<S> {
         from: Version,
         direction: Direction,
         max: usize,
+        view: annals::StreamView,
     ) -> Result<Vec<RecordedEvent>> {
-        let events = self.inner.read_stream_chunk(stream, from, direction, max).await?;
+        let events = self.inner.read_stream_chunk(stream, from, direction, max, view).await?;
         self.events_read.fetch_add(events.len(), Ordering::SeqCst);
         Ok(events)
     }
@@ -103,6 +104,31 @@ impl<S: EventStore> EventStore for Counting<S> {
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
         self.inner.list_streams(prefix).await
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: annals::ExpectedVersion,
+        mode: annals::DeleteMode,
+    ) -> annals::Result<()> {
+        self.inner.delete_stream(stream, expected, mode).await
+    }
+
+    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> annals::Result<()> {
+        self.inner.truncate_stream(stream, before).await
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> annals::Result<annals::StreamInfo> {
+        self.inner.stream_info(stream).await
+    }
+
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> annals::Result<annals::ScavengeChunk> {
+        self.inner.scavenge_chunk(from, max).await
+    }
+
+    async fn scavenge_stream(&self, stream: &StreamId) -> annals::Result<u64> {
+        self.inner.scavenge_stream(stream).await
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -318,7 +318,9 @@ impl EventStore for PostgresStore {
         from: Version,
         direction: Direction,
         max: usize,
+        view: crate::store::StreamView,
     ) -> Result<Vec<RecordedEvent>> {
+        let _ = view; // LIFECYCLE-TODO
         let client = self.client().await?;
         read::stream_chunk(&client, &self.shared.schema_sql, stream, from, direction, max).await
     }
@@ -472,6 +474,36 @@ impl EventStore for PostgresStore {
             self.append_observed(appends, |appends| Job::Restore { first_position, recorded_at, appends }).await?;
         }
         Ok(())
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: crate::position::ExpectedVersion,
+        mode: crate::store::DeleteMode,
+    ) -> Result<()> {
+        let _ = (stream, expected, mode);
+        Err(Error::Closed) // LIFECYCLE-TODO
+    }
+
+    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> Result<()> {
+        let _ = (stream, before);
+        Err(Error::Closed) // LIFECYCLE-TODO
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<crate::store::StreamInfo> {
+        let _ = stream;
+        Err(Error::Closed) // LIFECYCLE-TODO
+    }
+
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<crate::store::ScavengeChunk> {
+        let _ = (from, max);
+        Err(Error::Closed) // LIFECYCLE-TODO
+    }
+
+    async fn scavenge_stream(&self, stream: &StreamId) -> Result<u64> {
+        let _ = stream;
+        Err(Error::Closed) // LIFECYCLE-TODO
     }
 
     fn watch_head(&self) -> HeadWatch {

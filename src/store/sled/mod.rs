@@ -200,7 +200,9 @@ impl EventStore for SledStore {
         from: Version,
         direction: Direction,
         max: usize,
+        view: crate::store::StreamView,
     ) -> Result<Vec<RecordedEvent>> {
+        let _ = view; // LIFECYCLE-TODO
         let head = self.durable_head();
         guarded(DATA_FILE_DAMAGE, || read::stream_chunk(&self.inner.files, head, stream, from, direction, max))
     }
@@ -259,6 +261,36 @@ impl EventStore for SledStore {
             self.send(appends, Some((plan.recorded_at, first_position.get()))).await?;
         }
         Ok(())
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &StreamId,
+        expected: crate::position::ExpectedVersion,
+        mode: crate::store::DeleteMode,
+    ) -> Result<()> {
+        let _ = (stream, expected, mode);
+        Err(Error::Closed) // LIFECYCLE-TODO
+    }
+
+    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> Result<()> {
+        let _ = (stream, before);
+        Err(Error::Closed) // LIFECYCLE-TODO
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<crate::store::StreamInfo> {
+        let _ = stream;
+        Err(Error::Closed) // LIFECYCLE-TODO
+    }
+
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<crate::store::ScavengeChunk> {
+        let _ = (from, max);
+        Err(Error::Closed) // LIFECYCLE-TODO
+    }
+
+    async fn scavenge_stream(&self, stream: &StreamId) -> Result<u64> {
+        let _ = stream;
+        Err(Error::Closed) // LIFECYCLE-TODO
     }
 
     fn watch_head(&self) -> HeadWatch {
