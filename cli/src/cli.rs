@@ -1,16 +1,25 @@
 //! The command line: every command, argument and help text (clap's derive API).
 
+mod lifecycle;
+
 use std::path::PathBuf;
 
 use annals::Position;
 use chrono::{DateTime, Utc};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+pub(crate) use self::lifecycle::{
+    DeleteArgs, ForgetArgs, InfoArgs, RetentionCommand, RetentionScopeArgs, RetentionSetArgs, ScavengeArgs,
+    TruncateArgs,
+};
+use self::lifecycle::{DELETE_LONG, FORGET_LONG, INFO_LONG, RETENTION_LONG, SCAVENGE_LONG, TRUNCATE_LONG};
 use crate::time::{parse_position, parse_time, parse_until, UntilArg};
 
 const ABOUT_LONG: &str = "\
 Inspect, export, import, copy and verify an Annals event store: a sled directory, or a schema of a
-PostgreSQL database. Relay its log to a Kafka or Pulsar topic.
+PostgreSQL database. Relay its log to a Kafka or Pulsar topic. Look after the life of its streams:
+delete and truncate them, set retention rules, scavenge what reads no longer show, and erase a
+subject's personal data.
 
 The store is named by --store DIR|URL (or -s, or the ANNALS_STORE environment variable): a
 directory for a sled store, or a postgres:// (or postgresql://) URL for a PostgreSQL store, in the
@@ -22,9 +31,13 @@ command fails with \"locked\". A PostgreSQL store is shared: every command works
 append, and tail -f shows their events as they commit.
 
 Output is for people by default. With --json, commands that list things (streams, read, log, tail,
-the subscription list, relay progress, status and parked records) print JSON lines, one object per
-line; commands that report (stats, one subscription, requeue, skip, verify, imports, export, copy)
-print one JSON document.
+the subscription list, relay and scavenge progress, status, parked records and retention rules)
+print JSON lines, one object per line; commands that report (stats, one subscription, requeue,
+skip, verify, imports, export, copy, info, delete, truncate, retention set, forget) print one JSON
+document.
+
+The destructive commands (delete, truncate, scavenge, forget) do nothing without --yes: they fail
+(exit code 1) with a message saying what they would do.
 
 Times are RFC 3339 (2013-01-01T00:00:00Z, 2013-01-01T01:00:00+01:00) or plain dates (2013-01-01,
 midnight UTC).
@@ -34,14 +47,16 @@ level; RUST_LOG directives (annals=trace,tokio_postgres=debug) refine that filte
 nothing is logged, whatever RUST_LOG says.
 
 Exit codes: 0 success; 1 an error (one line on stderr, starting with \"error:\"), including a bad
-command line; 2 the store is damaged (verify found problems, or a record did not decode).
+command line; 2 the store is damaged (verify found problems, or a record did not decode); 130 a
+scavenge stopped by Ctrl-C or SIGTERM (run it again to resume).
 
 Example:
   annals -s data/events stats
   ANNALS_STORE=data/events annals log --type OrderPlaced --limit 20 --json
   annals -s postgres://shop@db.internal/shop --schema orders tail -f
   annals copy --from data/events --to postgres://shop@db.internal/shop --to-schema orders
-  annals -s postgres://shop@db.internal/shop relay kafka --brokers kafka:9092 --topic orders";
+  annals -s postgres://shop@db.internal/shop relay kafka --brokers kafka:9092 --topic orders
+  annals -s data/events delete cart-7 --yes && annals -s data/events scavenge --yes";
 
 /// The `annals` command line.
 #[derive(Debug, Parser)]
@@ -109,6 +124,24 @@ pub(crate) enum Command {
     /// List workflows (process managers) and their instances, or the pending deadlines of one.
     #[command(long_about = WORKFLOWS_LONG)]
     Workflows(WorkflowsArgs),
+    /// Show the life of a stream: versions, truncation, deletions, retention rules.
+    #[command(long_about = INFO_LONG)]
+    Info(InfoArgs),
+    /// Delete a stream, softly (it can start again) or with --hard for good (needs --yes).
+    #[command(long_about = DELETE_LONG)]
+    Delete(DeleteArgs),
+    /// Hide the events of a stream below a version from reads (needs --yes).
+    #[command(long_about = TRUNCATE_LONG)]
+    Truncate(TruncateArgs),
+    /// Set, list or remove retention rules: how long streams keep their events.
+    #[command(subcommand, long_about = RETENTION_LONG)]
+    Retention(RetentionCommand),
+    /// Remove for good what reads no longer show, applying retention rules first (needs --yes).
+    #[command(long_about = SCAVENGE_LONG)]
+    Scavenge(ScavengeArgs),
+    /// Erase the personal data of a subject by destroying its key (needs --yes).
+    #[command(long_about = FORGET_LONG)]
+    Forget(ForgetArgs),
 }
 
 const WORKFLOWS_LONG: &str = "\
@@ -152,6 +185,14 @@ impl Command {
             Command::Relay(RelayCommand::Status) => "relay status",
             Command::Relay(RelayCommand::Parked(_)) => "relay parked",
             Command::Workflows(_) => "workflows",
+            Command::Info(_) => "info",
+            Command::Delete(_) => "delete",
+            Command::Truncate(_) => "truncate",
+            Command::Retention(RetentionCommand::Set(_)) => "retention set",
+            Command::Retention(RetentionCommand::List) => "retention list",
+            Command::Retention(RetentionCommand::Remove(_)) => "retention remove",
+            Command::Scavenge(_) => "scavenge",
+            Command::Forget(_) => "forget",
         }
     }
 }
@@ -246,10 +287,15 @@ Read the events of one stream, oldest first (or newest first with --backward), e
 envelope: position, version, type, schema version, recorded and occurred times, id, correlation and
 causation ids, headers and payload.
 
+A soft-deleted or truncated stream shows what it holds now; --history shows every event of it the
+store still holds, the deleted and truncated ones too (until a scavenge removes them). A
+hard-deleted stream cannot be read: the command fails (exit code 1).
+
 --json prints JSON lines, one event envelope per line.
 
 Example:
   annals -s data/events read order-42
+  annals -s data/events read cart-7 --history
   annals -s data/events read order-42 --backward --limit 1 --json
   annals -s data/events read order-42 --as-of 2013-06-30T12:00:00Z --occurred";
 
@@ -267,6 +313,9 @@ pub(crate) struct ReadArgs {
     /// Newest first.
     #[arg(long)]
     pub(crate) backward: bool,
+    /// Every event still stored, deleted and truncated ones too.
+    #[arg(long)]
+    pub(crate) history: bool,
     #[command(flatten)]
     pub(crate) as_of: AsOfArgs,
 }

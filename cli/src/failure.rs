@@ -29,6 +29,8 @@ pub(crate) enum Failure {
         /// How many problems it found.
         problems: usize,
     },
+    /// Ctrl-C or SIGTERM stopped a command that had not finished (a scavenge), saying what to do.
+    Interrupted(String),
 }
 
 impl Failure {
@@ -36,10 +38,12 @@ impl Failure {
         Failure::Io { doing: doing.into(), source }
     }
 
-    /// 2 when the store is damaged, 1 for every other failure.
+    /// 2 when the store is damaged, 130 (128 + SIGINT, as shells say) when interrupted, 1 for every
+    /// other failure.
     pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             Failure::Damaged { .. } => ExitCode::from(2),
+            Failure::Interrupted(_) => ExitCode::from(130),
             Failure::Store(annals::Error::Corrupt { .. } | annals::Error::LogTruncated { .. }) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
@@ -53,7 +57,7 @@ impl Failure {
             Failure::Import(error) => Some(error),
             Failure::Relay(error) => Some(error),
             Failure::Io { source, .. } => Some(source),
-            Failure::Usage(_) | Failure::Damaged { .. } => None,
+            Failure::Usage(_) | Failure::Damaged { .. } | Failure::Interrupted(_) => None,
         };
         while let Some(error) = source {
             let io = error.downcast_ref::<io::Error>().map(io::Error::kind);
@@ -75,7 +79,7 @@ impl Failure {
             Failure::Import(error) => error.source(),
             Failure::Relay(error) => error.source(),
             Failure::Io { source, .. } => Some(source as &(dyn std::error::Error + 'static)),
-            Failure::Usage(_) | Failure::Damaged { .. } => None,
+            Failure::Usage(_) | Failure::Damaged { .. } | Failure::Interrupted(_) => None,
         };
         while let Some(error) = source {
             line.push_str(": ");
@@ -93,7 +97,7 @@ impl fmt::Display for Failure {
             Failure::Import(error) => error.fmt(f),
             Failure::Relay(error) => error.fmt(f),
             Failure::Io { doing, .. } => f.write_str(doing),
-            Failure::Usage(message) => f.write_str(message),
+            Failure::Usage(message) | Failure::Interrupted(message) => f.write_str(message),
             Failure::Damaged { problems } => write!(f, "the store is damaged: verify found {problems} problem(s)"),
         }
     }

@@ -2,11 +2,12 @@
 //! schema: list streams, read a stream or the whole log (filtered, bounded, as of a time), tail it
 //! (following other processes' appends on PostgreSQL), count what is in it, look after
 //! subscriptions and their parked events, import a CSV event log, export and import a whole store
-//! as JSON lines, copy a whole store into another, verify a store, and relay its log to a Kafka or
-//! Pulsar topic.
+//! as JSON lines, copy a whole store into another, verify a store, relay its log to a Kafka or
+//! Pulsar topic, and look after the life of its streams (delete, truncate, retention, scavenge,
+//! forget a subject's personal data).
 //!
 //! Run `annals --help` for the manual. Exit codes: 0 success, 1 an error (one line on stderr), 2 a
-//! damaged store.
+//! damaged store, 130 a scavenge stopped by Ctrl-C or SIGTERM.
 //!
 //! The tool prints by writing to locked standard output and error (the workspace forbids the print
 //! macros, which panic when the reader goes away); a closed pipe (`annals log | head`) ends it
@@ -18,6 +19,7 @@ mod failure;
 mod logging;
 mod output;
 mod postgres;
+mod signals;
 mod store;
 mod time;
 

@@ -1,5 +1,7 @@
 //! Parsing the command line's times and positions.
 
+use std::time::Duration;
+
 use annals::Position;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 
@@ -40,6 +42,50 @@ pub(crate) fn parse_until(text: &str) -> Result<UntilArg, String> {
         .map_err(|_| format!("{text:?} is neither a position (a whole number) nor a time (RFC 3339 or a date)"))
 }
 
+/// The units of a duration, largest first: weeks, days, hours, minutes, seconds.
+const UNITS: [(char, u64); 5] = [('w', 604_800), ('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)];
+
+/// A duration as numbers with units, chained: `30d`, `12h`, `90m`, `45s`, `2w`, `1d12h`. At least
+/// a second.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration: a number and a unit (s, m, h, d, w), e.g. 30d, 12h, 90m, 1d12h");
+    let mut seconds: u64 = 0;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let (_, unit) = UNITS.iter().find(|(name, _)| *name == c).ok_or_else(bad)?;
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        seconds = n.checked_mul(*unit).and_then(|s| seconds.checked_add(s)).ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || text.trim().is_empty() {
+        return Err(bad());
+    }
+    if seconds == 0 {
+        return Err(format!("{text:?} is no time at all: a duration is at least 1s"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// A duration as [`parse_duration`] reads it, in whole units where they fit: `30d`, `1d12h`, `90s`.
+pub(crate) fn format_duration(duration: Duration) -> String {
+    let mut left = duration.as_secs();
+    if left == 0 {
+        return format!("{}ms", duration.as_millis());
+    }
+    let mut text = String::new();
+    for (name, unit) in UNITS {
+        if left >= unit {
+            text.push_str(&format!("{}{name}", left / unit));
+            left %= unit;
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +105,21 @@ mod tests {
         assert_eq!(parse_until("42"), Ok(UntilArg::Position(Position::new(42))));
         assert!(matches!(parse_until("2013-01-01"), Ok(UntilArg::Time(_))));
         assert!(parse_until("-3").is_err());
+    }
+
+    #[test]
+    fn durations_are_numbers_with_units() {
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3_600)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(86_400 + 12 * 3_600)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        for bad in ["", "30", "d", "30x", "-3d", "0d", "1.5h", "99999999999999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(30 * 86_400)), "30d");
+        assert_eq!(format_duration(Duration::from_secs(5_400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(86_400 + 12 * 3_600)), "1d12h");
+        assert_eq!(format_duration(Duration::from_secs(14 * 86_400)), "2w");
     }
 }

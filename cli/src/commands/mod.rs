@@ -2,9 +2,12 @@
 
 mod copy;
 mod import_csv;
+mod lifecycle;
 mod log;
 mod read;
 mod relay;
+mod retention;
+mod scavenge;
 mod stats;
 mod streams;
 mod subscriptions;
@@ -94,6 +97,12 @@ async fn dispatch(
         Command::Relay(RelayCommand::Pulsar(args)) => relay::pulsar(store, args, connect_timeout, out).await,
         Command::Relay(RelayCommand::Status) => relay::status(events, out).await,
         Command::Relay(RelayCommand::Parked(args)) => relay::parked(events, args, out).await,
+        Command::Info(args) => lifecycle::info(events, args, out).await,
+        Command::Delete(args) => lifecycle::delete(events, args, out).await,
+        Command::Truncate(args) => lifecycle::truncate(events, args, out).await,
+        Command::Retention(command) => retention::run(events, command, out).await,
+        Command::Scavenge(args) => scavenge::run(events, args, out).await,
+        Command::Forget(_) => Err(Failure::Usage("forget needs annals::personal, not in this build yet".to_owned())),
         Command::Copy(_) => Err(Failure::Usage("copy opens its own stores".to_owned())),
     }
 }

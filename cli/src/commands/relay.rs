@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::cli::{RelayKafkaArgs, RelayParkedArgs, RelayPulsarArgs, RelayRunArgs};
 use crate::failure::Failure;
 use crate::output::{self, table, Output};
+use crate::signals::Interrupts;
 use crate::store::OpenStore;
 
 /// How often the relay's status is looked at (to stop as soon as it is caught up).
@@ -298,44 +299,4 @@ fn warn(message: &str) {
     use std::io::Write as _;
     // A warning that cannot be written is not worth stopping the relay for.
     let _ = writeln!(std::io::stderr().lock(), "warning: {}", one_line(message));
-}
-
-/// Ctrl-C (SIGINT) and SIGTERM, listened for from the moment [`Interrupts::listen`] returns.
-#[cfg(unix)]
-struct Interrupts {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-#[cfg(unix)]
-impl Interrupts {
-    fn listen() -> Result<Self, Failure> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let listen = |kind| signal(kind).map_err(|e| Failure::io("cannot listen for Ctrl-C and SIGTERM", e));
-        Ok(Interrupts { interrupt: listen(SignalKind::interrupt())?, terminate: listen(SignalKind::terminate())? })
-    }
-
-    /// The next Ctrl-C or SIGTERM.
-    async fn next(&mut self) -> std::io::Result<()> {
-        tokio::select! {
-            _ = self.interrupt.recv() => Ok(()),
-            _ = self.terminate.recv() => Ok(()),
-        }
-    }
-}
-
-/// Ctrl-C, where there is no SIGTERM.
-#[cfg(not(unix))]
-struct Interrupts;
-
-#[cfg(not(unix))]
-impl Interrupts {
-    fn listen() -> Result<Self, Failure> {
-        Ok(Interrupts)
-    }
-
-    /// The next Ctrl-C.
-    async fn next(&mut self) -> std::io::Result<()> {
-        tokio::signal::ctrl_c().await
-    }
 }
