@@ -636,9 +636,16 @@ full replay.
 
 On a PostgreSQL store, a logical check through the event store's API (the database looks after its
 own bytes): the log up to the head when the check starts decodes, positions run from 1 to that head
-without a gap, recorded times never decrease, ids are unique, each stream's versions run from 1
-without a gap and the stream table agrees, and every checkpoint and snapshot decodes. Applications
+without a gap but those a scavenge removed (the store's reader refuses any other), recorded times
+never decrease, ids are unique, each stream's versions run from 1 without a gap (but below its
+truncation point, or in a hard-deleted stream) and the stream table agrees, and every checkpoint
+and snapshot decodes. Applications
 may append meanwhile; their new events are left for the next check.
+
+What the life of streams leaves is information, not damage: positions a scavenge removed (gaps
+that reads skip), the versions missing below a stream's truncation point, hard-deleted streams
+(tombstones) and soft-deleted or truncated ones whose events are still in the log. Verify counts
+them after the other counts.
 
 Prints the counts, then each problem as `position N: what` (position 0: not about one event). Exit
 code 0: healthy; 2: damaged (also when the store is too damaged to open); 1: the check could not run

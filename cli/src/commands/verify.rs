@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use annals::{EventStore, Position, ReadLog, SledStore, StreamId, Version};
+use annals::{EventStore, Position, ReadLog, SledStore, StreamId, StreamInfo, Version};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde_json::json;
@@ -64,8 +64,29 @@ struct Logical {
     streams: u64,
     checkpoints: u64,
     snapshots: u64,
+    /// Positions up to the head with no event: removed by a scavenge (the store's reader answers
+    /// [`annals::Error::Corrupt`] for any other missing event).
+    removed: u64,
+    /// How many runs of removed positions there are.
+    gaps: u64,
+    /// Streams with events in the log that are hard-deleted (a tombstone).
+    hard_deleted: u64,
+    /// Streams with events in the log that reads show nothing of: soft-deleted or truncated to their end.
+    emptied: u64,
     /// Each problem: where (`Position::ZERO`: not about one event) and what.
     problems: Vec<(Position, String)>,
+}
+
+/// A run of versions of one stream the log walk did not see, to be judged against the stream's
+/// life once the walk is over.
+struct VersionGap {
+    stream: StreamId,
+    /// The position of the event after the gap.
+    position: u64,
+    /// The version expected there.
+    expected: u64,
+    /// The version found.
+    found: u64,
 }
 
 impl Logical {
@@ -92,6 +113,10 @@ pub(super) async fn run_logical(store: &dyn EventStore, out: &mut Output) -> Res
             "streams": report.streams,
             "checkpoints": report.checkpoints,
             "snapshots": report.snapshots,
+            "removed": report.removed,
+            "gaps": report.gaps,
+            "hard_deleted_streams": report.hard_deleted,
+            "emptied_streams": report.emptied,
             "problems": problems,
         }))?;
     } else {
@@ -106,6 +131,7 @@ pub(super) async fn run_logical(store: &dyn EventStore, out: &mut Output) -> Res
         for line in table(&rows) {
             out.line(line)?;
         }
+        lifecycle_notes(&report, out)?;
         if report.problems.is_empty() {
             out.line("no problems found")?;
         } else {
@@ -127,12 +153,13 @@ pub(super) async fn run_logical(store: &dyn EventStore, out: &mut Output) -> Res
 /// ([`annals::Error::Corrupt`], exit code 2).
 async fn check(store: &dyn EventStore) -> Result<Logical, Failure> {
     let mut report = Logical { head: store.head().await?, ..Logical::default() };
-    let versions = check_log(store, &mut report).await?;
+    let (versions, gaps) = check_log(store, &mut report).await?;
+    check_version_gaps(store, &mut report, gaps).await?;
     let listed = store.list_streams("").await?;
     // Applications may have appended since the head was read: then a stream may be listed past the
     // events read, or listed without any.
     let grew = store.head().await? != report.head;
-    check_streams(&mut report, &versions, &listed, grew);
+    check_streams(store, &mut report, &versions, &listed, grew).await?;
     report.streams = versions.len() as u64;
     report.checkpoints = store.list_checkpoints("").await?.len() as u64;
     for (stream, _) in &listed {
@@ -146,21 +173,48 @@ async fn check(store: &dyn EventStore) -> Result<Logical, Failure> {
     Ok(report)
 }
 
-/// Reads the log up to the report's head: positions from 1 without a gap, recorded times never
-/// going back, unique ids, each stream's versions from 1 without a gap. Returns each stream's last
-/// version read.
-async fn check_log(store: &dyn EventStore, report: &mut Logical) -> Result<HashMap<StreamId, u64>, Failure> {
+/// What the check saw of the life of streams (none of it is damage), after the counts.
+fn lifecycle_notes(report: &Logical, out: &mut Output) -> Result<(), Failure> {
+    if report.removed > 0 {
+        out.line(format!(
+            "removed by scavenges: {} position(s) in {} gap(s) (not damage: reads skip them)",
+            report.removed, report.gaps
+        ))?;
+    }
+    if report.hard_deleted > 0 {
+        out.line(format!(
+            "hard-deleted streams: {} (tombstones; their events stay in the log until a scavenge)",
+            report.hard_deleted
+        ))?;
+    }
+    if report.emptied > 0 {
+        out.line(format!(
+            "deleted or truncated streams: {} (their events stay in the log until a scavenge)",
+            report.emptied
+        ))?;
+    }
+    Ok(())
+}
+
+/// Reads the log up to the report's head: positions never going back (a gap is what a scavenge
+/// removed: the store's reader refuses any other), recorded times never going back, unique ids,
+/// each stream's versions from 1 without a gap but for the gaps [`check_version_gaps`] judges.
+/// Returns each stream's last version read, and those gaps.
+async fn check_log(
+    store: &dyn EventStore,
+    report: &mut Logical,
+) -> Result<(HashMap<StreamId, u64>, Vec<VersionGap>), Failure> {
     let mut versions: HashMap<StreamId, u64> = HashMap::new();
+    let mut gaps = Vec::new();
     let mut ids = HashSet::new();
     let mut next = 1;
     let mut last_recorded: Option<DateTime<Utc>> = None;
     let mut events = store.read_log(ReadLog::from_start().until_position(report.head));
     while let Some(event) = events.try_next().await? {
         let position = event.position.get();
-        if position == next + 1 {
-            report.problem(position, format!("position {next} is missing"));
-        } else if position > next {
-            report.problem(position, format!("positions {next} to {} are missing", position - 1));
+        if position > next {
+            report.removed += position - next;
+            report.gaps += 1;
         } else if position < next {
             report.problem(position, format!("comes after position {}: out of order", next - 1));
         }
@@ -173,21 +227,53 @@ async fn check_log(store: &dyn EventStore, report: &mut Logical) -> Result<HashM
             report.problem(position, format!("event id {} is stored twice", event.id));
         }
         let version = versions.entry(event.stream.clone()).or_insert(0);
-        if event.version.get() != *version + 1 {
-            report.problem(position, format!("{} version {}, expected {}", event.stream, event.version, *version + 1));
+        let (expected, found) = (*version + 1, event.version.get());
+        if found > expected {
+            gaps.push(VersionGap { stream: event.stream.clone(), position, expected, found });
+        } else if found < expected {
+            report.problem(position, format!("{} version {found}, expected {expected}", event.stream));
         }
-        *version = event.version.get();
+        *version = found;
         report.events += 1;
     }
-    if next - 1 != report.head.get() {
-        report.problem(next - 1, format!("the log ends at {}, the head is {}", next - 1, report.head));
+    if next <= report.head.get() {
+        // The last events up to the head were removed.
+        report.removed += report.head.get() + 1 - next;
+        report.gaps += 1;
     }
-    Ok(versions)
+    Ok((versions, gaps))
 }
 
-/// The stream table against the log: every stream of the log listed at the version read, and no
-/// other (when the store `grew` meanwhile, listed versions may be ahead and new streams listed).
-fn check_streams(report: &mut Logical, versions: &HashMap<StreamId, u64>, listed: &[(StreamId, Version)], grew: bool) {
+/// Versions missing from a stream are what a scavenge removed when they are below its truncation
+/// point, or when it is hard-deleted; any other missing version is damage.
+async fn check_version_gaps(store: &dyn EventStore, report: &mut Logical, gaps: Vec<VersionGap>) -> Result<(), Failure> {
+    let mut lives: HashMap<StreamId, StreamInfo> = HashMap::new();
+    for gap in gaps {
+        let info = match lives.get(&gap.stream) {
+            Some(info) => info,
+            None => {
+                let info = store.stream_info(&gap.stream).await?;
+                lives.entry(gap.stream.clone()).or_insert(info)
+            }
+        };
+        let last_missing = Version::new(gap.found - 1);
+        if !info.is_removable(last_missing) {
+            report.problem(gap.position, format!("{} version {}, expected {}", gap.stream, gap.found, gap.expected));
+        }
+    }
+    Ok(())
+}
+
+/// The stream table against the log: every stream of the log listed at the version read, but for
+/// those hard-deleted, soft-deleted or truncated to their end; and no other (when the store `grew`
+/// meanwhile, listed versions may be ahead and new streams listed).
+async fn check_streams(
+    store: &dyn EventStore,
+    report: &mut Logical,
+    versions: &HashMap<StreamId, u64>,
+    listed: &[(StreamId, Version)],
+    grew: bool,
+) -> Result<(), Failure> {
     for (stream, version) in listed {
         match versions.get(stream) {
             None if !grew => {
@@ -203,6 +289,14 @@ fn check_streams(report: &mut Logical, versions: &HashMap<StreamId, u64>, listed
     let mut missing: Vec<&StreamId> = versions.keys().filter(|stream| !listed.contains(stream)).collect();
     missing.sort();
     for stream in missing {
-        report.problem(0, format!("stream {stream} has events but is not listed"));
+        let info = store.stream_info(stream).await?;
+        if info.tombstone {
+            report.hard_deleted += 1;
+        } else if info.is_empty() {
+            report.emptied += 1;
+        } else {
+            report.problem(0, format!("stream {stream} has events but is not listed"));
+        }
     }
+    Ok(())
 }
