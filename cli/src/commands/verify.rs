@@ -246,7 +246,11 @@ async fn check_log(
 
 /// Versions missing from a stream are what a scavenge removed when they are below its truncation
 /// point, or when it is hard-deleted; any other missing version is damage.
-async fn check_version_gaps(store: &dyn EventStore, report: &mut Logical, gaps: Vec<VersionGap>) -> Result<(), Failure> {
+async fn check_version_gaps(
+    store: &dyn EventStore,
+    report: &mut Logical,
+    gaps: Vec<VersionGap>,
+) -> Result<(), Failure> {
     let mut lives: HashMap<StreamId, StreamInfo> = HashMap::new();
     for gap in gaps {
         let info = match lives.get(&gap.stream) {
