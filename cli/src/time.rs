@@ -70,14 +70,15 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-/// A duration as [`parse_duration`] reads it, in whole units where they fit: `30d`, `1d12h`, `90s`.
+/// A duration as [`parse_duration`] reads it, in whole days, hours, minutes and seconds where they
+/// fit (never weeks: `30d` reads better than `4w2d`): `30d`, `1d12h`, `90s`.
 pub(crate) fn format_duration(duration: Duration) -> String {
     let mut left = duration.as_secs();
     if left == 0 {
         return format!("{}ms", duration.as_millis());
     }
     let mut text = String::new();
-    for (name, unit) in UNITS {
+    for (name, unit) in UNITS.into_iter().skip(1) {
         if left >= unit {
             text.push_str(&format!("{}{name}", left / unit));
             left %= unit;
@@ -120,6 +121,6 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(30 * 86_400)), "30d");
         assert_eq!(format_duration(Duration::from_secs(5_400)), "1h30m");
         assert_eq!(format_duration(Duration::from_secs(86_400 + 12 * 3_600)), "1d12h");
-        assert_eq!(format_duration(Duration::from_secs(14 * 86_400)), "2w");
+        assert_eq!(format_duration(Duration::from_secs(14 * 86_400)), "14d");
     }
 }

@@ -12,7 +12,8 @@ use crate::output::{self, table, Output};
 pub(super) async fn info(store: &dyn EventStore, args: InfoArgs, out: &mut Output) -> Result<(), Failure> {
     let stream = StreamId::new(args.stream.as_str())?;
     let info = store.stream_info(&stream).await?;
-    let rules: Vec<_> = store.retention_rules().await?.into_iter().filter(|r| r.scope.covers(&stream)).collect();
+    let mut rules: Vec<_> = store.retention_rules().await?.into_iter().filter(|r| r.scope.covers(&stream)).collect();
+    rules.sort_by(|a, b| a.scope.cmp(&b.scope));
     let version = |v: Option<Version>| v.map(Version::get);
     if out.json() {
         let deletions: Vec<_> = info

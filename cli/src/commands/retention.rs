@@ -66,7 +66,9 @@ async fn set(store: &dyn EventStore, args: RetentionSetArgs, out: &mut Output) -
 }
 
 async fn list(store: &dyn EventStore, out: &mut Output) -> Result<(), Failure> {
-    let rules = store.retention_rules().await?;
+    let mut rules = store.retention_rules().await?;
+    // Streams first, then prefixes, each by name (the store lists them by checkpoint name).
+    rules.sort_by(|a, b| a.scope.cmp(&b.scope));
     if out.json() {
         for rule in &rules {
             out.json_line(&rule_json(rule))?;

@@ -216,7 +216,7 @@ impl Summary {
             return Ok(out.flush()?);
         }
         let counts = format!(
-            "examined {} event(s), removed {} ({} of event data), retention truncated {} stream(s)",
+            "examined {} event(s), removed {}, {} of event data, retention truncated {} stream(s)",
             self.examined,
             self.removed,
             output::bytes(self.bytes_removed),

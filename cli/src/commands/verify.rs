@@ -121,17 +121,18 @@ pub(super) async fn run_logical(store: &dyn EventStore, out: &mut Output) -> Res
         }))?;
     } else {
         out.line(format!("logical check of the log up to position {} (through the event store's API)", report.head))?;
-        let rows = [
+        let mut rows: Vec<Vec<String>> = [
             ("events:", report.events),
             ("streams:", report.streams),
             ("checkpoints:", report.checkpoints),
             ("snapshots:", report.snapshots),
         ]
-        .map(|(name, n)| vec![name.to_owned(), n.to_string()]);
+        .map(|(name, n)| vec![name.to_owned(), n.to_string()])
+        .to_vec();
+        rows.extend(lifecycle_rows(&report));
         for line in table(&rows) {
             out.line(line)?;
         }
-        lifecycle_notes(&report, out)?;
         if report.problems.is_empty() {
             out.line("no problems found")?;
         } else {
@@ -173,27 +174,31 @@ async fn check(store: &dyn EventStore) -> Result<Logical, Failure> {
     Ok(report)
 }
 
-/// What the check saw of the life of streams (none of it is damage), after the counts.
-fn lifecycle_notes(report: &Logical, out: &mut Output) -> Result<(), Failure> {
+/// What the check saw of the life of streams (none of it is damage), as rows after the counts.
+fn lifecycle_rows(report: &Logical) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
     if report.removed > 0 {
-        out.line(format!(
-            "removed by scavenges: {} position(s) in {} gap(s) (not damage: reads skip them)",
-            report.removed, report.gaps
-        ))?;
+        rows.push(vec![
+            "scavenged:".to_owned(),
+            format!("{} position(s) in {} gap(s), which reads skip (not damage)", report.removed, report.gaps),
+        ]);
     }
     if report.hard_deleted > 0 {
-        out.line(format!(
-            "hard-deleted streams: {} (tombstones; their events stay in the log until a scavenge)",
-            report.hard_deleted
-        ))?;
+        rows.push(vec![
+            "hard-deleted:".to_owned(),
+            format!("{} stream(s) with events in the log until a scavenge (not damage)", report.hard_deleted),
+        ]);
     }
     if report.emptied > 0 {
-        out.line(format!(
-            "deleted or truncated streams: {} (their events stay in the log until a scavenge)",
-            report.emptied
-        ))?;
+        rows.push(vec![
+            "deleted:".to_owned(),
+            format!(
+                "{} stream(s) soft-deleted or truncated, with events in the log until a scavenge (not damage)",
+                report.emptied
+            ),
+        ]);
     }
-    Ok(())
+    rows
 }
 
 /// Reads the log up to the report's head: positions never going back (a gap is what a scavenge
