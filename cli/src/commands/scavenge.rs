@@ -2,16 +2,10 @@
 //! stopped cleanly between two steps by Ctrl-C or SIGTERM (exit code 130; the next run resumes).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use annals::{
-    AppendResult, Checkpoint, CheckpointWrite, DeleteMode, Direction, EventStore, ExpectedVersion, HeadWatch, LogChunk,
-    LogFilter, PartitionLeases, Position, RecordedEvent, RetentionRule, RetentionScope, ScavengeChunk, ScavengeOptions,
-    ScavengePhase, ScavengeProgress, Snapshot, StreamAppend, StreamId, StreamInfo, StreamView, Version,
-    SCAVENGE_CHECKPOINT,
-};
-use chrono::{DateTime, Utc};
+use annals::{EventStore, Position, ScavengeOptions, ScavengePhase, ScavengeProgress, SCAVENGE_CHECKPOINT};
 use serde_json::json;
 
 use crate::cli::ScavengeArgs;
@@ -34,14 +28,16 @@ pub(super) async fn run(store: &dyn EventStore, args: ScavengeArgs, out: &mut Ou
     let head = store.head().await?;
     start(head, saved, rules, out)?;
 
-    let gate = Gate::default();
+    // Set by the first Ctrl-C: the scavenge stops before its next step, its checkpoint saved.
+    let stop = Arc::new(AtomicBool::new(false));
     let latest: Mutex<Option<ScavengeProgress>> = Mutex::new(None);
-    let stoppable = StopBetweenSteps { inner: store, gate: &gate };
-    let mut options = ScavengeOptions::new().chunk_size(usize::try_from(args.chunk).unwrap_or(usize::MAX));
+    let mut options = ScavengeOptions::new()
+        .chunk_size(usize::try_from(args.chunk).unwrap_or(usize::MAX))
+        .stop_when(Arc::clone(&stop));
     if args.no_retention {
         options = options.without_retention();
     }
-    let scavenging = annals::scavenge(&stoppable, options, |progress| {
+    let scavenging = annals::scavenge(store, options, |progress| {
         if let Ok(mut latest) = latest.lock() {
             *latest = Some(progress.clone());
         }
@@ -51,7 +47,7 @@ pub(super) async fn run(store: &dyn EventStore, args: ScavengeArgs, out: &mut Ou
     let mut printed: Option<ScavengeProgress> = None;
     let outcome = loop {
         tokio::select! {
-            result = &mut scavenging => break Some(result),
+            result = &mut scavenging => break Some(result?),
             _ = ticks.tick() => {
                 let now = latest.lock().ok().and_then(|latest| latest.clone());
                 if let Some(progress) = now.filter(|now| printed.as_ref() != Some(now)) {
@@ -61,7 +57,7 @@ pub(super) async fn run(store: &dyn EventStore, args: ScavengeArgs, out: &mut Ou
             }
             interrupted = interrupts.next() => {
                 interrupted.map_err(|e| Failure::io("cannot listen for Ctrl-C and SIGTERM", e))?;
-                if gate.stop.swap(true, Ordering::SeqCst) {
+                if stop.swap(true, Ordering::SeqCst) {
                     // A second one: stop at once, leaving the step in flight (the next run does it again).
                     break None;
                 }
@@ -69,43 +65,49 @@ pub(super) async fn run(store: &dyn EventStore, args: ScavengeArgs, out: &mut Ou
             }
         }
     };
-    let last = latest.lock().ok().and_then(|latest| latest.clone());
-    match outcome {
-        Some(Ok(report)) => {
-            let summary = Summary {
-                reason: "finished",
-                resumed_from: report.resumed_from,
-                head: report.head,
-                position: None,
-                streams_truncated: report.streams_truncated,
-                examined: report.examined,
-                removed: report.removed,
-                bytes_removed: report.bytes_removed,
-            };
-            summary.print(out)
-        }
-        Some(Err(annals::Error::Closed)) | None if gate.stop.load(Ordering::SeqCst) => {
-            // Where the next run resumes: the checkpoint the last finished step saved.
-            let position = store.load_checkpoint(SCAVENGE_CHECKPOINT).await?.map(|c| c.position);
-            let summary = Summary {
-                reason: "interrupted",
-                resumed_from: saved,
-                head,
-                position,
-                streams_truncated: last.as_ref().map_or(0, |p| p.streams_truncated),
-                examined: last.as_ref().map_or(0, |p| p.examined),
-                removed: last.as_ref().map_or(0, |p| p.removed),
-                bytes_removed: last.as_ref().map_or(0, |p| p.bytes_removed),
-            };
-            summary.print(out)?;
-            let from = position.map_or_else(|| "the start".to_owned(), |p| format!("position {p}"));
-            Err(Failure::Interrupted(format!(
-                "the scavenge was interrupted: run `annals scavenge --yes` again to resume from {from}"
-            )))
-        }
-        Some(Err(error)) => Err(error.into()),
-        None => Err(Failure::Interrupted("the scavenge was interrupted".to_owned())),
+    if let Some(report) = outcome.as_ref().filter(|report| report.finished) {
+        let summary = Summary {
+            reason: "finished",
+            resumed_from: report.resumed_from,
+            head: report.head,
+            position: None,
+            streams_truncated: report.streams_truncated,
+            examined: report.examined,
+            removed: report.removed,
+            bytes_removed: report.bytes_removed,
+        };
+        return summary.print(out);
     }
+    // Stopped: the next run resumes from the checkpoint the last finished step saved.
+    let position = store.load_checkpoint(SCAVENGE_CHECKPOINT).await?.map(|c| c.position);
+    let last = latest.lock().ok().and_then(|latest| latest.clone());
+    let summary = match &outcome {
+        Some(report) => Summary {
+            reason: "interrupted",
+            resumed_from: report.resumed_from,
+            head: report.head,
+            position,
+            streams_truncated: report.streams_truncated,
+            examined: report.examined,
+            removed: report.removed,
+            bytes_removed: report.bytes_removed,
+        },
+        None => Summary {
+            reason: "interrupted",
+            resumed_from: saved,
+            head,
+            position,
+            streams_truncated: last.as_ref().map_or(0, |p| p.streams_truncated),
+            examined: last.as_ref().map_or(0, |p| p.examined),
+            removed: last.as_ref().map_or(0, |p| p.removed),
+            bytes_removed: last.as_ref().map_or(0, |p| p.bytes_removed),
+        },
+    };
+    summary.print(out)?;
+    let from = position.map_or_else(|| "the start".to_owned(), |p| format!("position {p}"));
+    Err(Failure::Interrupted(format!(
+        "the scavenge was interrupted: run `annals scavenge --yes` again to resume from {from}"
+    )))
 }
 
 /// Why `scavenge` without `--yes` does nothing, saying what it would do.
@@ -231,140 +233,5 @@ impl Summary {
         };
         out.line(line)?;
         Ok(out.flush()?)
-    }
-}
-
-/// Asked to stop: the next step of the scavenge is refused (and was not started).
-#[derive(Default)]
-struct Gate {
-    stop: AtomicBool,
-}
-
-impl Gate {
-    /// Lets a step start, unless a stop was asked for: then [`annals::Error::Closed`], which ends the
-    /// scavenge with its checkpoint at the last finished step.
-    async fn step(&self) -> annals::Result<()> {
-        // A step that never waits would keep Ctrl-C from being heard until the whole scavenge ends.
-        tokio::task::yield_now().await;
-        if self.stop.load(Ordering::SeqCst) {
-            return Err(annals::Error::Closed);
-        }
-        Ok(())
-    }
-}
-
-/// The store as the scavenge sees it: the same store, but for the steps that change it (a chunk of
-/// the log walk, a truncation by a retention rule), which wait for the [`Gate`] first.
-struct StopBetweenSteps<'a> {
-    inner: &'a dyn EventStore,
-    gate: &'a Gate,
-}
-
-#[async_trait::async_trait]
-impl EventStore for StopBetweenSteps<'_> {
-    async fn append_multi(&self, appends: Vec<StreamAppend>) -> annals::Result<Vec<AppendResult>> {
-        self.inner.append_multi(appends).await
-    }
-
-    async fn read_stream_chunk(
-        &self,
-        stream: &StreamId,
-        from: Version,
-        direction: Direction,
-        max: usize,
-        view: StreamView,
-    ) -> annals::Result<Vec<RecordedEvent>> {
-        self.inner.read_stream_chunk(stream, from, direction, max, view).await
-    }
-
-    async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> annals::Result<LogChunk> {
-        self.inner.read_log_chunk(from, max, filter).await
-    }
-
-    async fn head(&self) -> annals::Result<Position> {
-        self.inner.head().await
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> annals::Result<Option<Version>> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn list_streams(&self, prefix: &str) -> annals::Result<Vec<(StreamId, Version)>> {
-        self.inner.list_streams(prefix).await
-    }
-
-    async fn seek_recorded(&self, at: DateTime<Utc>) -> annals::Result<Option<Position>> {
-        self.inner.seek_recorded(at).await
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> annals::Result<()> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &StreamId, at: Version) -> annals::Result<Option<Snapshot>> {
-        self.inner.load_snapshot(stream, at).await
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> annals::Result<Option<Checkpoint>> {
-        self.inner.load_checkpoint(name).await
-    }
-
-    async fn save_checkpoints(&self, writes: Vec<CheckpointWrite>) -> annals::Result<()> {
-        self.inner.save_checkpoints(writes).await
-    }
-
-    async fn list_checkpoints(&self, prefix: &str) -> annals::Result<Vec<Checkpoint>> {
-        self.inner.list_checkpoints(prefix).await
-    }
-
-    async fn restore(&self, events: Vec<RecordedEvent>) -> annals::Result<()> {
-        self.inner.restore(events).await
-    }
-
-    async fn delete_stream(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        mode: DeleteMode,
-    ) -> annals::Result<()> {
-        self.inner.delete_stream(stream, expected, mode).await
-    }
-
-    async fn truncate_stream(&self, stream: &StreamId, before: Version) -> annals::Result<()> {
-        self.gate.step().await?;
-        self.inner.truncate_stream(stream, before).await
-    }
-
-    async fn stream_info(&self, stream: &StreamId) -> annals::Result<StreamInfo> {
-        self.inner.stream_info(stream).await
-    }
-
-    async fn scavenge_chunk(&self, from: Position, max: usize) -> annals::Result<ScavengeChunk> {
-        self.gate.step().await?;
-        self.inner.scavenge_chunk(from, max).await
-    }
-
-    async fn scavenge_stream(&self, stream: &StreamId) -> annals::Result<u64> {
-        self.inner.scavenge_stream(stream).await
-    }
-
-    async fn set_retention(&self, rule: RetentionRule) -> annals::Result<()> {
-        self.inner.set_retention(rule).await
-    }
-
-    async fn remove_retention(&self, scope: &RetentionScope) -> annals::Result<bool> {
-        self.inner.remove_retention(scope).await
-    }
-
-    async fn retention_rules(&self) -> annals::Result<Vec<RetentionRule>> {
-        self.inner.retention_rules().await
-    }
-
-    fn watch_head(&self) -> HeadWatch {
-        self.inner.watch_head()
-    }
-
-    fn partition_leases(&self) -> Option<&dyn PartitionLeases> {
-        self.inner.partition_leases()
     }
 }
