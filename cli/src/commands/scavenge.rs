@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use annals::{EventStore, Position, ScavengeOptions, ScavengePhase, ScavengeProgress, SCAVENGE_CHECKPOINT};
+use annals::{
+    EventStore, Position, ScavengeOptions, ScavengePhase, ScavengeProgress, ScavengeReport, SCAVENGE_CHECKPOINT,
+};
 use serde_json::json;
 
 use crate::cli::ScavengeArgs;
@@ -28,9 +30,45 @@ pub(super) async fn run(store: &dyn EventStore, args: ScavengeArgs, out: &mut Ou
     let head = store.head().await?;
     start(head, saved, rules, out)?;
 
-    // Set by the first Ctrl-C: the scavenge stops before its next step, its checkpoint saved.
-    let stop = Arc::new(AtomicBool::new(false));
     let latest: Mutex<Option<ScavengeProgress>> = Mutex::new(None);
+    let report = match drive(store, &args, &latest, &mut interrupts, out).await? {
+        Some(report) if report.finished => return Summary { report, position: None }.print(out),
+        Some(report) => report,
+        None => {
+            // Stopped at once: what the last finished step reported.
+            let last = latest.lock().ok().and_then(|latest| latest.clone());
+            let total = |count: fn(&ScavengeProgress) -> u64| last.as_ref().map_or(0, count);
+            ScavengeReport {
+                resumed_from: saved,
+                head,
+                streams_truncated: total(|p| p.streams_truncated),
+                examined: total(|p| p.examined),
+                removed: total(|p| p.removed),
+                bytes_removed: total(|p| p.bytes_removed),
+                finished: false,
+            }
+        }
+    };
+    // Stopped: the next run resumes from the checkpoint the last finished step saved.
+    let position = store.load_checkpoint(SCAVENGE_CHECKPOINT).await?.map(|c| c.position);
+    Summary { report, position }.print(out)?;
+    let from = position.map_or_else(|| "the start".to_owned(), |p| format!("position {p}"));
+    Err(Failure::Interrupted(format!(
+        "the scavenge was interrupted: run `annals scavenge --yes` again to resume from {from}"
+    )))
+}
+
+/// Runs the scavenge, printing the `latest` progress about once a second, until it ends (its
+/// report), or a second Ctrl-C stops it at once (`None`). The first Ctrl-C asks it to stop before
+/// its next step, and it ends with a report that is not `finished`.
+async fn drive(
+    store: &dyn EventStore,
+    args: &ScavengeArgs,
+    latest: &Mutex<Option<ScavengeProgress>>,
+    interrupts: &mut Interrupts,
+    out: &mut Output,
+) -> Result<Option<ScavengeReport>, Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
     let mut options = ScavengeOptions::new()
         .chunk_size(usize::try_from(args.chunk).unwrap_or(usize::MAX))
         .stop_when(Arc::clone(&stop));
@@ -45,9 +83,9 @@ pub(super) async fn run(store: &dyn EventStore, args: ScavengeArgs, out: &mut Ou
     tokio::pin!(scavenging);
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     let mut printed: Option<ScavengeProgress> = None;
-    let outcome = loop {
+    loop {
         tokio::select! {
-            result = &mut scavenging => break Some(result?),
+            result = &mut scavenging => return Ok(Some(result?)),
             _ = ticks.tick() => {
                 let now = latest.lock().ok().and_then(|latest| latest.clone());
                 if let Some(progress) = now.filter(|now| printed.as_ref() != Some(now)) {
@@ -59,55 +97,12 @@ pub(super) async fn run(store: &dyn EventStore, args: ScavengeArgs, out: &mut Ou
                 interrupted.map_err(|e| Failure::io("cannot listen for Ctrl-C and SIGTERM", e))?;
                 if stop.swap(true, Ordering::SeqCst) {
                     // A second one: stop at once, leaving the step in flight (the next run does it again).
-                    break None;
+                    return Ok(None);
                 }
                 stopping(out)?;
             }
         }
-    };
-    if let Some(report) = outcome.as_ref().filter(|report| report.finished) {
-        let summary = Summary {
-            reason: "finished",
-            resumed_from: report.resumed_from,
-            head: report.head,
-            position: None,
-            streams_truncated: report.streams_truncated,
-            examined: report.examined,
-            removed: report.removed,
-            bytes_removed: report.bytes_removed,
-        };
-        return summary.print(out);
     }
-    // Stopped: the next run resumes from the checkpoint the last finished step saved.
-    let position = store.load_checkpoint(SCAVENGE_CHECKPOINT).await?.map(|c| c.position);
-    let last = latest.lock().ok().and_then(|latest| latest.clone());
-    let summary = match &outcome {
-        Some(report) => Summary {
-            reason: "interrupted",
-            resumed_from: report.resumed_from,
-            head: report.head,
-            position,
-            streams_truncated: report.streams_truncated,
-            examined: report.examined,
-            removed: report.removed,
-            bytes_removed: report.bytes_removed,
-        },
-        None => Summary {
-            reason: "interrupted",
-            resumed_from: saved,
-            head,
-            position,
-            streams_truncated: last.as_ref().map_or(0, |p| p.streams_truncated),
-            examined: last.as_ref().map_or(0, |p| p.examined),
-            removed: last.as_ref().map_or(0, |p| p.removed),
-            bytes_removed: last.as_ref().map_or(0, |p| p.bytes_removed),
-        },
-    };
-    summary.print(out)?;
-    let from = position.map_or_else(|| "the start".to_owned(), |p| format!("position {p}"));
-    Err(Failure::Interrupted(format!(
-        "the scavenge was interrupted: run `annals scavenge --yes` again to resume from {from}"
-    )))
 }
 
 /// Why `scavenge` without `--yes` does nothing, saying what it would do.
@@ -189,47 +184,41 @@ fn stopping(out: &mut Output) -> Result<(), Failure> {
 
 /// What the scavenge did, for the last line.
 struct Summary {
-    /// `finished` or `interrupted`.
-    reason: &'static str,
-    resumed_from: Option<Position>,
-    head: Position,
-    /// Where an interrupted scavenge resumes (`None`: from the start).
+    report: ScavengeReport,
+    /// Where an interrupted scavenge resumes (`None`: from the start, or finished).
     position: Option<Position>,
-    streams_truncated: u64,
-    examined: u64,
-    removed: u64,
-    bytes_removed: u64,
 }
 
 impl Summary {
     fn print(&self, out: &mut Output) -> Result<(), Failure> {
+        let report = &self.report;
         if out.json() {
             out.json_line(&json!({
                 "type": "summary",
-                "reason": self.reason,
-                "resumed_from": self.resumed_from.map(Position::get),
-                "head": self.head.get(),
+                "reason": if report.finished { "finished" } else { "interrupted" },
+                "resumed_from": report.resumed_from.map(Position::get),
+                "head": report.head.get(),
                 "position": self.position.map(Position::get),
-                "streams_truncated": self.streams_truncated,
-                "examined": self.examined,
-                "removed": self.removed,
-                "bytes_removed": self.bytes_removed,
+                "streams_truncated": report.streams_truncated,
+                "examined": report.examined,
+                "removed": report.removed,
+                "bytes_removed": report.bytes_removed,
             }))?;
             return Ok(out.flush()?);
         }
         let counts = format!(
             "examined {} event(s), removed {}, {} of event data, retention truncated {} stream(s)",
-            self.examined,
-            self.removed,
-            output::bytes(self.bytes_removed),
-            self.streams_truncated
+            report.examined,
+            report.removed,
+            output::bytes(report.bytes_removed),
+            report.streams_truncated
         );
-        let resumed = self.resumed_from.map_or_else(String::new, |p| format!(" (resumed from position {p})"));
-        let line = if self.reason == "finished" {
-            format!("scavenge finished up to position {}{resumed}: {counts}", self.head)
+        let resumed = report.resumed_from.map_or_else(String::new, |p| format!(" (resumed from position {p})"));
+        let line = if report.finished {
+            format!("scavenge finished up to position {}{resumed}: {counts}", report.head)
         } else {
             let at = self.position.map_or_else(|| "before the log walk".to_owned(), |p| format!("at position {p}"));
-            format!("scavenge interrupted {at} of {}{resumed}: {counts} so far", self.head)
+            format!("scavenge interrupted {at} of {}{resumed}: {counts} so far", report.head)
         };
         out.line(line)?;
         Ok(out.flush()?)
