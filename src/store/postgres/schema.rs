@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// The version of the PostgreSQL schema this code creates and migrates to; a schema at a newer
 /// version is refused with [`Error::UnsupportedSchema`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The steps from an empty schema to [`SCHEMA_VERSION`]: step `i` takes version `i` to `i + 1`.
 /// `{s}` is the quoted schema name. A step is never changed once released: new versions add steps.
@@ -71,6 +71,22 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
         joined_at timestamptz NOT NULL DEFAULT clock_timestamp(),
         expires_at timestamptz NOT NULL,
         PRIMARY KEY (subscription, member)
+    );
+    "#,
+    // 2 -> 3: the life of a stream. A stream's row keeps its last version ever written (NULL: a
+    // stream hard-deleted before it was ever written), its truncation point, its tombstone and its
+    // soft deletions; `scavenged` records the ranges of positions whose events a scavenge removed,
+    // so that log reads tell those gaps from damage.
+    r#"
+    ALTER TABLE {s}.streams ALTER COLUMN version DROP NOT NULL;
+    ALTER TABLE {s}.streams ADD COLUMN truncated_before bigint NOT NULL DEFAULT 1 CHECK (truncated_before > 0);
+    ALTER TABLE {s}.streams ADD COLUMN tombstone boolean NOT NULL DEFAULT false;
+    ALTER TABLE {s}.streams ADD COLUMN deleted_next bigint[] NOT NULL DEFAULT '{}';
+    ALTER TABLE {s}.streams ADD COLUMN deleted_us bigint[] NOT NULL DEFAULT '{}';
+    CREATE TABLE {s}.scavenged (
+        first_position bigint PRIMARY KEY CHECK (first_position > 0),
+        last_position bigint NOT NULL,
+        CHECK (last_position >= first_position)
     );
     "#,
 ];
