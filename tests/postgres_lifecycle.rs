@@ -20,7 +20,6 @@
 
 #[path = "common/postgres.rs"]
 mod postgres_support;
-#[allow(dead_code, unreachable_pub)]
 #[path = "common/subscriptions.rs"]
 mod subscriptions;
 
