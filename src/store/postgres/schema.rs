@@ -146,3 +146,36 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, stop_at: u32) -> 
     tx.commit().await.map_err(pg_error)?;
     Ok(found.max(target))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// The page that describes the schema.
+    const PAGE: &str = include_str!("../../../docs/storage-format.md");
+
+    /// `text` with every run of white space made one space.
+    fn squeezed(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn the_storage_format_page_shows_the_step_to_version_3_statement_by_statement() {
+        let page = squeezed(PAGE);
+        let step = MIGRATIONS[2].replace("{s}", "<schema>");
+        let statements: Vec<String> = step
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .split(';')
+            .map(squeezed)
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert_eq!(statements.len(), 6);
+        for statement in statements {
+            assert!(page.contains(&format!("{statement};")), "docs/storage-format.md lacks `{statement};`");
+        }
+        assert!(page.contains("# Storage format of the PostgreSQL store (schema version 3)"));
+    }
+}
