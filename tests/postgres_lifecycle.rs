@@ -426,3 +426,98 @@ async fn checkpoints_and_snapshots_of_other_streams_survive_a_delete() -> TestRe
     assert!(store.load_checkpoint("projection/carts").await?.is_some());
     Ok(())
 }
+
+/// The figures of the PostgreSQL scavenge: 400,000 events, every other one in a hard-deleted stream
+/// (the worst case for `scavenged`: one range per removed event) or, with `ANNALS_MEASURE_RUNS=1`, in
+/// runs of 500. Not a guarantee: run it by hand, in release mode, and read what it prints:
+/// `cargo test --release --features postgres --test postgres_lifecycle measure -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, run by hand"]
+async fn measure_scavenging_200_000_of_400_000_events() -> TestResult {
+    let cluster = annals_testkit::shared()?;
+    let config = postgres_support::fresh_config()?;
+    let s = config.schema_name().to_owned();
+    let store = config.open().await?;
+    let runs = std::env::var("ANNALS_MEASURE_RUNS").is_ok_and(|v| v == "1");
+    let payload = format!("{{\"reading\":{},\"unit\":\"celsius\",\"note\":\"{}\"}}", 21.5, "x".repeat(60));
+    let started = std::time::Instant::now();
+    for batch in 0..400u64 {
+        let appends = if runs {
+            // Two streams per append, 500 events each: removed positions come in runs of 500.
+            ["keep", "drop"]
+                .iter()
+                .map(|kind| {
+                    let events = (0..500).map(|_| NewEvent::raw("Read", payload.clone())).collect();
+                    StreamAppend::new(stream(&format!("{kind}-{}", batch % 50)), ExpectedVersion::Any, events)
+                })
+                .collect()
+        } else {
+            // 1,000 streams (500 to keep, 500 to drop) of one event each, alternating: every other
+            // position goes.
+            (0..1000u64)
+                .map(|n| {
+                    let kind = if n % 2 == 0 { "keep" } else { "drop" };
+                    let name = format!("{kind}-{}", n / 2);
+                    StreamAppend::new(stream(&name), ExpectedVersion::Any, vec![NewEvent::raw("Read", payload.clone())])
+                })
+                .collect::<Vec<_>>()
+        };
+        store.append_multi(appends).await?;
+    }
+    eprintln!("appended 400,000 events in {:?}", started.elapsed());
+    let drops = if runs { 50 } else { 500 };
+    for n in 0..drops {
+        store.delete_stream(&stream(&format!("drop-{n}")), ExpectedVersion::Any, DeleteMode::Hard).await?;
+    }
+    // Total (with indexes and TOAST) | heap alone, in bytes.
+    let size = |table: &str| {
+        cluster.psql(
+            "postgres",
+            &format!(
+                "SELECT pg_total_relation_size('{s}.{table}') || ' (heap ' || pg_relation_size('{s}.{table}') || ')'"
+            ),
+        )
+    };
+    cluster.psql("postgres", &format!("VACUUM {s}.events"))?;
+    let before = size("events")?;
+    let started = std::time::Instant::now();
+    let report = annals::scavenge(&store, annals::ScavengeOptions::new(), |_| {}).await?;
+    let took = started.elapsed();
+    assert_eq!(report.removed, 200_000);
+    let after = size("events")?;
+    let ranges = cluster.psql("postgres", &format!("SELECT count(*) FROM {s}.scavenged"))?;
+    let ranges_size = size("scavenged")?;
+    let started = std::time::Instant::now();
+    cluster.psql("postgres", &format!("VACUUM {s}.events"))?;
+    let vacuum = started.elapsed();
+    let vacuumed = size("events")?;
+    let started = std::time::Instant::now();
+    let log_read = whole_log(&store).await?.len();
+    let read = started.elapsed();
+    // The space VACUUM freed is reused: 200,000 new events fit in it.
+    for batch in 0..200u64 {
+        let events = (0..1000).map(|_| NewEvent::raw("Read", payload.clone())).collect();
+        store.append(&stream(&format!("refill-{batch}")), ExpectedVersion::NoStream, events).await?;
+    }
+    let refilled = size("events")?;
+    for batch in 0..200u64 {
+        let refill = stream(&format!("refill-{batch}"));
+        store.delete_stream(&refill, ExpectedVersion::Any, DeleteMode::Hard).await?;
+        store.scavenge_stream(&refill).await?;
+    }
+    let started = std::time::Instant::now();
+    cluster.psql("postgres", &format!("VACUUM FULL {s}.events"))?;
+    let full = started.elapsed();
+    let compacted = size("events")?;
+    eprintln!(
+        "layout: {}; scavenge (chunk 10,000): {took:?}, {} examined, {} removed, {} bytes of event data; \
+         events table: {before} bytes before, {after} after the scavenge, {vacuumed} after VACUUM ({vacuum:?}), \
+         {refilled} after 200,000 new events, {compacted} after VACUUM FULL ({full:?}); scavenged: {ranges} ranges, {ranges_size} bytes; \
+         reading the {log_read} events left: {read:?}",
+        if runs { "runs of 500" } else { "alternating" },
+        report.examined,
+        report.removed,
+        report.bytes_removed,
+    );
+    Ok(())
+}

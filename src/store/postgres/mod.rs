@@ -1,8 +1,9 @@
 //! [`PostgresStore`]: the event store on PostgreSQL, shared by several processes and machines.
 //!
 //! The log is one table; a head row, locked inside every append transaction, serializes writers of
-//! every process, so positions are gap-free and follow commit order, and a reader never sees position
-//! N+1 before N. Inside one process, one writer task commits concurrent appends together in one
+//! every process, so positions are assigned gap-free and follow commit order, and a reader never sees
+//! position N+1 before N. A scavenge later removes events and leaves gaps, recorded in a table of
+//! their own, that reads skip (a gap not recorded there is damage). Inside one process, one writer task commits concurrent appends together in one
 //! transaction (group commit). Writers `NOTIFY` the store's channel in the same transaction, so other
 //! processes' [`watch_head`](crate::EventStore::watch_head) wakes as soon as the commit is done.
 //! [`guide::design`](crate::guide::design) discusses the trade-offs, and
