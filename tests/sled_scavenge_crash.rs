@@ -35,7 +35,6 @@
 #[allow(dead_code, unreachable_pub)]
 #[path = "common/child.rs"]
 mod child;
-#[allow(dead_code, unreachable_pub)]
 #[path = "common/volatile_fs.rs"]
 mod volatile_fs;
 
