@@ -142,6 +142,18 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_text_is_the_one_the_storage_format_page_shows() {
+        let key = life_key("cart-1");
+        let mut info = sample();
+        info.last_version = Some(Version::new(3));
+        info.truncated_before = Version::new(4);
+        info.soft_deletions[0].next_version = Version::new(4);
+        let value = encode_life(&key, &info);
+        let text = std::str::from_utf8(&value[..value.len() - 4]).unwrap_or_default();
+        assert_eq!(text, r#"{"tb":4,"sd":[{"next_version":4,"at":"2023-11-14T22:13:20.123456Z"}],"hd":false,"lv":3}"#);
+    }
+
+    #[test]
     fn a_checksummed_value_the_rules_never_write_is_damage() {
         let mut info = sample();
         info.truncated_before = Version::new(14);
