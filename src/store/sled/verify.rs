@@ -104,8 +104,11 @@ impl SledStore {
     /// Checks the whole store: every log record decodes (checksums included) and positions run from
     /// 1 to the head without a gap; `recorded_at` never decreases; every event decodes, its id is
     /// unique and its version is the next of its stream; the stream index covers every event exactly
-    /// once, at the right position; every checkpoint and snapshot decodes. Reads everything, so it
-    /// takes about as long as a full replay; it blocks the calling thread.
+    /// once, at the right position; every checkpoint and snapshot decodes; every stream's lifecycle
+    /// key decodes. Events a scavenge removed (holes in their records, index entries deleted, versions
+    /// skipped) are not damage when the stream's lifecycle lets a scavenge remove them: the report
+    /// counts them ([`VerifyReport::scavenged`]), and the streams deleted or truncated. Reads
+    /// everything, so it takes about as long as a full replay; it blocks the calling thread.
     ///
     /// ```
     /// use annals::{EventStore, ExpectedVersion, NewEvent, SledStore, StreamId};
