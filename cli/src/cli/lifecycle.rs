@@ -191,9 +191,9 @@ log skips, and `verify` reports such gaps as information, not damage. The ids of
 forgotten: an append that reuses one is a new event.
 
 The walk goes --chunk events at a time (default 10000); each step is atomic and durable, and saves
-the position reached as the checkpoint scavenge/progress. About once a second the command prints its
-progress: the phase, the position reached and the head it ends at, the events examined and removed,
-and the bytes removed. Ctrl-C or SIGTERM stops it after the current step (a second one at once);
+the position reached as the checkpoint scavenge/progress. The command prints its progress after the
+first step, then at most once a second: the phase, the position reached and the head it ends at, the
+events examined and removed, and the bytes removed. Ctrl-C or SIGTERM stops it after the current step (a second one at once);
 it then prints where it stopped and exits with code 130. Run it again to resume from there: it says
 \"resuming from position N\". A crash or a kill resumes the same way.
 

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use annals::{
     EventStore, Position, ScavengeOptions, ScavengePhase, ScavengeProgress, ScavengeReport, SCAVENGE_CHECKPOINT,
@@ -17,6 +17,8 @@ use crate::signals::Interrupts;
 
 /// How often the progress is printed, at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often the progress is looked at (to print the first as soon as the first step is done).
+const POLL: Duration = Duration::from_millis(50);
 
 /// `scavenge --yes [--chunk N] [--no-retention]`.
 pub(super) async fn run(store: &dyn EventStore, args: ScavengeArgs, out: &mut Output) -> Result<(), Failure> {
@@ -81,16 +83,20 @@ async fn drive(
         }
     });
     tokio::pin!(scavenging);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-    let mut printed: Option<ScavengeProgress> = None;
+    let mut ticks = tokio::time::interval(POLL);
+    // The progress last printed, and when: the first as soon as there is one, then once a second.
+    let mut printed: Option<(ScavengeProgress, Instant)> = None;
     loop {
         tokio::select! {
             result = &mut scavenging => return Ok(Some(result?)),
             _ = ticks.tick() => {
+                if printed.as_ref().is_some_and(|(_, at)| at.elapsed() < PROGRESS_EVERY) {
+                    continue;
+                }
                 let now = latest.lock().ok().and_then(|latest| latest.clone());
-                if let Some(progress) = now.filter(|now| printed.as_ref() != Some(now)) {
+                if let Some(progress) = now.filter(|now| printed.as_ref().is_none_or(|(last, _)| last != now)) {
                     print_progress(&progress, out)?;
-                    printed = Some(progress);
+                    printed = Some((progress, Instant::now()));
                 }
             }
             interrupted = interrupts.next() => {

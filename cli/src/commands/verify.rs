@@ -25,10 +25,13 @@ pub(super) fn run_sled(store: &SledStore, out: &mut Output) -> Result<(), Failur
             "index_entries": report.index_entries,
             "checkpoints": report.checkpoints,
             "snapshots": report.snapshots,
+            "scavenged": report.scavenged,
+            "deleted_streams": report.deleted_streams,
+            "truncated_streams": report.truncated_streams,
             "problems": problems,
         }))?;
     } else {
-        let rows = [
+        let mut rows: Vec<Vec<String>> = [
             ("events:", report.events),
             ("log records:", report.records),
             ("streams:", report.streams),
@@ -36,7 +39,17 @@ pub(super) fn run_sled(store: &SledStore, out: &mut Output) -> Result<(), Failur
             ("checkpoints:", report.checkpoints),
             ("snapshots:", report.snapshots),
         ]
-        .map(|(name, n)| vec![name.to_owned(), n.to_string()]);
+        .map(|(name, n)| vec![name.to_owned(), n.to_string()])
+        .to_vec();
+        // The life of streams: information, not damage (shown only when there is some).
+        let lifecycle = [
+            ("scavenged:", report.scavenged, "event(s) removed by scavenges, which reads skip (not damage)"),
+            ("deleted streams:", report.deleted_streams, "hard- or soft-deleted (not damage)"),
+            ("truncated streams:", report.truncated_streams, "reads start past version 1 (not damage)"),
+        ];
+        for (name, n, what) in lifecycle.into_iter().filter(|(_, n, _)| *n > 0) {
+            rows.push(vec![name.to_owned(), format!("{n} {what}")]);
+        }
         for line in table(&rows) {
             out.line(line)?;
         }
@@ -64,15 +77,14 @@ struct Logical {
     streams: u64,
     checkpoints: u64,
     snapshots: u64,
-    /// Positions up to the head with no event: removed by a scavenge (the store's reader answers
+    /// Positions up to the head with no event: events a scavenge removed (the store's reader answers
     /// [`annals::Error::Corrupt`] for any other missing event).
-    removed: u64,
+    scavenged: u64,
     /// How many runs of removed positions there are.
     gaps: u64,
-    /// Streams with events in the log that are hard-deleted (a tombstone).
-    hard_deleted: u64,
-    /// Streams with events in the log that reads show nothing of: soft-deleted or truncated to their end.
-    emptied: u64,
+    /// Streams with events in the log that reads show nothing of: hard-deleted, soft-deleted (and
+    /// not started again) or truncated to their end.
+    deleted: u64,
     /// Each problem: where (`Position::ZERO`: not about one event) and what.
     problems: Vec<(Position, String)>,
 }
@@ -113,10 +125,9 @@ pub(super) async fn run_logical(store: &dyn EventStore, out: &mut Output) -> Res
             "streams": report.streams,
             "checkpoints": report.checkpoints,
             "snapshots": report.snapshots,
-            "removed": report.removed,
+            "scavenged": report.scavenged,
             "gaps": report.gaps,
-            "hard_deleted_streams": report.hard_deleted,
-            "emptied_streams": report.emptied,
+            "deleted_streams": report.deleted,
             "problems": problems,
         }))?;
     } else {
@@ -177,25 +188,19 @@ async fn check(store: &dyn EventStore) -> Result<Logical, Failure> {
 /// What the check saw of the life of streams (none of it is damage), as rows after the counts.
 fn lifecycle_rows(report: &Logical) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
-    if report.removed > 0 {
+    if report.scavenged > 0 {
         rows.push(vec![
             "scavenged:".to_owned(),
-            format!("{} position(s) in {} gap(s), which reads skip (not damage)", report.removed, report.gaps),
-        ]);
-    }
-    if report.hard_deleted > 0 {
-        rows.push(vec![
-            "hard-deleted:".to_owned(),
-            format!("{} stream(s) with events in the log until a scavenge (not damage)", report.hard_deleted),
-        ]);
-    }
-    if report.emptied > 0 {
-        rows.push(vec![
-            "deleted:".to_owned(),
             format!(
-                "{} stream(s) soft-deleted or truncated, with events in the log until a scavenge (not damage)",
-                report.emptied
+                "{} event(s) removed by scavenges, in {} gap(s), which reads skip (not damage)",
+                report.scavenged, report.gaps
             ),
+        ]);
+    }
+    if report.deleted > 0 {
+        rows.push(vec![
+            "deleted streams:".to_owned(),
+            format!("{} with events in the log until a scavenge (not damage)", report.deleted),
         ]);
     }
     rows
@@ -218,7 +223,7 @@ async fn check_log(
     while let Some(event) = events.try_next().await? {
         let position = event.position.get();
         if position > next {
-            report.removed += position - next;
+            report.scavenged += position - next;
             report.gaps += 1;
         } else if position < next {
             report.problem(position, format!("comes after position {}: out of order", next - 1));
@@ -243,7 +248,7 @@ async fn check_log(
     }
     if next <= report.head.get() {
         // The last events up to the head were removed.
-        report.removed += report.head.get() + 1 - next;
+        report.scavenged += report.head.get() + 1 - next;
         report.gaps += 1;
     }
     Ok((versions, gaps))
@@ -299,10 +304,8 @@ async fn check_streams(
     missing.sort();
     for stream in missing {
         let info = store.stream_info(stream).await?;
-        if info.tombstone {
-            report.hard_deleted += 1;
-        } else if info.is_empty() {
-            report.emptied += 1;
+        if info.tombstone || info.is_empty() {
+            report.deleted += 1;
         } else {
             report.problem(0, format!("stream {stream} has events but is not listed"));
         }
