@@ -59,6 +59,10 @@ async fn time_travel_across_lives<S: EventStore + Clone>(store: S) -> TestResult
     assert_eq!((v3.state.balance_cents, v3.version.get()), (30, 3));
     let v4 = at(AsOf::Version(Version::new(4))).await?;
     assert_eq!((v4.state.owner.as_deref(), v4.state.balance_cents), (Some("Ada Lovelace"), 0), "the new life only");
+    // The same without snapshots: the events of the new life alone.
+    let plain = Repository::<Account, _>::new(store.clone());
+    let v5 = plain.load_as_of("ada", AsOf::Version(Version::new(5))).await?;
+    assert_eq!((v5.state.owner.as_deref(), v5.state.balance_cents), (Some("Ada Lovelace"), 5), "the new life only");
     let first = at(AsOf::Recorded(in_first_life)).await?;
     assert_eq!((first.state.balance_cents, first.version.get()), (30, 3));
     let deleted = at(AsOf::Recorded(while_deleted)).await?;
