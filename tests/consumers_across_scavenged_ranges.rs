@@ -3,15 +3,16 @@
 //! through a scavenge (with appends going on) keeps going; a rebuild from the start, or from a
 //! position inside a removed range, sees exactly the events still stored; and a log whose newest
 //! events were removed leaves no consumer waiting for positions that will never come back. Each
-//! property runs on the memory and the sled store.
+//! property runs on the memory, the sled and (feature `postgres`) the PostgreSQL store.
 
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[allow(dead_code, unreachable_pub)]
+#[cfg(feature = "postgres")]
+#[path = "common/postgres.rs"]
+mod postgres;
 #[path = "common/projections.rs"]
 mod projections;
-#[allow(dead_code, unreachable_pub)]
 #[path = "common/subscriptions.rs"]
 mod subscriptions;
 
@@ -132,4 +133,10 @@ async fn consumers_cross_scavenged_ranges_memory() -> TestResult {
 async fn consumers_cross_scavenged_ranges_sled() -> TestResult {
     let dir = tempfile::tempdir()?;
     consumers_cross_scavenged_ranges(SledStore::open(dir.path())?).await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumers_cross_scavenged_ranges_postgres() -> TestResult {
+    consumers_cross_scavenged_ranges(postgres::fresh_config()?.open().await?).await
 }
