@@ -162,6 +162,15 @@
 //!   deadlines that fire once at a business time on a [`Clock`] (cancellable by a later event).
 //!   Each reaction is one append with ids derived from its trigger, so a crash never issues a
 //!   command twice. [`Workflows::deadlines`] lists what is pending.
+//! - **The life of a stream.** [`EventStore::delete_stream`] deletes a stream softly (it reads as
+//!   missing and can start again, its history still there for time travel) or for good (a
+//!   tombstone: [`Error::StreamDeleted`]); [`EventStore::truncate_stream`] hides the versions below a
+//!   point; [`RetentionRule`]s keep a stream or a category by age or count. [`scavenge`] then
+//!   removes what reads no longer show, step by step and resumable; positions never change and log
+//!   readers skip the gaps.
+//! - **Personal data.** Fields marked `#[event(personal)]` are stored encrypted with a key per
+//!   subject; [`personal::PersonalStore::forget`] destroys the key, and every read shows them erased
+//!   while the rest of the event stays (crypto-shredding).
 //! - **SQL read models.** An `SqlProjection` (feature `postgres`) writes its read model into
 //!   PostgreSQL tables in the same transaction as its checkpoint: exactly once, and any process can
 //!   query it with SQL.

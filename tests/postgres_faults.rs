@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use acked::{check_log, presence, Acked};
 use annals::{
     AppendResult, Checkpoint, CheckpointWrite, Error, EventStore, ExpectedVersion, NewEvent, Position, PostgresConfig,
-    PostgresStore, ReadLog, RecordedEvent, Snapshot, StreamAppend, StreamId, Subscription, SubscriptionConfig, Version,
+    PostgresStore, ReadLog, RecordedEvent, Snapshot, StreamId, Subscription, SubscriptionConfig, Version,
     POSTGRES_SCHEMA_VERSION,
 };
 use annals_testkit::PgCluster;
@@ -275,12 +275,26 @@ async fn a_version_1_schema_is_migrated_forward_with_everything_readable() -> Te
     assert_eq!(meta(cluster)?, "1");
     assert_eq!(v2_tables(cluster)?, "f|f", "a version 1 schema has no lease tables");
     let (orders, carts) = (stream("order-1"), stream("cart-1"));
-    old.append(&orders, ExpectedVersion::NoStream, vec![event(1), event(2)]).await?;
-    old.append_multi(vec![
-        StreamAppend::new(carts.clone(), ExpectedVersion::NoStream, vec![event(3)]),
-        StreamAppend::new(orders.clone(), ExpectedVersion::Exact(Version::new(2)), vec![event(4)]),
-    ])
-    .await?;
+    // The events as the version 1 writer wrote them (this code's writer needs the version 3 columns):
+    // order-1 versions 1 and 2, then cart-1 version 1 with order-1 version 3 in one append.
+    let mut rows = String::new();
+    for (position, name, version, recorded) in [
+        (1, "order-1", 1, 1_000_000),
+        (2, "order-1", 2, 1_000_000),
+        (3, "cart-1", 1, 2_000_000),
+        (4, "order-1", 3, 2_000_000),
+    ] {
+        rows.push_str(&format!(
+            "INSERT INTO {schema}.events VALUES ({position}, '{}', '{name}', {version}, 'Tested', 1, {recorded}, \
+             {recorded}, '{{}}', '{{\"n\":{position}}}');\n",
+            uuid::Uuid::new_v4()
+        ));
+    }
+    rows.push_str(&format!(
+        "INSERT INTO {schema}.streams VALUES ('order-1', 3), ('cart-1', 1);
+         UPDATE {schema}.head SET position = 4, recorded_us = 2000000 WHERE id = 1;"
+    ));
+    cluster.psql("postgres", &rows)?;
     old.save_checkpoints(vec![
         CheckpointWrite::Save(Checkpoint::new("projection/orders", Position::new(4)).with_state(r#"{"seen":4}"#)),
         CheckpointWrite::Save(Checkpoint::new("subscription/mail", Position::new(2))),

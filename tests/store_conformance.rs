@@ -86,6 +86,14 @@ macro_rules! conformance_suite {
                 store: snapshots::an_export_with_snapshots_imports_every_snapshot_exactly,
                 store: snapshots::an_imported_snapshot_past_its_stream_is_left_out_and_one_not_json_is_refused,
                 backend: snapshots::a_copy_and_an_import_keep_only_what_the_target_retains,
+                store: lifecycle::a_soft_deleted_stream_reads_as_missing_and_starts_again_at_the_next_version,
+                store: lifecycle::a_delete_checks_the_expected_version_and_changes_nothing_when_it_fails,
+                store: lifecycle::a_hard_deleted_stream_refuses_every_read_and_append_forever,
+                store: lifecycle::truncation_hides_versions_below_it_only_moves_forward_and_keeps_snapshots,
+                store: lifecycle::a_scavenge_removes_what_reads_no_longer_show_and_positions_never_change,
+                store: lifecycle::scavenge_steps_resume_anywhere_and_one_stream_can_be_scavenged_alone,
+                store: lifecycle::retention_rules_by_count_and_age_are_applied_by_a_scavenge,
+                store: lifecycle::a_scavenge_interrupted_between_steps_resumes_from_its_checkpoint,
             );
         }
     };

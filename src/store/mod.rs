@@ -239,7 +239,7 @@ pub trait EventStore: Send + Sync {
         Ok(true)
     }
 
-    /// Every retention rule, streams first, then prefixes, each ordered by name.
+    /// Every retention rule: the prefix rules, then the stream rules, each ordered by name.
     ///
     /// # Errors
     /// [`Error::Corrupt`](crate::Error::Corrupt) when a saved rule does not decode, storage errors.

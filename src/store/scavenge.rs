@@ -1,6 +1,9 @@
 //! [`scavenge`]: applies retention rules, then removes for good what reads no longer show, step by
 //! step, resumable after a crash or a stop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -24,12 +27,13 @@ pub struct ScavengeOptions {
     pub(crate) chunk: usize,
     pub(crate) now: Option<DateTime<Utc>>,
     pub(crate) retention: bool,
+    pub(crate) stop: Option<Arc<AtomicBool>>,
 }
 
 impl ScavengeOptions {
     /// Apply retention rules, then walk the log in steps of 10,000 events.
     pub fn new() -> Self {
-        ScavengeOptions { chunk: DEFAULT_CHUNK, now: None, retention: true }
+        ScavengeOptions { chunk: DEFAULT_CHUNK, now: None, retention: true, stop: None }
     }
 
     /// How many events one step looks at (at least 1). Each step is one atomic, durable write and one
@@ -48,6 +52,14 @@ impl ScavengeOptions {
     /// Skip the retention rules: only remove what deletes and truncations already hid.
     pub fn without_retention(mut self) -> Self {
         self.retention = false;
+        self
+    }
+
+    /// Stop cleanly before the next step once `flag` is set (from a signal handler, another task,
+    /// the progress callback): the run returns with [`ScavengeReport::finished`] false and its
+    /// checkpoint saved, and the next run resumes there.
+    pub fn stop_when(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
         self
     }
 }
@@ -101,6 +113,9 @@ pub struct ScavengeReport {
     pub removed: u64,
     /// Bytes of event data removed, before the storage engine's own overhead.
     pub bytes_removed: u64,
+    /// Whether the run reached the end of the log; `false` when it was stopped
+    /// ([`ScavengeOptions::stop_when`]) and a later run will resume it.
+    pub finished: bool,
 }
 
 /// The progress a scavenge saves with its checkpoint.
@@ -178,7 +193,13 @@ where
                 progress(&report(&totals, ScavengePhase::Retention, Position::ZERO));
             }
         }
+        let stopped = || options.stop.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst));
+        let mut finished = true;
         loop {
+            if stopped() {
+                finished = false;
+                break;
+            }
             let chunk = store.scavenge_chunk(at, options.chunk).await?;
             totals.examined += chunk.examined;
             totals.removed += chunk.removed;
@@ -192,8 +213,10 @@ where
             store.save_checkpoints(vec![CheckpointWrite::Save(checkpoint)]).await?;
             progress(&report(&totals, ScavengePhase::Log, at));
         }
-        store.save_checkpoints(vec![CheckpointWrite::Delete(SCAVENGE_CHECKPOINT.to_owned())]).await?;
-        progress(&report(&totals, ScavengePhase::Log, at));
+        if finished {
+            store.save_checkpoints(vec![CheckpointWrite::Delete(SCAVENGE_CHECKPOINT.to_owned())]).await?;
+            progress(&report(&totals, ScavengePhase::Log, at));
+        }
         Ok::<_, crate::Error>(ScavengeReport {
             resumed_from,
             head,
@@ -201,6 +224,7 @@ where
             examined: totals.examined,
             removed: totals.removed,
             bytes_removed: totals.bytes_removed,
+            finished,
         })
     }
     .instrument(span.clone())

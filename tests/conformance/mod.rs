@@ -13,6 +13,7 @@ pub(crate) mod checkpoints;
 pub(crate) mod envelope;
 pub(crate) mod head_and_time;
 pub(crate) mod idempotency;
+pub(crate) mod lifecycle;
 pub(crate) mod live;
 pub(crate) mod log_reads;
 pub(crate) mod multi_stream;

@@ -1,8 +1,9 @@
 //! [`PostgresStore`]: the event store on PostgreSQL, shared by several processes and machines.
 //!
 //! The log is one table; a head row, locked inside every append transaction, serializes writers of
-//! every process, so positions are gap-free and follow commit order, and a reader never sees position
-//! N+1 before N. Inside one process, one writer task commits concurrent appends together in one
+//! every process, so positions are assigned gap-free and follow commit order, and a reader never sees
+//! position N+1 before N. A scavenge later removes events and leaves gaps, recorded in a table of
+//! their own, that reads skip (a gap not recorded there is damage). Inside one process, one writer task commits concurrent appends together in one
 //! transaction (group commit). Writers `NOTIFY` the store's channel in the same transaction, so other
 //! processes' [`watch_head`](crate::EventStore::watch_head) wakes as soon as the commit is done.
 //! [`guide::design`](crate::guide::design) discusses the trade-offs, and
@@ -11,8 +12,10 @@
 mod config;
 mod fault;
 mod lease;
+mod lifecycle;
 mod listen;
 mod read;
+mod scavenge;
 mod schema;
 mod writer;
 
@@ -320,9 +323,8 @@ impl EventStore for PostgresStore {
         max: usize,
         view: crate::store::StreamView,
     ) -> Result<Vec<RecordedEvent>> {
-        let _ = view; // LIFECYCLE-TODO
         let client = self.client().await?;
-        read::stream_chunk(&client, &self.shared.schema_sql, stream, from, direction, max).await
+        read::stream_chunk(&client, &self.shared.schema_sql, stream, from, direction, max, view).await
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
@@ -338,20 +340,25 @@ impl EventStore for PostgresStore {
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&self.sql("SELECT version FROM {s}.streams WHERE stream = $1"))
+            .prepare_cached(&self.sql("SELECT version, truncated_before, tombstone FROM {s}.streams WHERE stream = $1"))
             .await
             .map_err(pg_error)?;
         let row = client.query_opt(&statement, &[&stream.as_str()]).await.map_err(pg_error)?;
-        match row {
-            None => Ok(None),
-            Some(row) => Ok(Some(Version::new(count(row.try_get(0).map_err(pg_error)?, "stream row", 0)?))),
+        let Some(row) = row else { return Ok(None) };
+        let life = writer::stream_life(&row, 0)?;
+        if life.tombstone {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
         }
+        Ok(life.current_version())
     }
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&self.sql("SELECT stream, version FROM {s}.streams WHERE stream LIKE $1 ORDER BY stream"))
+            .prepare_cached(&self.sql(
+                "SELECT stream, version FROM {s}.streams WHERE stream LIKE $1 AND NOT tombstone \
+                 AND version >= truncated_before ORDER BY stream",
+            ))
             .await
             .map_err(pg_error)?;
         let rows = client.query(&statement, &[&read::like_prefix(prefix)]).await.map_err(pg_error)?;
@@ -482,28 +489,23 @@ impl EventStore for PostgresStore {
         expected: crate::position::ExpectedVersion,
         mode: crate::store::DeleteMode,
     ) -> Result<()> {
-        let _ = (stream, expected, mode);
-        Err(Error::Closed) // LIFECYCLE-TODO
+        self.delete(stream, expected, mode).await
     }
 
     async fn truncate_stream(&self, stream: &StreamId, before: Version) -> Result<()> {
-        let _ = (stream, before);
-        Err(Error::Closed) // LIFECYCLE-TODO
+        self.truncate(stream, before).await
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<crate::store::StreamInfo> {
-        let _ = stream;
-        Err(Error::Closed) // LIFECYCLE-TODO
+        self.life(stream).await
     }
 
     async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<crate::store::ScavengeChunk> {
-        let _ = (from, max);
-        Err(Error::Closed) // LIFECYCLE-TODO
+        self.scavenge_positions(from, max).await
     }
 
     async fn scavenge_stream(&self, stream: &StreamId) -> Result<u64> {
-        let _ = stream;
-        Err(Error::Closed) // LIFECYCLE-TODO
+        self.scavenge_one_stream(stream).await
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// The version of the PostgreSQL schema this code creates and migrates to; a schema at a newer
 /// version is refused with [`Error::UnsupportedSchema`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The steps from an empty schema to [`SCHEMA_VERSION`]: step `i` takes version `i` to `i + 1`.
 /// `{s}` is the quoted schema name. A step is never changed once released: new versions add steps.
@@ -73,6 +73,22 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
         PRIMARY KEY (subscription, member)
     );
     "#,
+    // 2 -> 3: the life of a stream. A stream's row keeps its last version ever written (NULL: a
+    // stream hard-deleted before it was ever written), its truncation point, its tombstone and its
+    // soft deletions; `scavenged` records the ranges of positions whose events a scavenge removed,
+    // so that log reads tell those gaps from damage.
+    r#"
+    ALTER TABLE {s}.streams ALTER COLUMN version DROP NOT NULL;
+    ALTER TABLE {s}.streams ADD COLUMN truncated_before bigint NOT NULL DEFAULT 1 CHECK (truncated_before > 0);
+    ALTER TABLE {s}.streams ADD COLUMN tombstone boolean NOT NULL DEFAULT false;
+    ALTER TABLE {s}.streams ADD COLUMN deleted_next bigint[] NOT NULL DEFAULT '{}';
+    ALTER TABLE {s}.streams ADD COLUMN deleted_us bigint[] NOT NULL DEFAULT '{}';
+    CREATE TABLE {s}.scavenged (
+        first_position bigint PRIMARY KEY CHECK (first_position > 0),
+        last_position bigint NOT NULL,
+        CHECK (last_position >= first_position)
+    );
+    "#,
 ];
 
 /// The schema name quoted as an SQL identifier (the name is checked: letters, digits, `_`).
@@ -129,4 +145,37 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, stop_at: u32) -> 
     }
     tx.commit().await.map_err(pg_error)?;
     Ok(found.max(target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// The page that describes the schema.
+    const PAGE: &str = include_str!("../../../docs/storage-format.md");
+
+    /// `text` with every run of white space made one space.
+    fn squeezed(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn the_storage_format_page_shows_the_step_to_version_3_statement_by_statement() {
+        let page = squeezed(PAGE);
+        let step = MIGRATIONS[2].replace("{s}", "<schema>");
+        let statements: Vec<String> = step
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .split(';')
+            .map(squeezed)
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert_eq!(statements.len(), 6);
+        for statement in statements {
+            assert!(page.contains(&format!("{statement};")), "docs/storage-format.md lacks `{statement};`");
+        }
+        assert!(page.contains("# Storage format of the PostgreSQL store (schema version 3)"));
+    }
 }

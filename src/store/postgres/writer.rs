@@ -17,7 +17,7 @@ use super::fault::{count, pg_error};
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
 use crate::store::observe::{self, GroupObserver, StoreKind};
-use crate::store::{plan_retry, AppendResult, StoredId, StreamAppend};
+use crate::store::{plan_retry, AppendResult, StoredId, StreamAppend, StreamInfo};
 use crate::stream_id::StreamId;
 
 /// What a request asks the writer to do.
@@ -104,7 +104,9 @@ impl Writer {
         Ok(Connection {
             lock_head: prepare(format!("SELECT position, recorded_us FROM {s}.head WHERE id = 1 FOR UPDATE")).await?,
             find_ids: format!("SELECT id, position, stream, version FROM {s}.events WHERE id = ANY($1)"),
-            find_streams: format!("SELECT stream, version FROM {s}.streams WHERE stream = ANY($1)"),
+            find_streams: format!(
+                "SELECT stream, version, truncated_before, tombstone FROM {s}.streams WHERE stream = ANY($1)"
+            ),
             insert_events: prepare(format!(
                 "INSERT INTO {s}.events (position, id, stream, version, event_type, schema_version, recorded_us, \
                  occurred_us, metadata, payload) \
@@ -197,9 +199,8 @@ impl Writer {
         }
         for row in &stream_rows {
             let stream: &str = row.try_get(0).map_err(pg_error)?;
-            let version: i64 = row.try_get(1).map_err(pg_error)?;
             if let Some(stream) = StreamId::stored(stream) {
-                state.versions.insert(stream, Version::new(count(version, "stream row", 0)?));
+                state.streams.insert(stream, stream_life(row, 1)?);
             }
         }
         let answers: Vec<_> = jobs.iter().map(|job| state.decide(job)).collect();
@@ -288,11 +289,11 @@ struct Rows {
     payloads: Vec<String>,
 }
 
-/// What a group knows while it decides its requests in order: the stored ids and stream versions
-/// it looked up, plus what the requests before it added.
+/// What a group knows while it decides its requests in order: the stored ids and the streams' lives
+/// (last version, truncation point, tombstone) it looked up, plus what the requests before it added.
 struct GroupState {
     ids: HashMap<Uuid, StoredId>,
-    versions: HashMap<StreamId, Version>,
+    streams: HashMap<StreamId, StreamInfo>,
     /// Each stream's version after the group, for the streams table.
     touched: HashMap<StreamId, u64>,
     next_position: u64,
@@ -305,7 +306,7 @@ impl GroupState {
     fn new(head: u64, last_recorded: i64) -> Self {
         GroupState {
             ids: HashMap::new(),
-            versions: HashMap::new(),
+            streams: HashMap::new(),
             touched: HashMap::new(),
             next_position: head + 1,
             last_recorded,
@@ -338,8 +339,14 @@ impl GroupState {
                 at
             }
         };
+        // Every part is checked before anything is written: a tombstone or a failed expectation in
+        // one part fails the whole request.
         for part in parts {
-            let actual = self.versions.get(&part.stream).copied();
+            let life = self.streams.get(&part.stream);
+            if life.is_some_and(|life| life.tombstone) {
+                return Err(Error::StreamDeleted { stream: part.stream.clone() });
+            }
+            let actual = life.and_then(StreamInfo::current_version);
             if !part.expected.accepts(actual) {
                 return Err(Error::WrongExpectedVersion {
                     stream: part.stream.clone(),
@@ -358,7 +365,8 @@ impl GroupState {
         let mut results = Vec::with_capacity(parts.len());
         for part in parts {
             let first_position = Position::new(self.next_position);
-            let mut version = self.versions.get(&part.stream).map_or(0, |v| v.get());
+            // Versions continue after the last one ever written, whatever was deleted or truncated.
+            let mut version = self.streams.get(&part.stream).and_then(|l| l.last_version).map_or(0, |v| v.get());
             for event in &part.events {
                 version += 1;
                 let position = self.next_position;
@@ -384,7 +392,7 @@ impl GroupState {
                     },
                 );
             }
-            self.versions.insert(part.stream.clone(), Version::new(version));
+            self.streams.entry(part.stream.clone()).or_default().last_version = Some(Version::new(version));
             self.touched.insert(part.stream.clone(), version);
             results.push(AppendResult {
                 version: Version::new(version),
@@ -395,4 +403,20 @@ impl GroupState {
         }
         Ok(results)
     }
+}
+
+/// The life of a stream from a row of `<schema>.streams` whose columns from `at` on are `version,
+/// truncated_before, tombstone` (soft deletions are not read: appends do not need them).
+pub(super) fn stream_life(row: &tokio_postgres::Row, at: usize) -> Result<StreamInfo> {
+    let last: Option<i64> = row.try_get(at).map_err(pg_error)?;
+    let truncated_before: i64 = row.try_get(at + 1).map_err(pg_error)?;
+    let tombstone: bool = row.try_get(at + 2).map_err(pg_error)?;
+    let mut life = StreamInfo::new();
+    life.last_version = last.map(|v| count(v, "stream row", 0).map(Version::new)).transpose()?;
+    life.truncated_before = Version::new(count(truncated_before, "stream row", 0)?);
+    life.tombstone = tombstone;
+    if life.truncated_before == Version::ZERO {
+        return Err(super::fault::corrupt("stream row", 0, "truncation point below 1"));
+    }
+    Ok(life)
 }
