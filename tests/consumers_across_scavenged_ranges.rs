@@ -8,13 +8,13 @@
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[cfg(feature = "postgres")]
+#[path = "common/postgres.rs"]
+mod postgres;
 #[path = "common/projections.rs"]
 mod projections;
 #[path = "common/subscriptions.rs"]
 mod subscriptions;
-#[cfg(feature = "postgres")]
-#[path = "common/postgres.rs"]
-mod postgres;
 
 use annals::{
     replay, scavenge, DeleteMode, EventStore, ExpectedVersion, MemoryStore, NewEvent, Position, Projector, ReadLog,
