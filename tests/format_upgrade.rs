@@ -1,9 +1,12 @@
-//! A store written in storage format 1 (stream index entries and checkpoints without the checksums
-//! of format 2, an event-type index without counts) opens with this version: it is upgraded in
-//! place, reads give back everything, `verify` finds nothing, and the format key says 2.
+//! Stores written in older storage formats open with this version, upgraded in place: reads give
+//! back everything, `verify` finds nothing, and the format key says the current format (3).
 //!
-//! The format-1 store is made by writing a store with this version and rewriting its index entries
-//! and checkpoints through sled to the format-1 layout `docs/storage-format.md` describes.
+//! - Format 1 (stream index entries and checkpoints without the checksums of format 2, an event-type
+//!   index without counts): made by writing a store with this version and rewriting its index
+//!   entries and checkpoints through sled to the format-1 layout `docs/storage-format.md` describes.
+//! - Format 2 (before the life of a stream): the committed fixture `tests/fixtures/sled-format-2/`,
+//!   written by Annals at commit 88bdbba, opened as a copy; after the upgrade, deletes, truncations
+//!   and scavenges work on it.
 
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -11,8 +14,8 @@
 mod common;
 
 use annals::{
-    Checkpoint, CheckpointWrite, EventStore, ExpectedVersion, LogFilter, NewEvent, Position, ReadLog, ReadStream,
-    SledStore, StreamId,
+    scavenge, Checkpoint, CheckpointWrite, DeleteMode, Direction, EventStore, ExpectedVersion, LogFilter, NewEvent,
+    Position, ReadLog, ReadStream, RecordedEvent, ScavengeOptions, SledStore, StreamId, StreamView, Version,
 };
 use common::raw_sled::raw_open;
 use futures_util::TryStreamExt;
@@ -97,6 +100,85 @@ async fn a_format_1_store_is_upgraded_at_open_and_reads_the_same() -> TestResult
 
     let db = raw_open(dir.path())?;
     let format = db.open_tree("annals")?.get(b"M\x00format")?.expect("a format key");
-    assert_eq!(format.as_ref(), 2u32.to_be_bytes().as_slice());
+    assert_eq!(format.as_ref(), SledStore::FORMAT_VERSION.to_be_bytes().as_slice());
+    Ok(())
+}
+
+/// The format key of the closed store in `dir`.
+fn format_of(dir: &std::path::Path) -> Result<u32, Box<dyn std::error::Error>> {
+    let db = raw_open(dir)?;
+    let format = db.open_tree("annals")?.get(b"M\x00format")?.ok_or("no format key")?;
+    Ok(u32::from_be_bytes(format.as_ref().try_into()?))
+}
+
+/// A copy of the format-2 fixture in a fresh directory (the fixture itself is never opened).
+fn fixture_copy() -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sled-format-2");
+    let dir = tempfile::tempdir()?;
+    for name in ["db", "conf", "annals-head"] {
+        std::fs::copy(fixture.join(name), dir.path().join(name))?;
+    }
+    Ok(dir)
+}
+
+/// The events of the fixture as the version that wrote it read them back.
+fn fixture_events() -> Result<Vec<RecordedEvent>, Box<dyn std::error::Error>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sled-format-2.events.jsonl");
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
+}
+
+#[tokio::test]
+async fn the_format_2_fixture_is_upgraded_at_open_and_reads_exactly_as_its_version_wrote_it() -> TestResult {
+    let dir = fixture_copy()?;
+    assert_eq!(format_of(dir.path())?, 2, "the fixture is of format 2");
+    let expected = fixture_events()?;
+    assert_eq!(expected.len(), 31);
+    let store = SledStore::open(dir.path())?;
+    let log: Vec<_> = store.read_log(ReadLog::from_start()).try_collect().await?;
+    assert_eq!(log, expected);
+    for name in ["order-1", "order-2", "reading-7", "member-3"] {
+        let stream = StreamId::new(name)?;
+        let events: Vec<_> = store.read_stream(&stream, ReadStream::forward()).try_collect().await?;
+        let wanted: Vec<_> = expected.iter().filter(|e| e.stream == stream).cloned().collect();
+        assert_eq!(events, wanted, "{name}");
+        assert_eq!(store.stream_info(&stream).await?.last_version, wanted.last().map(|e| e.version));
+    }
+    assert!(expected.iter().any(|e| e.occurred_at != e.recorded_at && e.metadata.correlation_id.is_some()));
+    let snapshot = store.load_snapshot(&StreamId::new("order-1")?, Version::MAX).await?.ok_or("no snapshot")?;
+    assert_eq!((snapshot.version.get(), snapshot.state.as_str()), (3, r#"{"total":3}"#));
+    let checkpoint = store.load_checkpoint("projection/totals").await?.ok_or("no checkpoint")?;
+    assert_eq!((checkpoint.position.get(), checkpoint.state.as_deref()), (12, Some(r#"{"version":1}"#)));
+    let report = store.verify()?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.events, report.scavenged, report.deleted_streams), (31, 0, 0));
+    drop(store);
+    assert_eq!(format_of(dir.path())?, 3, "the upgrade sets the format key");
+
+    // The life of a stream works on the upgraded store, and survives a reopen.
+    let (order, reading, member) = (StreamId::new("order-1")?, StreamId::new("reading-7")?, StreamId::new("member-3")?);
+    let store = SledStore::open(dir.path())?;
+    store.delete_stream(&order, ExpectedVersion::Any, DeleteMode::Soft).await?;
+    assert_eq!(store.load_snapshot(&order, Version::MAX).await?, None, "a delete drops the snapshots");
+    store.truncate_stream(&reading, Version::new(4)).await?;
+    store.delete_stream(&member, ExpectedVersion::Any, DeleteMode::Hard).await?;
+    let report = scavenge(&store, ScavengeOptions::new().chunk_size(5), |_| {}).await?;
+    let gone =
+        |e: &RecordedEvent| e.stream == order || e.stream == member || (e.stream == reading && e.version.get() < 4);
+    assert_eq!(report.removed, expected.iter().filter(|e| gone(e)).count() as u64);
+    drop(store);
+    let store = SledStore::open(dir.path())?;
+    let kept: Vec<_> = expected.iter().filter(|e| !gone(e)).cloned().collect();
+    let log: Vec<_> = store.read_log(ReadLog::from_start()).try_collect().await?;
+    assert_eq!(log, kept, "kept events read back exactly, at their positions");
+    let history =
+        store.read_stream_chunk(&reading, Version::FIRST, Direction::Forward, 100, StreamView::History).await?;
+    assert_eq!(history.first().map(|e| e.version.get()), Some(4));
+    let again = store.append(&order, ExpectedVersion::NoStream, vec![NewEvent::raw("Happened", "{}")]).await?;
+    let last = expected.iter().filter(|e| e.stream == order).map(|e| e.version.get()).max().unwrap_or(0);
+    assert_eq!(again.version.get(), last + 1, "versions continue after the removed ones");
+    let report = store.verify()?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.scavenged, report.deleted_streams), (31 - kept.len() as u64, 2));
     Ok(())
 }

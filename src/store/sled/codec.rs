@@ -13,7 +13,7 @@ use crate::store::{Checkpoint, Snapshot};
 use crate::stream_id::StreamId;
 
 /// The storage format this version writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// Key of the format version (value: u32 big-endian).
 pub(crate) const FORMAT_KEY: &[u8] = b"M\x00format";
@@ -42,6 +42,10 @@ const RECORD_MAGIC_1: u8 = 0xA1;
 const RECORD_MAGIC: u8 = 0xA2;
 /// magic, count, recorded_at, header crc.
 const RECORD_HEADER: usize = 1 + 4 + 8 + 4;
+/// Format 3: the top bit of an entry's offset marks an event a scavenge removed (a hole). Its entry is
+/// empty: it starts where the next one does (the last one at the end of the record). The offsets
+/// table is covered by the header checksum, so damage never makes a hole.
+const REMOVED: u32 = 1 << 31;
 /// crc, version.
 const ENTRY_HEADER: usize = 4 + 8;
 
@@ -276,18 +280,7 @@ impl RecordBuilder {
             return;
         }
         let count = self.offsets.len();
-        let mut record = Vec::with_capacity(RECORD_HEADER + 4 * count + self.entries.len());
-        record.push(RECORD_MAGIC);
-        record.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
-        record.extend_from_slice(&self.recorded_at.to_le_bytes());
-        record.extend_from_slice(&[0; 4]);
-        for offset in &self.offsets {
-            record.extend_from_slice(&offset.to_le_bytes());
-        }
-        let crc = header_crc(&record, Some(self.first));
-        record[13..17].copy_from_slice(&crc.to_le_bytes());
-        record.extend_from_slice(&self.entries);
-        self.done.push((self.first, record));
+        self.done.push((self.first, assemble(self.first, self.recorded_at, &self.offsets, &self.entries)));
         self.first += count as u64;
         self.offsets.clear();
         self.entries.clear();
@@ -298,6 +291,23 @@ impl RecordBuilder {
         self.close();
         self.done
     }
+}
+
+/// A record of the current format: header, offsets table, entries.
+fn assemble(first: u64, recorded_at: i64, offsets: &[u32], entries: &[u8]) -> Vec<u8> {
+    let count = offsets.len();
+    let mut record = Vec::with_capacity(RECORD_HEADER + 4 * count + entries.len());
+    record.push(RECORD_MAGIC);
+    record.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
+    record.extend_from_slice(&recorded_at.to_le_bytes());
+    record.extend_from_slice(&[0; 4]);
+    for offset in offsets {
+        record.extend_from_slice(&offset.to_le_bytes());
+    }
+    let crc = header_crc(&record, Some(first));
+    record[13..17].copy_from_slice(&crc.to_le_bytes());
+    record.extend_from_slice(entries);
+    record
 }
 
 /// The header crc covers the record's first position (format 2: `Some`), then the magic byte, count,
@@ -314,6 +324,7 @@ fn header_crc(header: &[u8], first: Option<u64>) -> u32 {
 }
 
 /// A log record read back: a view over its bytes that decodes events one at a time.
+#[derive(Clone)]
 pub(crate) struct Record<B> {
     pub(crate) first: u64,
     pub(crate) count: u32,
@@ -357,40 +368,72 @@ impl<B: AsRef<[u8]>> Record<B> {
         Error::Corrupt { what: "log record", position: Position::new(position), reason }
     }
 
-    /// The checked bytes (version + body) of the event at `position`.
-    fn entry(&self, position: u64) -> Result<&[u8]> {
+    /// The offset of entry `index` (from the end of the offsets table) and whether it is a hole.
+    fn offset(&self, index: usize) -> Option<(usize, bool)> {
+        let raw = le_u32(self.bytes.as_ref(), RECORD_HEADER + 4 * index)?;
+        Some(((raw & !REMOVED) as usize, raw & REMOVED != 0))
+    }
+
+    /// The checked bytes (crc + version + body) of the event at `position`, or `None` for a hole.
+    fn slot(&self, position: u64) -> Result<Option<&[u8]>> {
         let data = self.bytes.as_ref();
-        let index =
-            usize::try_from(position - self.first).map_err(|_| self.corrupt(position, "position out of range"))?;
+        let index = position
+            .checked_sub(self.first)
+            .filter(|i| *i < u64::from(self.count))
+            .and_then(|i| usize::try_from(i).ok())
+            .ok_or_else(|| self.corrupt(position, "position out of range"))?;
         let entries_start = RECORD_HEADER + 4 * self.count as usize;
-        let offset = |i: usize| le_u32(data, RECORD_HEADER + 4 * i).map(|o| entries_start + o as usize);
-        let start = offset(index).ok_or_else(|| self.corrupt(position, "offset table is cut short"))?;
+        let cut = || self.corrupt(position, "offset table is cut short");
+        let (start, removed) = self.offset(index).ok_or_else(cut)?;
+        let start = entries_start + start;
         let end = if index + 1 < self.count as usize {
-            offset(index + 1).ok_or_else(|| self.corrupt(position, "offset table is cut short"))?
+            entries_start + self.offset(index + 1).ok_or_else(cut)?.0
         } else {
             data.len()
         };
+        if removed {
+            return if start == end {
+                Ok(None)
+            } else {
+                Err(self.corrupt(position, "a removed event's entry is not empty"))
+            };
+        }
         let entry = data.get(start..end).ok_or_else(|| self.corrupt(position, "event offset out of range"))?;
         let (crc, rest) = entry.split_at_checked(4).ok_or_else(|| self.corrupt(position, "event is cut short"))?;
         if rest.len() < 8 || le_u32(crc, 0) != Some(crc32fast::hash(rest)) {
             return Err(self.corrupt(position, "event checksum mismatch"));
         }
-        Ok(rest)
+        Ok(Some(entry))
     }
 
-    /// The id, stream and version of the event at `position`, without decoding the rest.
-    pub(crate) fn identity(&self, position: u64) -> Result<(Uuid, &str, u64)> {
-        let entry = self.entry(position)?;
+    /// The checked bytes (version + body) of the event at `position`, or `None` for a hole.
+    fn entry(&self, position: u64) -> Result<Option<&[u8]>> {
+        Ok(self.slot(position)?.and_then(|entry| entry.get(4..)))
+    }
+
+    /// Whether the event at `position` was removed by a scavenge (a hole).
+    pub(crate) fn is_hole(&self, position: u64) -> Result<bool> {
+        Ok(self.slot(position)?.is_none())
+    }
+
+    /// The id, stream and version of the event at `position`, without decoding the rest; `None` for a
+    /// hole.
+    pub(crate) fn identity(&self, position: u64) -> Result<Option<(Uuid, &str, u64)>> {
+        let Some(entry) = self.entry(position)? else { return Ok(None) };
         let short = || self.corrupt(position, "event is cut short");
         let version = u64::from_le_bytes(entry.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(short)?);
         let id = entry.get(8..24).and_then(|b| Uuid::from_slice(b).ok()).ok_or_else(short)?;
         let (stream, _) = self.peek_entry(entry, position)?;
-        Ok((id, stream, version))
+        Ok(Some((id, stream, version)))
     }
 
-    /// The stream and type of the event at `position`, without decoding the rest: enough to filter.
-    pub(crate) fn peek(&self, position: u64) -> Result<(&str, &str)> {
-        self.peek_entry(self.entry(position)?, position)
+    /// The stream and type of the event at `position`, without decoding the rest: enough to filter;
+    /// `None` for a hole.
+    pub(crate) fn peek(&self, position: u64) -> Result<Option<(&str, &str)>> {
+        match self.entry(position)? {
+            Some(entry) => self.peek_entry(entry, position).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn peek_entry<'e>(&self, entry: &'e [u8], position: u64) -> Result<(&'e str, &'e str)> {
@@ -400,24 +443,47 @@ impl<B: AsRef<[u8]>> Record<B> {
         Ok((stream, event_type))
     }
 
-    /// Decodes the event at `position`.
-    pub(crate) fn event(&self, position: u64) -> Result<RecordedEvent> {
-        self.decode(self.entry(position)?, position)
+    /// Decodes the event at `position`; `None` for a hole.
+    pub(crate) fn event(&self, position: u64) -> Result<Option<RecordedEvent>> {
+        match self.entry(position)? {
+            Some(entry) => self.decode(entry, position).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Decodes the event at `position` if `wanted(stream, event type)` says so: the entry's checksum
-    /// is checked once for both.
+    /// is checked once for both. `None` for a hole or an event not wanted.
     pub(crate) fn event_if(
         &self,
         position: u64,
         wanted: impl FnOnce(&str, &str) -> bool,
     ) -> Result<Option<RecordedEvent>> {
-        let entry = self.entry(position)?;
+        let Some(entry) = self.entry(position)? else { return Ok(None) };
         let (stream, event_type) = self.peek_entry(entry, position)?;
         if !wanted(stream, event_type) {
             return Ok(None);
         }
         self.decode(entry, position).map(Some)
+    }
+
+    /// The record with the events at `removed` turned into holes (format 3), as a scavenge writes it:
+    /// the same first position, count and time, the kept entries byte for byte. Fails when an event of
+    /// the record is damaged, so that a rewrite never hides damage.
+    pub(crate) fn without(&self, removed: &std::collections::BTreeSet<u64>) -> Result<Vec<u8>> {
+        let count = self.count as usize;
+        let mut offsets = Vec::with_capacity(count);
+        let mut entries = Vec::new();
+        for position in self.first..=self.last() {
+            let offset = u32::try_from(entries.len()).map_err(|_| self.corrupt(position, "record too large"))?;
+            match self.slot(position)? {
+                Some(entry) if !removed.contains(&position) => {
+                    offsets.push(offset);
+                    entries.extend_from_slice(entry);
+                }
+                _ => offsets.push(offset | REMOVED),
+            }
+        }
+        Ok(assemble(self.first, self.recorded_at.timestamp_micros(), &offsets, &entries))
     }
 
     fn decode(&self, entry: &[u8], position: u64) -> Result<RecordedEvent> {
@@ -503,6 +569,8 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::SubsecRound;
+
     use super::*;
 
     fn sample(i: u64) -> Result<(StreamId, NewEvent)> {
@@ -533,13 +601,13 @@ mod tests {
             let record = Record::parse(first, bytes)?;
             assert_eq!(record.first, position);
             for p in record.first..=record.last() {
-                let event = record.event(p)?;
+                let event = record.event(p)?.ok_or(Error::Closed)?;
                 let (stream, new) = &expected[(p - 10) as usize];
                 assert_eq!((&event.stream, event.version.get(), event.position.get()), (stream, p - 9, p));
                 assert_eq!((event.id, &event.payload, &event.metadata), (new.id, &new.payload, &new.metadata));
                 assert_eq!(event.occurred_at, new.occurred_at.unwrap_or(at));
                 assert_eq!(event.recorded_at, at);
-                assert_eq!(record.peek(p)?, (stream.as_str(), "OrderPlaced"));
+                assert_eq!(record.peek(p)?, Some((stream.as_str(), "OrderPlaced")));
             }
             position = record.last() + 1;
         }
@@ -581,6 +649,106 @@ mod tests {
             let outcome = Record::parse(1, &bytes[..len]).and_then(|r| r.event(1));
             assert!(matches!(outcome, Err(Error::Corrupt { .. })), "cut at {len}: {outcome:?}");
         }
+        Ok(())
+    }
+
+    /// A record's bytes and the events in it.
+    type Sampled = (Vec<u8>, Vec<(StreamId, NewEvent)>);
+
+    /// A record of `n` events at positions 1..=n, with the events themselves.
+    fn record_of(n: u64) -> Result<Sampled> {
+        let mut builder = RecordBuilder::new(1, Utc::now().trunc_subsecs(6));
+        let mut events = Vec::new();
+        for i in 1..=n {
+            let (stream, event) = sample(i)?;
+            builder.push(i, &encode_body(&stream, &event));
+            events.push((stream, event));
+        }
+        let mut records = builder.finish();
+        assert_eq!(records.len(), 1);
+        Ok((records.remove(0).1, events))
+    }
+
+    #[test]
+    fn a_rewrite_leaves_holes_that_read_as_none_and_keeps_the_rest_byte_for_byte() -> Result<()> {
+        let (bytes, events) = record_of(5)?;
+        let record = Record::parse(1, bytes)?;
+        let removed: std::collections::BTreeSet<u64> = [2, 5].into();
+        let rewritten = Record::parse(1, record.without(&removed)?)?;
+        assert_eq!((rewritten.first, rewritten.count, rewritten.recorded_at), (1, 5, record.recorded_at));
+        for p in 1..=5 {
+            if removed.contains(&p) {
+                assert!(rewritten.is_hole(p)?);
+                assert_eq!(rewritten.event(p)?, None);
+                assert_eq!(rewritten.identity(p)?, None);
+                assert_eq!(rewritten.peek(p)?, None);
+                assert_eq!(rewritten.event_if(p, |_, _| true)?, None);
+            } else {
+                assert!(!rewritten.is_hole(p)?);
+                let event = rewritten.event(p)?.ok_or(Error::Closed)?;
+                assert_eq!(Some(event), record.event(p)?, "position {p}");
+                let identity = rewritten.identity(p)?.map(|(id, _, v)| (id, v));
+                assert_eq!(identity, Some((events[p as usize - 1].1.id, p)));
+            }
+        }
+        // Rewriting again with more holes keeps the old ones; the kept entries are the same bytes.
+        let again = Record::parse(1, rewritten.without(&[3].into())?)?;
+        assert!(again.is_hole(2)? && again.is_hole(3)? && again.is_hole(5)? && !again.is_hole(1)?);
+        assert_eq!(again.event(4)?, record.event(4)?);
+        let kept: usize = [1, 4].iter().map(|&p| record.slot(p).map_or(0, |e| e.map_or(0, <[u8]>::len))).sum();
+        assert_eq!(again.bytes.len(), RECORD_HEADER + 4 * 5 + kept);
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_whose_events_are_all_removed_shrinks_to_its_header() -> Result<()> {
+        let (bytes, _) = record_of(3)?;
+        let record = Record::parse(1, bytes)?;
+        let empty = record.without(&[1, 2, 3].into())?;
+        assert_eq!(empty.len(), RECORD_HEADER + 4 * 3);
+        let empty = Record::parse(1, empty)?;
+        assert_eq!((empty.last(), empty.recorded_at), (3, record.recorded_at));
+        for p in 1..=3 {
+            assert_eq!(empty.event(p)?, None);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn damage_to_a_record_with_holes_is_never_a_hole() -> Result<()> {
+        let (bytes, _) = record_of(3)?;
+        let record = Record::parse(1, bytes)?;
+        for removed in [vec![2], vec![3], vec![1, 2], vec![1, 2, 3]] {
+            let removed: std::collections::BTreeSet<u64> = removed.into_iter().collect();
+            let holed = record.without(&removed)?;
+            let read_all = |bytes: &[u8]| -> Vec<Result<bool>> {
+                (1..=3).map(|p| Record::parse(1, bytes).and_then(|r| r.event(p)).map(|e| e.is_some())).collect()
+            };
+            for i in 0..holed.len() {
+                let mut damaged = holed.clone();
+                damaged[i] ^= 0x5a;
+                let outcomes = read_all(&damaged);
+                assert!(outcomes.iter().any(|o| matches!(o, Err(Error::Corrupt { .. }))), "{removed:?} byte {i}");
+            }
+            // Cut anywhere, the record reports damage for some event: a cut never reads as holes.
+            for len in 0..holed.len() {
+                let outcomes = read_all(&holed[..len]);
+                assert!(outcomes.iter().any(|o| matches!(o, Err(Error::Corrupt { .. }))), "{removed:?} cut at {len}");
+            }
+            // A rewritten record names its position too.
+            assert!(Record::parse(2, holed).is_err());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_cut_exactly_between_entries_is_damage_not_a_hole() -> Result<()> {
+        let (bytes, _) = record_of(2)?;
+        let record = Record::parse(1, bytes.clone())?;
+        let second = record.offset(1).map(|(o, _)| RECORD_HEADER + 4 * 2 + o).ok_or(Error::Closed)?;
+        let cut = Record::parse(1, &bytes[..second])?;
+        assert!(cut.event(1)?.is_some());
+        assert!(matches!(cut.event(2), Err(Error::Corrupt { .. })), "{:?}", cut.event(2));
         Ok(())
     }
 }

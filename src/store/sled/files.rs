@@ -229,8 +229,9 @@ impl Files {
         }))
     }
 
-    /// The decoded event at `position`, reusing the record in `cache` when it holds it.
-    pub(super) fn event_at(&self, position: u64, cache: &mut Option<Record<IVec>>) -> Result<RecordedEvent> {
+    /// The decoded event at `position`, reusing the record in `cache` when it holds it; `None` when a
+    /// scavenge removed it (a hole).
+    pub(super) fn event_at(&self, position: u64, cache: &mut Option<Record<IVec>>) -> Result<Option<RecordedEvent>> {
         if !cache.as_ref().is_some_and(|r| r.contains(position)) {
             *cache = Some(self.record_at(position)?.ok_or(Error::Corrupt {
                 what: "stream index entry",
@@ -386,9 +387,11 @@ impl Files {
             if last > head {
                 return Err(damage(entry.first_position, "it reaches past the head"));
             }
-            let event = self.event_at(last, &mut None)?;
-            if event.stream.as_str() != stream || event.version.get() != entry.last_version() {
-                return Err(damage(last, "it points at another event"));
+            // A hole (the event was scavenged) cannot be checked: holes are only ever written.
+            if let Some(event) = self.event_at(last, &mut None)? {
+                if event.stream.as_str() != stream || event.version.get() != entry.last_version() {
+                    return Err(damage(last, "it points at another event"));
+                }
             }
             return Ok(Some(entry.last_version()));
         }
@@ -532,14 +535,14 @@ impl Files {
         Ok(checkpoints)
     }
 
-    /// Where the event at `position` is, for retry detection.
-    pub(super) fn stored_at(&self, position: u64) -> Result<StoredId> {
+    /// Where the event at `position` is, for retry detection; `None` when it was scavenged.
+    pub(super) fn stored_at(&self, position: u64) -> Result<Option<StoredId>> {
         let event = self.event_at(position, &mut None)?;
-        Ok(StoredId { position: event.position, stream: event.stream, version: event.version })
+        Ok(event.map(|event| StoredId { position: event.position, stream: event.stream, version: event.version }))
     }
 
-    /// One pass over the log at open: the position of every event id (for the writer to recognise
-    /// retries), and the streams whose index ends before their last event in the log (a removed or
+    /// One pass over the log at open: the position of every event id still stored (holes left by a
+    /// scavenge are skipped: a removed id is forgotten), and the streams whose index ends before their last event in the log (a removed or
     /// shrunk last index entry), which reads and appends of those streams then report as damage.
     pub(super) fn scan_log(&self) -> Result<HashMap<Uuid, u64>> {
         let mut ids = HashMap::new();
@@ -548,7 +551,7 @@ impl Files {
             let (key, value) = item.map_err(sled_error)?;
             let Ok(record) = parse_record(&key, value) else { continue };
             for position in record.first..=record.last() {
-                if let Ok((id, stream, version)) = record.identity(position) {
+                if let Ok(Some((id, stream, version))) = record.identity(position) {
                     ids.insert(id, position);
                     match versions.get_mut(stream) {
                         Some(last) => *last = (*last).max(version),
@@ -637,6 +640,7 @@ fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
             let found = value.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| unsupported(0))?;
             match found {
                 FORMAT_VERSION => {}
+                2 => upgrade::from_format_2(db, tree)?,
                 1 => upgrade::from_format_1(db, tree, &db.open_tree(CHECKPOINTS).map_err(sled_error)?)?,
                 _ => return Err(unsupported(found)),
             }

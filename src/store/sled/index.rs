@@ -30,13 +30,13 @@ fn checksum(key: &[u8], value: &[u8]) -> u32 {
 }
 
 /// `value` without its trailing checksum, if the checksum matches.
-fn checked<'a>(key: &[u8], value: &'a [u8]) -> Option<&'a [u8]> {
+pub(super) fn checked<'a>(key: &[u8], value: &'a [u8]) -> Option<&'a [u8]> {
     let body = value.get(..value.len().checked_sub(4)?)?;
     let crc = u32::from_be_bytes(value.get(body.len()..)?.try_into().ok()?);
     (crc == checksum(key, body)).then_some(body)
 }
 
-fn with_checksum(key: &[u8], mut body: Vec<u8>) -> Vec<u8> {
+pub(super) fn with_checksum(key: &[u8], mut body: Vec<u8>) -> Vec<u8> {
     let crc = checksum(key, &body);
     body.extend_from_slice(&crc.to_be_bytes());
     body

@@ -9,8 +9,10 @@ mod codec;
 mod config;
 mod files;
 mod index;
+mod lifecycle;
 mod read;
 mod recovery;
+mod scavenge;
 mod upgrade;
 mod verify;
 mod writer;
@@ -28,14 +30,15 @@ pub use self::config::{Durability, SledConfig, MAX_EVENT_SIZE_LIMIT};
 use self::files::Files;
 use self::recovery::{guarded, DATA_FILE_DAMAGE};
 pub use self::verify::{VerifyProblem, VerifyReport};
-use self::writer::{PreparedAppend, Request, WriterHandle};
+use self::writer::{LifeAnswer, LifeOp, LifeRequest, PreparedAppend, Request, WriterHandle};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
-use crate::position::{Position, Version};
+use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::observe::{AppendObserver, StoreKind};
 use crate::store::{
     plan_restore, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
-    CheckpointWrite, Direction, EventStore, HeadWatch, LogChunk, LogFilter, Snapshot, StreamAppend,
+    CheckpointWrite, DeleteMode, Direction, EventStore, HeadWatch, LogChunk, LogFilter, ScavengeChunk, Snapshot,
+    StreamAppend, StreamInfo, StreamView,
 };
 use crate::stream_id::StreamId;
 
@@ -183,6 +186,13 @@ impl SledStore {
         answer.await.map_err(|_| Error::Closed)?
     }
 
+    /// Hands a change of a stream's life (or a scavenge step) to the writer and waits for its answer.
+    async fn change(&self, op: LifeOp) -> Result<LifeAnswer> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.writer.send_life(LifeRequest { op, reply })?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
     fn durable_head(&self) -> u64 {
         self.inner.writer.head().get()
     }
@@ -200,11 +210,10 @@ impl EventStore for SledStore {
         from: Version,
         direction: Direction,
         max: usize,
-        view: crate::store::StreamView,
+        view: StreamView,
     ) -> Result<Vec<RecordedEvent>> {
-        let _ = view; // LIFECYCLE-TODO
         let head = self.durable_head();
-        guarded(DATA_FILE_DAMAGE, || read::stream_chunk(&self.inner.files, head, stream, from, direction, max))
+        guarded(DATA_FILE_DAMAGE, || read::stream_chunk(&self.inner.files, head, stream, from, direction, max, view))
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
@@ -218,7 +227,11 @@ impl EventStore for SledStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<Version>> {
         let head = self.durable_head();
-        Ok(guarded(DATA_FILE_DAMAGE, || self.inner.files.stream_version(stream.as_str(), head))?.map(Version::new))
+        let info = guarded(DATA_FILE_DAMAGE, || self.inner.files.stream_info(stream.as_str(), head))?;
+        if info.tombstone {
+            return Err(Error::StreamDeleted { stream: stream.clone() });
+        }
+        Ok(info.current_version())
     }
 
     async fn list_streams(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
@@ -263,34 +276,31 @@ impl EventStore for SledStore {
         Ok(())
     }
 
-    async fn delete_stream(
-        &self,
-        stream: &StreamId,
-        expected: crate::position::ExpectedVersion,
-        mode: crate::store::DeleteMode,
-    ) -> Result<()> {
-        let _ = (stream, expected, mode);
-        Err(Error::Closed) // LIFECYCLE-TODO
+    async fn delete_stream(&self, stream: &StreamId, expected: ExpectedVersion, mode: DeleteMode) -> Result<()> {
+        self.change(LifeOp::Delete { stream: stream.clone(), expected, mode }).await.map(|_| ())
     }
 
     async fn truncate_stream(&self, stream: &StreamId, before: Version) -> Result<()> {
-        let _ = (stream, before);
-        Err(Error::Closed) // LIFECYCLE-TODO
+        self.change(LifeOp::Truncate { stream: stream.clone(), before }).await.map(|_| ())
     }
 
-    async fn stream_info(&self, stream: &StreamId) -> Result<crate::store::StreamInfo> {
-        let _ = stream;
-        Err(Error::Closed) // LIFECYCLE-TODO
+    async fn stream_info(&self, stream: &StreamId) -> Result<StreamInfo> {
+        let head = self.durable_head();
+        guarded(DATA_FILE_DAMAGE, || self.inner.files.stream_info(stream.as_str(), head))
     }
 
-    async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<crate::store::ScavengeChunk> {
-        let _ = (from, max);
-        Err(Error::Closed) // LIFECYCLE-TODO
+    async fn scavenge_chunk(&self, from: Position, max: usize) -> Result<ScavengeChunk> {
+        match self.change(LifeOp::ScavengeChunk { from, max }).await? {
+            LifeAnswer::Chunk(chunk) => Ok(chunk),
+            _ => Err(Error::Closed),
+        }
     }
 
     async fn scavenge_stream(&self, stream: &StreamId) -> Result<u64> {
-        let _ = stream;
-        Err(Error::Closed) // LIFECYCLE-TODO
+        match self.change(LifeOp::ScavengeStream { stream: stream.clone() }).await? {
+            LifeAnswer::Removed(removed) => Ok(removed),
+            _ => Err(Error::Closed),
+        }
     }
 
     fn watch_head(&self) -> HeadWatch {

@@ -8,13 +8,41 @@ use super::files::Files;
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
-use crate::store::{Direction, LogChunk, LogFilter};
+use crate::store::{Direction, LogChunk, LogFilter, StreamInfo, StreamView};
 use crate::stream_id::StreamId;
 
 /// How many events a filtered log read looks at before it returns a page.
 const SCAN_BUDGET: u64 = 16 * 1024;
 
-/// Up to `max` events of `stream` from version `from` on, in `direction`, up to the durable `head`.
+/// The lifecycle of the stream a read is reading, read again once when the read meets a removed
+/// event (a hole) or a gap in the index that the lifecycle it started with does not explain: a
+/// truncation and a scavenge may have run since.
+struct Life<'a> {
+    files: &'a Files,
+    stream: &'a str,
+    info: StreamInfo,
+    fresh: bool,
+}
+
+impl Life<'_> {
+    /// Whether `version` may have been removed by a scavenge.
+    fn removable(&mut self, version: u64) -> Result<bool> {
+        if self.info.is_removable(Version::new(version)) {
+            return Ok(true);
+        }
+        if !self.fresh {
+            self.info = self.files.lifecycle(self.stream)?;
+            self.fresh = true;
+        }
+        Ok(self.info.is_removable(Version::new(version)))
+    }
+}
+
+/// Up to `max` events of `stream` from version `from` on, in `direction`, up to the durable `head`,
+/// as `view` shows them: in [`StreamView::Current`] nothing below the truncation point, in
+/// [`StreamView::History`] every event still stored. Versions a scavenge removed (holes, or index
+/// entries deleted) are skipped when the stream's lifecycle says they may go, and are damage
+/// otherwise.
 pub(super) fn stream_chunk(
     files: &Files,
     head: u64,
@@ -22,13 +50,27 @@ pub(super) fn stream_chunk(
     from: Version,
     direction: Direction,
     max: usize,
+    view: StreamView,
 ) -> Result<Vec<RecordedEvent>> {
     files.check_stream_index(stream.as_str())?;
+    let info = files.lifecycle(stream.as_str())?;
+    if info.tombstone {
+        return Err(Error::StreamDeleted { stream: stream.clone() });
+    }
+    let floor = match view {
+        StreamView::Current => info.truncated_before.get(),
+        StreamView::History => 1,
+    };
+    let mut life = Life { files, stream: stream.as_str(), info, fresh: false };
     let mut cache = None;
     let mut events = Vec::new();
-    let from = from.get().max(1);
-    // The version the next event must have: the index must not skip one, and every event it points
-    // at must be this stream's at that version.
+    let from = match direction {
+        Direction::Forward => from.get().max(floor),
+        Direction::Backward if from.get() < floor => return Ok(events),
+        Direction::Backward => from.get(),
+    };
+    // The version the next event must have: the index must not skip one (unless a scavenge removed
+    // it), and every event it points at must be this stream's at that version.
     let mut expected = match direction {
         Direction::Forward => Some(from),
         // Going backward from a version below the stream's last, that version must be there: an
@@ -54,17 +96,30 @@ pub(super) fn stream_chunk(
         if direction == Direction::Forward && unacknowledged {
             return answer(events, index_damage(entry.first_position, "it follows an entry past the head"));
         }
+        if direction == Direction::Backward && entry.last_version() < floor {
+            break;
+        }
         acknowledged = true;
         let (low, high) = match direction {
             Direction::Forward => (from.max(entry.first_version), entry.last_version()),
-            Direction::Backward => (entry.first_version, from.min(entry.last_version())),
+            Direction::Backward => (entry.first_version.max(floor), from.min(entry.last_version())),
         };
         let wanted = expected.unwrap_or(high);
+        // The versions the index skips here, if any, must be ones a scavenge may have removed.
+        let skipped = match direction {
+            Direction::Forward if low > wanted => Some(low - 1),
+            Direction::Backward if high < wanted => Some(wanted),
+            _ => None,
+        };
         let next = match direction {
             Direction::Forward => low,
             Direction::Backward => high,
         };
-        if next != wanted {
+        let explained = match skipped {
+            Some(version) => life.removable(version)?,
+            None => next == wanted,
+        };
+        if !explained {
             return answer(events, index_damage(entry.first_position, "the stream's versions skip or repeat"));
         }
         let versions: Box<dyn Iterator<Item = u64>> = match direction {
@@ -76,14 +131,16 @@ pub(super) fn stream_chunk(
                 return Ok(events);
             }
             let position = entry.first_position + (version - entry.first_version);
-            let event = files.event_at(position, &mut cache).and_then(|event| {
-                if event.stream != *stream || event.version.get() != version {
-                    return Err(index_damage(position, "it points at another event"));
+            let event = files.event_at(position, &mut cache).and_then(|event| match event {
+                Some(event) if event.stream != *stream || event.version.get() != version => {
+                    Err(index_damage(position, "it points at another event"))
                 }
-                Ok(event)
+                None if !life.removable(version)? => Err(index_damage(position, "it points at a removed event")),
+                other => Ok(other),
             });
             match event {
-                Ok(event) => events.push(event),
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => {}
                 Err(error) => return answer(events, error),
             }
             expected = match direction {
@@ -92,9 +149,12 @@ pub(super) fn stream_chunk(
             };
         }
     }
-    // Going backward, the versions run down to 1 (a page ends early only when it is full).
-    if let (Direction::Backward, Some(1..)) = (direction, expected) {
-        return answer(events, index_damage(0, "the stream's first versions have no entry"));
+    // Going backward, the versions run down to the floor (a page ends early only when it is full),
+    // or to versions a scavenge may have removed with their index entries.
+    if let (Direction::Backward, Some(version)) = (direction, expected) {
+        if version >= floor && !life.removable(version)? {
+            return answer(events, index_damage(0, "the stream's first versions have no entry"));
+        }
     }
     Ok(events)
 }
@@ -139,8 +199,9 @@ pub(super) fn log_chunk(files: &Files, head: u64, from: Position, max: usize, fi
             if events.len() >= max || position - start >= SCAN_BUDGET {
                 return Ok(LogChunk { events, next: Position::new(next), end: next > head });
             }
+            // A hole (an event a scavenge removed) reads as `None`, like an event the filter leaves out.
             let event = if filter.is_all() {
-                record.event(position).map(Some)
+                record.event(position)
             } else {
                 record.event_if(position, |stream, event_type| filter.admits(stream, event_type))
             };
@@ -181,12 +242,14 @@ fn log_indexed(files: &Files, start: u64, max: usize, filter: &LogFilter, head: 
     let mut cache = None;
     let mut next = start;
     for position in positions {
+        // The event-type index keeps pointing at events a scavenge removed: they are skipped.
         match files.event_at(position, &mut cache) {
-            Ok(event) => {
+            Ok(Some(event)) => {
                 if filter.admits(event.stream.as_str(), &event.event_type) {
                     events.push(event);
                 }
             }
+            Ok(None) => {}
             Err(error) => return partial(events, next, error),
         }
         next = position + 1;
@@ -198,27 +261,34 @@ fn log_indexed(files: &Files, start: u64, max: usize, filter: &LogFilter, head: 
     Ok(LogChunk { events, next: Position::new(next.max(start)), end: complete })
 }
 
-/// Every stream whose name starts with `prefix` and that has acknowledged events, with its version.
+/// Every stream whose name starts with `prefix` and that has acknowledged events a
+/// [`StreamView::Current`] read shows, with its version; hard-deleted streams are left out.
 pub(super) fn list_streams(files: &Files, head: u64, prefix: &str) -> Result<Vec<(StreamId, Version)>> {
     let mut streams = Vec::new();
     for name in files.stream_names(prefix) {
         let name = name?;
         // A stream whose first events are not acknowledged yet does not exist yet.
-        if let Some(version) = files.stream_version(&name, head)? {
+        let info = files.stream_info(&name, head)?;
+        if info.tombstone {
+            continue;
+        }
+        if let Some(version) = info.current_version() {
             let stream = StreamId::stored(&name).ok_or(Error::Corrupt {
                 what: "stream index entry",
                 position: Position::ZERO,
                 reason: "its stream name is not valid",
             })?;
-            streams.push((stream, Version::new(version)));
+            streams.push((stream, version));
         }
     }
     Ok(streams)
 }
 
-/// The first position recorded at or after `at`, up to the durable `head`.
+/// The first position recorded at or after `at` that holds an event (a scavenge may have removed
+/// some), up to the durable `head`.
 pub(super) fn seek_recorded(files: &Files, head: u64, at: DateTime<Utc>) -> Result<Option<Position>> {
-    // Binary search over positions; every probe lands in a record whose events share one time.
+    // Binary search over positions; every probe lands in a record whose events share one time (a
+    // record keeps its header when a scavenge removes its events).
     let (mut low, mut high) = (1, head + 1);
     while low < high {
         let middle = low + (high - low) / 2;
@@ -233,7 +303,19 @@ pub(super) fn seek_recorded(files: &Files, head: u64, at: DateTime<Utc>) -> Resu
             low = record.last() + 1;
         }
     }
-    Ok((low <= head).then(|| Position::new(low)))
+    // Then the first event still stored from there on.
+    for record in files.records_from(low) {
+        let record = record?;
+        if record.first > head {
+            break;
+        }
+        for position in low.max(record.first)..=record.last().min(head) {
+            if !record.is_hole(position)? {
+                return Ok(Some(Position::new(position)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The answer of a log read that met a damaged event at `next`: the events before it, if any (the

@@ -1,7 +1,8 @@
 //! Bringing a store's indexes up to date at open: a store of format 1 gets checksums on its stream
-//! index entries and checkpoints, and a rebuilt event-type index with its counts; a store whose
-//! event-type index is incomplete gets it rebuilt. Each step can run again after a crash: the
-//! format key is written last.
+//! index entries and checkpoints, and a rebuilt event-type index with its counts; a store of format
+//! 2 has nothing to rewrite (format 3 only adds lifecycle keys and holes in records, which a format-2
+//! store has none of); a store whose event-type index is incomplete gets it rebuilt. Each step can
+//! run again after a crash: the format key is written last.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,6 +16,14 @@ use crate::error::Result;
 
 /// How many writes one sled batch of an upgrade holds.
 const CHUNK: usize = 10_000;
+
+/// Upgrades a store of format 2 to the current format: only the format key changes (written and
+/// flushed, so that an older version refuses the store from then on).
+pub(super) fn from_format_2(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+    tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()).map_err(sled_error)?;
+    db.flush().map_err(sled_error)?;
+    Ok(())
+}
 
 /// Upgrades a store of format 1 to the current format.
 pub(super) fn from_format_1(db: &sled::Db, tree: &sled::Tree, checkpoints: &sled::Tree) -> Result<()> {
@@ -82,7 +91,7 @@ pub(super) fn rebuild_type_index(db: &sled::Db, tree: &sled::Tree) -> Result<()>
 fn types_of(record: &Record<sled::IVec>) -> BTreeMap<String, Vec<u64>> {
     let mut types: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for position in record.first..=record.last() {
-        if let Ok((_, event_type)) = record.peek(position) {
+        if let Ok(Some((_, event_type))) = record.peek(position) {
             types.entry(event_type.to_owned()).or_default().push(position);
         }
     }

@@ -7,9 +7,11 @@ use chrono::{DateTime, Utc};
 use super::codec::{be_u64, decode_checkpoint, decode_snapshot, Record, LOG, STREAM, TYPE};
 use super::files::sled_error;
 use super::index::{IndexEntry, TypeEntry};
+use super::lifecycle::{decode_life, LIFE};
 use super::SledStore;
 use crate::error::Result;
-use crate::position::Position;
+use crate::position::{Position, Version};
+use crate::store::StreamInfo;
 use crate::stream_id::StreamId;
 
 /// What [`SledStore::verify`] found.
@@ -28,6 +30,12 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     /// Snapshots that decode.
     pub snapshots: u64,
+    /// Events a scavenge removed: holes in their records, which are not damage.
+    pub scavenged: u64,
+    /// Streams hard-deleted or soft-deleted at least once (their lifecycle says so).
+    pub deleted_streams: u64,
+    /// Streams whose reads start past version 1: truncated, by a soft delete too.
+    pub truncated_streams: u64,
     /// Everything that is wrong, in the order found.
     pub problems: Vec<VerifyProblem>,
 }
@@ -56,18 +64,51 @@ impl std::fmt::Display for VerifyProblem {
 }
 
 /// What the log walk learned about each position, for the index check.
+enum Slot {
+    /// An event that decodes.
+    Event(Placed),
+    /// An event a scavenge removed.
+    Hole,
+    /// Nothing that decodes: damage, reported already.
+    Damaged,
+}
+
+/// An event that decodes.
 struct Placed {
     stream: u32,
     version: u64,
     event_type: String,
 }
 
+impl Slot {
+    fn event(&self) -> Option<&Placed> {
+        match self {
+            Slot::Event(placed) => Some(placed),
+            Slot::Hole | Slot::Damaged => None,
+        }
+    }
+}
+
+/// The lifecycle of every stream that has one, by name: which versions a scavenge may have removed.
+#[derive(Default)]
+struct Lives(HashMap<String, StreamInfo>);
+
+impl Lives {
+    /// Whether a scavenge may have removed version `version` of `stream`.
+    fn removable(&self, stream: &str, version: u64) -> bool {
+        self.0.get(stream).is_some_and(|info| info.is_removable(Version::new(version)))
+    }
+}
+
 impl SledStore {
     /// Checks the whole store: every log record decodes (checksums included) and positions run from
     /// 1 to the head without a gap; `recorded_at` never decreases; every event decodes, its id is
     /// unique and its version is the next of its stream; the stream index covers every event exactly
-    /// once, at the right position; every checkpoint and snapshot decodes. Reads everything, so it
-    /// takes about as long as a full replay; it blocks the calling thread.
+    /// once, at the right position; every checkpoint and snapshot decodes; every stream's lifecycle
+    /// key decodes. Events a scavenge removed (holes in their records, index entries deleted, versions
+    /// skipped) are not damage when the stream's lifecycle lets a scavenge remove them: the report
+    /// counts them ([`VerifyReport::scavenged`]), and the streams deleted or truncated. Reads
+    /// everything, so it takes about as long as a full replay; it blocks the calling thread.
     ///
     /// ```
     /// use annals::{EventStore, ExpectedVersion, NewEvent, SledStore, StreamId};
@@ -95,15 +136,38 @@ impl SledStore {
     fn verify_all(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut names: Vec<String> = Vec::new();
-        let mut placed = self.verify_log(&mut report, &mut names)?;
-        self.verify_index(&mut report, &names, &mut placed)?;
+        let lives = self.verify_lives(&mut report)?;
+        let mut placed = self.verify_log(&mut report, &mut names, &lives)?;
+        self.verify_index(&mut report, &names, &mut placed, &lives)?;
         self.verify_type_index(&mut report, &placed)?;
         self.verify_side_trees(&mut report)?;
         Ok(report)
     }
 
+    /// Reads every stream's lifecycle key; one that does not decode is a problem.
+    fn verify_lives(&self, report: &mut VerifyReport) -> Result<Lives> {
+        let mut lives = Lives::default();
+        for item in self.inner.files.tree.scan_prefix([LIFE]) {
+            let (key, value) = item.map_err(sled_error)?;
+            let name = String::from_utf8_lossy(key.get(1..).unwrap_or_default()).into_owned();
+            let Some(info) = decode_life(&key, &value) else {
+                let what = format!("the lifecycle of {name:?} does not decode");
+                report.problems.push(VerifyProblem { position: Position::ZERO, what });
+                continue;
+            };
+            if info.tombstone || !info.soft_deletions.is_empty() {
+                report.deleted_streams += 1;
+            }
+            if info.truncated_before > Version::FIRST {
+                report.truncated_streams += 1;
+            }
+            lives.0.insert(name, info);
+        }
+        Ok(lives)
+    }
+
     /// Walks the log records; returns what is at each position (index = position - 1).
-    fn verify_log(&self, report: &mut VerifyReport, names: &mut Vec<String>) -> Result<Vec<Option<Placed>>> {
+    fn verify_log(&self, report: &mut VerifyReport, names: &mut Vec<String>, lives: &Lives) -> Result<Vec<Slot>> {
         let head = self.durable_head();
         let mut placed = Vec::with_capacity(usize::try_from(head).unwrap_or(0));
         let mut problem = |position: u64, what: String| {
@@ -138,13 +202,18 @@ impl SledStore {
             last_recorded = record.recorded_at;
             for position in record.first..=record.last() {
                 while placed.len() + 1 < position as usize {
-                    placed.push(None);
+                    placed.push(Slot::Damaged);
                 }
                 let event = match record.event(position) {
-                    Ok(event) => event,
+                    Ok(Some(event)) => event,
+                    Ok(None) => {
+                        report.scavenged += 1;
+                        placed.push(Slot::Hole);
+                        continue;
+                    }
                     Err(error) => {
                         problem(position, format!("event does not decode: {error}"));
-                        placed.push(None);
+                        placed.push(Slot::Damaged);
                         continue;
                     }
                 };
@@ -157,15 +226,14 @@ impl SledStore {
                     (names.len() - 1) as u32
                 });
                 let expected = versions.get(&number).copied().unwrap_or(0) + 1;
-                if event.version.get() != expected {
+                let version = event.version.get();
+                // Versions skipped must be ones the stream's lifecycle lets a scavenge remove.
+                let skipped = version > expected && lives.removable(event.stream.as_str(), version - 1);
+                if version != expected && !skipped {
                     problem(position, format!("{} version {}, expected {expected}", event.stream, event.version));
                 }
-                versions.insert(number, event.version.get().max(expected));
-                placed.push(Some(Placed {
-                    stream: number,
-                    version: event.version.get(),
-                    event_type: event.event_type,
-                }));
+                versions.insert(number, version.max(expected));
+                placed.push(Slot::Event(Placed { stream: number, version, event_type: event.event_type }));
             }
             next = record.last() + 1;
         }
@@ -177,8 +245,15 @@ impl SledStore {
         Ok(placed)
     }
 
-    /// Checks that the stream index covers every event once, where the log has it.
-    fn verify_index(&self, report: &mut VerifyReport, names: &[String], placed: &mut [Option<Placed>]) -> Result<()> {
+    /// Checks that the stream index covers every event once, where the log has it; versions a
+    /// scavenge removed (holes, deleted entries) must be ones their stream's lifecycle lets it remove.
+    fn verify_index(
+        &self,
+        report: &mut VerifyReport,
+        names: &[String],
+        placed: &mut [Slot],
+        lives: &Lives,
+    ) -> Result<()> {
         let numbers: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
         let mut covered = vec![false; placed.len()];
         let mut last_version: HashMap<String, u64> = HashMap::new();
@@ -199,7 +274,8 @@ impl SledStore {
                 }
             };
             let previous = last_version.insert(name.clone(), entry.last_version()).unwrap_or(0);
-            if entry.first_version != previous + 1 {
+            let removed = entry.first_version > previous + 1 && lives.removable(&name, entry.first_version - 1);
+            if entry.first_version != previous + 1 && !removed {
                 let what = format!("index of {name:?} jumps from version {previous} to {}", entry.first_version);
                 report.problems.push(VerifyProblem { position: Position::new(entry.first_position), what });
             }
@@ -213,10 +289,10 @@ impl SledStore {
             for offset in 0..claimed {
                 let position = entry.first_position + offset;
                 let at = usize::try_from(position).unwrap_or(usize::MAX).wrapping_sub(1);
-                let fits = match (placed.get(at).and_then(Option::as_ref), numbers.get(name.as_str())) {
-                    (Some(event), Some(&number)) => {
-                        event.stream == number && event.version == entry.first_version + offset
-                    }
+                let version = entry.first_version + offset;
+                let fits = match (placed.get(at), numbers.get(name.as_str())) {
+                    (Some(Slot::Event(event)), Some(&number)) => event.stream == number && event.version == version,
+                    (Some(Slot::Hole), _) => lives.removable(&name, version),
                     _ => false,
                 };
                 if !fits {
@@ -231,12 +307,21 @@ impl SledStore {
             }
         }
         report_uncovered(report, placed, &covered, "the event is missing from its stream's index");
+        // A stream whose last index entries were scavenged keeps its last version in its lifecycle.
+        for (name, info) in &lives.0 {
+            let indexed = last_version.get(name).copied().unwrap_or(0);
+            let last = info.last_version.map_or(0, Version::get);
+            if indexed < last && !lives.removable(name, last) {
+                let what = format!("the index of {name:?} ends at version {indexed}, its lifecycle says {last}");
+                report.problems.push(VerifyProblem { position: Position::ZERO, what });
+            }
+        }
         report.streams = last_version.len() as u64;
         Ok(())
     }
 
     /// Checks that the event-type index lists every event once, under its type.
-    fn verify_type_index(&self, report: &mut VerifyReport, placed: &[Option<Placed>]) -> Result<()> {
+    fn verify_type_index(&self, report: &mut VerifyReport, placed: &[Slot]) -> Result<()> {
         let mut covered = vec![false; placed.len()];
         // Per type: the count the next entry must start from (the entries' counts chain).
         let mut chains: HashMap<String, u64> = HashMap::new();
@@ -258,12 +343,14 @@ impl SledStore {
             *chain = entry.through();
             for position in entry.positions {
                 let at = usize::try_from(position).unwrap_or(usize::MAX).wrapping_sub(1);
-                match placed.get(at).and_then(Option::as_ref) {
-                    Some(event) if event.event_type == event_type => {
+                match placed.get(at) {
+                    Some(Slot::Event(event)) if event.event_type == event_type => {
                         if let Some(flag) = covered.get_mut(at) {
                             *flag = true;
                         }
                     }
+                    // The entries keep pointing at events a scavenge removed.
+                    Some(Slot::Hole) => {}
                     _ => {
                         let what = format!("event-type index lists a {event_type:?} event here, the log disagrees");
                         report.problems.push(VerifyProblem { position: Position::new(position), what });
@@ -320,9 +407,9 @@ impl SledStore {
 }
 
 /// Reports every event of the log that an index did not cover.
-fn report_uncovered(report: &mut VerifyReport, placed: &[Option<Placed>], covered: &[bool], what: &str) {
-    for (at, event) in placed.iter().enumerate() {
-        if event.is_some() && !covered.get(at).copied().unwrap_or(false) {
+fn report_uncovered(report: &mut VerifyReport, placed: &[Slot], covered: &[bool], what: &str) {
+    for (at, slot) in placed.iter().enumerate() {
+        if slot.event().is_some() && !covered.get(at).copied().unwrap_or(false) {
             report.problems.push(VerifyProblem { position: Position::new(at as u64 + 1), what: what.to_owned() });
         }
     }

@@ -19,10 +19,11 @@ use super::config::Durability;
 use super::files::{sled_error, Files};
 use super::index::{insert_type_entries, IndexEntry};
 use super::recovery::{guarded, DATA_FILE_DAMAGE, HEAD_EVERY, HEAD_EVERY_GROUPS};
+use super::scavenge::{plan_chunk, plan_stream, Removal};
 use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::observe::{self, GroupObserver, StoreKind};
-use crate::store::{plan_retry, AppendResult, StoredId};
+use crate::store::{plan_retry, AppendResult, DeleteMode, ScavengeChunk, StoredId, StreamInfo};
 use crate::stream_id::StreamId;
 
 /// The most appends one group takes from the queue.
@@ -34,7 +35,7 @@ const MAX_GROUP: usize = 1024;
 /// its lock, which it does shortly after the last database handle is gone.
 #[derive(Debug)]
 pub(super) struct WriterHandle {
-    queue: Option<mpsc::Sender<Request>>,
+    queue: Option<mpsc::Sender<Work>>,
     /// The second stage, here for its count of queued requests.
     syncer: Arc<Syncer>,
     thread: Option<JoinHandle<()>>,
@@ -76,6 +77,7 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u
         next_position,
         last_recorded: last.map_or(DateTime::<Utc>::MIN_UTC, |r| r.recorded_at),
         heads: HashMap::new(),
+        lives: HashMap::new(),
         poisoned,
     };
     let (queue, requests) = mpsc::channel();
@@ -117,9 +119,19 @@ fn spawn_flusher(files: Arc<Files>, syncer: Arc<Syncer>, every_ms: u64) -> Resul
 impl WriterHandle {
     /// Queues a request; its answer comes through its reply channel.
     pub(super) fn send(&self, request: Request) -> Result<()> {
+        self.queue(Work::Append(request))
+    }
+
+    /// Queues a change of a stream's life or a scavenge step; its answer comes through its reply
+    /// channel.
+    pub(super) fn send_life(&self, request: LifeRequest) -> Result<()> {
+        self.queue(Work::Life(request))
+    }
+
+    fn queue(&self, work: Work) -> Result<()> {
         let queue = self.queue.as_ref().ok_or(Error::Closed)?;
         self.syncer.queued.fetch_add(1, Ordering::AcqRel);
-        if queue.send(request).is_err() {
+        if queue.send(work).is_err() {
             self.syncer.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::Closed);
         }
@@ -170,6 +182,34 @@ pub(super) struct Request {
     pub(super) restore: Option<(DateTime<Utc>, u64)>,
 }
 
+/// What the writer does next: appends, or a change of a stream's life (taken in queue order, so
+/// that it sees every append queued before it and no append races it).
+pub(super) enum Work {
+    Append(Request),
+    Life(LifeRequest),
+}
+
+/// A deletion, truncation or scavenge step for the writer, with where its answer goes.
+pub(super) struct LifeRequest {
+    pub(super) op: LifeOp,
+    pub(super) reply: oneshot::Sender<Result<LifeAnswer>>,
+}
+
+/// What a [`LifeRequest`] asks.
+pub(super) enum LifeOp {
+    Delete { stream: StreamId, expected: ExpectedVersion, mode: DeleteMode },
+    Truncate { stream: StreamId, before: Version },
+    ScavengeChunk { from: Position, max: usize },
+    ScavengeStream { stream: StreamId },
+}
+
+/// The answer to a [`LifeRequest`].
+pub(super) enum LifeAnswer {
+    Done,
+    Chunk(ScavengeChunk),
+    Removed(u64),
+}
+
 /// The state only the writer thread touches.
 struct Writer {
     files: Arc<Files>,
@@ -182,8 +222,11 @@ struct Writer {
     /// The next position to assign.
     next_position: u64,
     last_recorded: DateTime<Utc>,
-    /// Known current versions of streams (only streams that exist).
+    /// Known last versions of streams, from their index (only streams that have entries).
     heads: HashMap<StreamId, u64>,
+    /// Known lifecycles of streams, as their lifecycle key holds them (`StreamInfo::new()` for a
+    /// stream without one); only the writer writes those keys.
+    lives: HashMap<StreamId, StreamInfo>,
     /// The position of every stored event id. Kept in memory rather than as sled keys: sled spends
     /// about 8 µs per key written, which would halve append throughput (docs/DESIGN.md).
     ids: HashMap<Uuid, u64>,
@@ -348,7 +391,7 @@ struct Group {
 
 impl Writer {
     /// Runs until every sender is gone, then flushes once more.
-    fn run(mut self, queue: Receiver<Request>) {
+    fn run(mut self, queue: Receiver<Work>) {
         while let Ok(first) = queue.recv() {
             let mut requests = vec![first];
             while requests.len() < MAX_GROUP {
@@ -358,16 +401,24 @@ impl Writer {
                 }
             }
             self.syncer.queued.fetch_sub(requests.len(), Ordering::AcqRel);
-            // A restored batch carries its own time, so it is a group of its own.
+            // A restored batch carries its own time, so it is a group of its own; a change of a
+            // stream's life comes after the appends queued before it.
             let mut ordinary = Vec::with_capacity(requests.len());
-            for request in requests {
-                match request.restore {
-                    None => ordinary.push(request),
-                    Some((recorded_at, _)) => {
+            for work in requests {
+                match work {
+                    Work::Append(request) if request.restore.is_none() => ordinary.push(request),
+                    Work::Append(request) => {
                         if !ordinary.is_empty() {
                             self.commit(std::mem::take(&mut ordinary), None);
                         }
-                        self.commit(vec![request], Some(recorded_at));
+                        let recorded_at = request.restore.map(|(at, _)| at);
+                        self.commit(vec![request], recorded_at);
+                    }
+                    Work::Life(request) => {
+                        if !ordinary.is_empty() {
+                            self.commit(std::mem::take(&mut ordinary), None);
+                        }
+                        self.life(request);
                     }
                 }
             }
@@ -473,7 +524,10 @@ impl Writer {
         let keys: Vec<_> = request.appends.iter().map(|a| (&a.stream, a.ids.as_slice())).collect();
         let retry = plan_retry(&keys, |id| match group.ids.get(&id) {
             Some(stored) => Ok(Some(stored.clone())),
-            None => self.ids.get(&id).map(|p| self.files.stored_at(*p)).transpose(),
+            None => match self.ids.get(&id) {
+                Some(position) => self.files.stored_at(*position),
+                None => Ok(None),
+            },
         })?;
         if let Some(results) = retry {
             return Ok(results);
@@ -489,15 +543,20 @@ impl Writer {
         }
         let mut currents = Vec::with_capacity(request.appends.len());
         for append in &request.appends {
-            let actual = self.current(&append.stream, group)?;
-            if !append.expected.accepts(actual.map(Version::new)) {
+            let info = self.state(&append.stream, &group.heads)?;
+            if info.tombstone {
+                return Err(Error::StreamDeleted { stream: append.stream.clone() });
+            }
+            let actual = info.current_version();
+            if !append.expected.accepts(actual) {
                 return Err(Error::WrongExpectedVersion {
                     stream: append.stream.clone(),
                     expected: append.expected,
-                    actual: actual.map(Version::new),
+                    actual,
                 });
             }
-            currents.push(actual.unwrap_or(0));
+            // Versions continue after the last one ever written, deleted or not.
+            currents.push(info.last_version.map_or(0, Version::get));
         }
         let mut results = Vec::with_capacity(request.appends.len());
         for (append, current) in request.appends.iter().zip(currents) {
@@ -538,9 +597,9 @@ impl Writer {
         Ok(results)
     }
 
-    /// The current version of a stream as this group sees it.
-    fn current(&mut self, stream: &StreamId, group: &Group) -> Result<Option<u64>> {
-        if let Some(version) = group.heads.get(stream) {
+    /// The last version of a stream in its index, as a group whose streams are at `group` sees it.
+    fn indexed(&mut self, stream: &StreamId, group: &HashMap<StreamId, u64>) -> Result<Option<u64>> {
+        if let Some(version) = group.get(stream) {
             return Ok(Some(*version));
         }
         if let Some(version) = self.heads.get(stream) {
@@ -551,6 +610,108 @@ impl Writer {
             self.heads.insert(stream.clone(), version);
         }
         Ok(version)
+    }
+
+    /// What the writer knows of the life of `stream`, its last version included (the lifecycle
+    /// key's or the index's, whichever is greater: scavenging may have removed the index entries).
+    fn state(&mut self, stream: &StreamId, group: &HashMap<StreamId, u64>) -> Result<StreamInfo> {
+        let indexed = self.indexed(stream, group)?;
+        let mut info = match self.lives.get(stream) {
+            Some(info) => info.clone(),
+            None => {
+                let info = self.files.lifecycle(stream.as_str())?;
+                self.lives.insert(stream.clone(), info.clone());
+                info
+            }
+        };
+        info.last_version = info.last_version.max(indexed.map(Version::new));
+        Ok(info)
+    }
+
+    /// Answers a change of a stream's life or a scavenge step.
+    fn life(&mut self, request: LifeRequest) {
+        let outcome = if self.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned)
+        } else {
+            guarded(DATA_FILE_DAMAGE, || self.change(&request.op))
+        };
+        let _ = request.reply.send(outcome);
+    }
+
+    fn change(&mut self, op: &LifeOp) -> Result<LifeAnswer> {
+        let none = HashMap::new();
+        match op {
+            LifeOp::Delete { stream, expected, mode } => {
+                let info = self.state(stream, &none)?;
+                if info.tombstone {
+                    return Err(Error::StreamDeleted { stream: stream.clone() });
+                }
+                let actual = info.current_version();
+                if !expected.accepts(actual) {
+                    return Err(Error::WrongExpectedVersion { stream: stream.clone(), expected: *expected, actual });
+                }
+                // Never before the last event recorded, so that time travel orders them.
+                let at = self.last_recorded.max(Utc::now().trunc_subsecs(6));
+                let mut next = info;
+                if next.delete(stream, *mode, at)? {
+                    self.write_life(stream, next, true)?;
+                }
+                Ok(LifeAnswer::Done)
+            }
+            LifeOp::Truncate { stream, before } => {
+                let mut next = self.state(stream, &none)?;
+                if next.truncate(stream, *before)? {
+                    self.write_life(stream, next, false)?;
+                }
+                Ok(LifeAnswer::Done)
+            }
+            LifeOp::ScavengeChunk { from, max } => {
+                let head = self.syncer.head.borrow().get();
+                let (chunk, removal) = plan_chunk(&self.files, head, *from, *max)?;
+                self.remove(removal)?;
+                Ok(LifeAnswer::Chunk(chunk))
+            }
+            LifeOp::ScavengeStream { stream } => {
+                let head = self.syncer.head.borrow().get();
+                let removal = plan_stream(&self.files, head, stream.as_str())?;
+                let removed = removal.removed;
+                self.remove(removal)?;
+                Ok(LifeAnswer::Removed(removed))
+            }
+        }
+    }
+
+    /// Writes a stream's new lifecycle durably (dropping its snapshots first when `drop_snapshots`).
+    /// A failure leaves the disk unknown: no more writes until reopen.
+    fn write_life(&mut self, stream: &StreamId, info: StreamInfo, drop_snapshots: bool) -> Result<()> {
+        let written = self.files.write_life(stream.as_str(), &info, drop_snapshots, self.durability);
+        if written.is_err() {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        written?;
+        self.lives.insert(stream.clone(), info);
+        Ok(())
+    }
+
+    /// Applies a scavenge step's batch, durably, and forgets the removed ids.
+    fn remove(&mut self, removal: Removal) -> Result<()> {
+        if removal.removed == 0 {
+            return Ok(());
+        }
+        let written = self
+            .files
+            .tree
+            .apply_batch(removal.batch)
+            .map_err(sled_error)
+            .and_then(|()| self.files.make_durable(self.durability));
+        if written.is_err() {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        written?;
+        for id in removal.ids {
+            self.ids.remove(&id);
+        }
+        Ok(())
     }
 }
 
