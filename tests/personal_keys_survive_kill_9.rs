@@ -48,6 +48,8 @@ fn personal_crash_child() {
     let round: u64 = env_number(ROUND_VAR).unwrap_or(0);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
+        // A leading newline: libtest may have printed "test personal_crash_child ... " without one.
+        say("\nSTART\n");
         let store = open(&PathBuf::from(dir));
         say("READY\n");
         for index in 0.. {
