@@ -5,4 +5,5 @@ pub use serde;
 pub use serde_json;
 
 pub use crate::aggregate::Aggregate;
+pub use crate::envelope::PersonalData;
 pub use crate::event::{DecodeError, Event};

@@ -63,6 +63,24 @@ pub enum Error {
         subject: String,
     },
 
+    /// Personal data could not be protected or read as declared: the payload of an event with
+    /// personal fields is not a JSON object, lacks a declared field or holds it twice, the subject
+    /// is empty or does not fit in a stream name, an append names a `$personal-` key stream (they are
+    /// written by [`PersonalStore`](crate::personal::PersonalStore) only), or an event carries one of
+    /// the reserved `annals-personal-*` or `annals-erased` headers. Nothing was written. A caller
+    /// error: fix the event, or its `#[event(personal)]` declaration.
+    #[error("personal data of subject {subject:?} in event {event_type:?}: {problem}{}", match field { Some(f) => format!(" {f:?}"), None => String::new() })]
+    PersonalData {
+        /// The event's type.
+        event_type: String,
+        /// The subject the personal data belongs to.
+        subject: String,
+        /// The field, header or stream the problem is about, when there is one.
+        field: Option<String>,
+        /// What is wrong.
+        problem: &'static str,
+    },
+
     /// An append held no events, or a multi-stream append held no streams. A caller bug.
     #[error("append to {stream:?} has no events")]
     EmptyAppend {
@@ -582,6 +600,7 @@ impl Error {
                 | Error::DuplicateEventId { .. }
                 | Error::DuplicateEventIdInAppend { .. }
                 | Error::PersonalDataNotProtected { .. }
+                | Error::PersonalData { .. }
                 | Error::InvalidTruncation { .. }
                 | Error::Config { .. }
                 | Error::InvalidConnectionString { .. }
@@ -595,6 +614,7 @@ impl Error {
             Error::StreamDeleted { .. } => "StreamDeleted",
             Error::InvalidTruncation { .. } => "InvalidTruncation",
             Error::PersonalDataNotProtected { .. } => "PersonalDataNotProtected",
+            Error::PersonalData { .. } => "PersonalData",
             Error::EmptyAppend { .. } => "EmptyAppend",
             Error::DuplicateStreamInAppend { .. } => "DuplicateStreamInAppend",
             Error::InvalidStreamId { .. } => "InvalidStreamId",

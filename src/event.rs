@@ -32,6 +32,54 @@ use crate::error::{Error, Result};
 /// assert_eq!(AccountEvent::from_payload("MoneyDeposited", r#"{"amount":5,"currency":"EUR"}"#)?, event);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Personal data
+///
+/// `#[event(personal)]` on a named field marks it personal data, and `#[event(subject)]` on one
+/// field of the same variant (or struct) says whose: its value, through `Display`
+/// (`to_string()`), is the subject, such as a member id. The derive then writes
+/// [`personal_data`](Event::personal_data), with the fields' names in the payload (after
+/// `#[serde(rename)]` and `rename_all`), and [`to_new_event`](Event::to_new_event) declares them:
+/// the event must be appended through a [`PersonalStore`](crate::personal::PersonalStore), which
+/// encrypts them with the subject's key, and [`forget`](crate::personal::PersonalStore::forget)
+/// erases them. A personal field must be an `Option`: once its subject is forgotten, it reads back
+/// as `null`, so `None`. The subject is stored in clear: choose an identifier, not an e-mail
+/// address. A variant with personal fields needs exactly one subject, the subject is not itself
+/// personal, and personal fields go on named fields, serialized as fields of their own (no
+/// `skip`, `skip_serializing_if` or `flatten`): the derive refuses anything else at compile time.
+///
+/// ```
+/// use annals::{Event, PersonalData};
+///
+/// #[derive(Event, Debug, PartialEq)]
+/// enum MemberEvent {
+///     Joined {
+///         #[event(subject)]
+///         member_id: u64,
+///         #[event(personal)]
+///         email: Option<String>,
+///         #[event(personal)]
+///         #[serde(rename = "fullName")]
+///         name: Option<String>,
+///         plan: String,
+///     },
+///     Upgraded { member_id: u64, plan: String },
+/// }
+///
+/// let joined = MemberEvent::Joined {
+///     member_id: 7,
+///     email: Some("ada@example.com".into()),
+///     name: Some("Ada".into()),
+///     plan: "gold".into(),
+/// };
+/// assert_eq!(joined.personal_data(), Some(PersonalData::new("7", ["email", "fullName"])));
+/// assert_eq!(joined.to_new_event()?.personal_data(), joined.personal_data().as_ref());
+/// assert_eq!(MemberEvent::Upgraded { member_id: 7, plan: "gold".into() }.personal_data(), None);
+/// // What a forgotten subject's event reads back as.
+/// let erased = MemberEvent::from_payload("Joined", r#"{"member_id":7,"email":null,"fullName":null,"plan":"gold"}"#)?;
+/// assert_eq!(erased, MemberEvent::Joined { member_id: 7, email: None, name: None, plan: "gold".into() });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Event: Sized + Send + Sync + 'static {
     /// Every type name this type can take, in declaration order (for filters and start-up checks).
     fn event_types() -> &'static [&'static str];

@@ -228,6 +228,7 @@ mod event;
 #[cfg_attr(docsrs, doc(cfg(feature = "csv")))]
 pub mod import;
 mod name;
+pub mod personal;
 mod position;
 #[cfg(any(feature = "kafka", feature = "pulsar"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "kafka", feature = "pulsar"))))]

@@ -66,6 +66,18 @@ mod shadowed {
     pub(crate) const command: () = ();
     #[allow(non_upper_case_globals)]
     pub(crate) const event: () = ();
+    #[allow(non_upper_case_globals)]
+    pub(crate) const subject: () = ();
+    pub(crate) struct PersonalData;
+
+    /// A method named like the one generated code turns a subject into a string with.
+    pub(crate) trait ToString {
+        fn to_string(&self) -> ();
+    }
+
+    impl ToString for ::core::primitive::u64 {
+        fn to_string(&self) {}
+    }
 
     /// A method named like one generated code might call on a `&str`.
     pub(crate) trait ToOwned {
@@ -146,6 +158,18 @@ mod shadowed {
             #[serde(rename = "t", skip_deserializing)]
             tag: ::std::string::String,
         },
+    }
+
+    /// Personal data: a subject and personal fields, beside a variant without them.
+    #[derive(Event, Debug, PartialEq)]
+    pub(crate) enum MemberEvent {
+        Joined {
+            #[event(subject)]
+            member_id: ::core::primitive::u64,
+            #[event(personal)]
+            email: ::core::option::Option<::std::string::String>,
+        },
+        Left,
     }
 
     /// A struct event: its payload is the struct through its own serde derive.
@@ -240,12 +264,13 @@ mod shadowed {
     pub(crate) fn use_the_shadows() {
         let _: Result = ();
         let _ = (Vec, Option, String, Box, Ok, Err, Some, None, Default, u32, bool);
-        let _ = (event_type, payload, value, field0, serializer, state, command, event);
+        let _ = (event_type, payload, value, field0, serializer, state, command, event, subject, PersonalData);
         ToOwned::to_owned("");
+        ToString::to_string(&7_u64);
     }
 }
 
-use shadowed::{AccountCommand, AccountError, AccountEvent, BankAccount, Order, OrderPlaced, Point};
+use shadowed::{AccountCommand, AccountError, AccountEvent, BankAccount, MemberEvent, Order, OrderPlaced, Point};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -391,4 +416,11 @@ fn an_aggregate_declared_in_a_function_body_works() -> TestResult {
     assert_eq!(tally.total, 3);
     assert_eq!(Tally::TYPE, "tally");
     Ok(())
+}
+
+#[test]
+fn personal_data_names_its_subject_and_fields() {
+    let joined = MemberEvent::Joined { member_id: 7, email: None };
+    assert_eq!(joined.personal_data(), Some(annals::PersonalData::new("7", ["email"])));
+    assert_eq!(MemberEvent::Left.personal_data(), None);
 }

@@ -109,7 +109,7 @@ fn names_any(module: &str, layers: &[&str]) -> bool {
 
 /// The rules: which module paths each group of files may not name.
 fn forbidden(file: &str) -> &'static [&'static str] {
-    const FEATURES: [&str; 5] = ["import", "transfer", "testing", "sql_projection", "relay"];
+    const FEATURES: [&str; 6] = ["import", "transfer", "testing", "sql_projection", "relay", "personal"];
     match file {
         "error.rs" => &[
             "store",
@@ -120,6 +120,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "testing",
             "sql_projection",
             "relay",
+            "personal",
             "event",
             "envelope",
             "upcast",
@@ -132,6 +133,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "testing",
             "sql_projection",
             "relay",
+            "personal",
             "store::memory",
             "store::postgres",
         ],
@@ -143,6 +145,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "testing",
             "sql_projection",
             "relay",
+            "personal",
             "store::memory",
             "store::sled",
         ],
@@ -154,6 +157,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "testing",
             "sql_projection",
             "relay",
+            "personal",
             "store::sled",
             "store::postgres",
         ],
@@ -171,6 +175,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
                 FEATURES[2],
                 FEATURES[3],
                 FEATURES[4],
+                FEATURES[5],
             ]
         }
         f if f.starts_with("aggregate/") => &[
@@ -179,6 +184,7 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "transfer",
             "sql_projection",
             "relay",
+            "personal",
             "store::sled",
             "store::memory",
             "store::postgres",
@@ -189,14 +195,35 @@ fn forbidden(file: &str) -> &'static [&'static str] {
             "testing",
             "sql_projection",
             "relay",
+            "personal",
             "store::sled",
             "store::memory",
             "store::postgres",
         ],
         // A connector works with any store: it names no backend and no other feature.
-        f if f.starts_with("relay/") => {
-            &["import", "transfer", "testing", "sql_projection", "store::sled", "store::memory", "store::postgres"]
-        }
+        f if f.starts_with("relay/") => &[
+            "import",
+            "transfer",
+            "testing",
+            "sql_projection",
+            "personal",
+            "store::sled",
+            "store::memory",
+            "store::postgres",
+        ],
+        // Personal data works with any store: it names no backend, no consumer and no other feature.
+        f if f.starts_with("personal/") => &[
+            "consumer",
+            "aggregate",
+            "import",
+            "transfer",
+            "testing",
+            "sql_projection",
+            "relay",
+            "store::sled",
+            "store::memory",
+            "store::postgres",
+        ],
         _ => &[],
     }
 }

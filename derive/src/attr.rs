@@ -34,6 +34,13 @@ pub(crate) fn event_attr(attrs: &[Attribute], errors: &mut Errors) -> EventAttr 
             match key.to_string().as_str() {
                 "name" => out.name = lit_str(meta, key, "name = \"...\"", errors)?,
                 "version" => out.version = positive_u32(meta, key, "version = N", errors)?,
+                "personal" | "subject" => {
+                    let message = format!(
+                        "#[event({key})] goes on a field of a struct or of a struct variant, not on {EVENT_ATTR_PLACES}"
+                    );
+                    errors.spanned(key, message);
+                    skip_value(meta.input)?;
+                }
                 _ => {
                     let message = format!(
                         "unknown key `{key}` in #[event(...)]: the keys are `name = \"...\"` and `version = N`"
@@ -42,6 +49,59 @@ pub(crate) fn event_attr(attrs: &[Attribute], errors: &mut Errors) -> EventAttr 
                     skip_value(meta.input)?;
                 }
             }
+            Ok(())
+        });
+    }
+    out
+}
+
+/// Where `#[event(name = "...", version = N)]` goes.
+const EVENT_ATTR_PLACES: &str = "the enum, a variant or the struct";
+
+/// The keys of `#[event(...)]` on a field: flags, each kept as the key, to point at.
+#[derive(Default)]
+pub(crate) struct FieldAttr {
+    /// `personal`: the field holds personal data of the subject.
+    pub(crate) personal: Option<Ident>,
+    /// `subject`: the field identifies whose personal data the other fields are.
+    pub(crate) subject: Option<Ident>,
+}
+
+const FIELD_USAGE: &str = "#[event(personal)] or #[event(subject)]";
+
+/// Reads every `#[event(...)]` on a field (several are merged; a key may appear once).
+pub(crate) fn field_attr(attrs: &[Attribute], errors: &mut Errors) -> FieldAttr {
+    let mut out = FieldAttr::default();
+    let mut given = Vec::new();
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("event")) {
+        parse_keys(attr, FIELD_USAGE, errors, |key, meta, errors| {
+            if !first_time(&mut given, key, errors) {
+                return skip_value(meta.input);
+            }
+            let slot = match key.to_string().as_str() {
+                "personal" => &mut out.personal,
+                "subject" => &mut out.subject,
+                "name" | "version" => {
+                    let message = format!(
+                        "#[event({key} = ...)] goes on {EVENT_ATTR_PLACES}, not on a field: a field takes \
+                         {FIELD_USAGE}"
+                    );
+                    errors.spanned(key, message);
+                    return skip_value(meta.input);
+                }
+                _ => {
+                    let message = format!(
+                        "unknown key `{key}` in #[event(...)] on a field: the keys are `personal` and `subject`"
+                    );
+                    errors.spanned(key, message);
+                    return skip_value(meta.input);
+                }
+            };
+            if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+                errors.spanned(key, format!("`{key}` takes no value: write #[event({key})]"));
+                return skip_value(meta.input);
+            }
+            *slot = Some(key.clone());
             Ok(())
         });
     }

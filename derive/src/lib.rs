@@ -58,6 +58,15 @@ use syn::{parse_macro_input, DeriveInput};
 /// }
 /// ```
 ///
+/// # Personal data
+///
+/// `#[event(personal)]` on a named field of a struct or struct variant marks it personal data, and
+/// `#[event(subject)]` on one field of the same struct or variant names whose (its `Display`
+/// output): the derive writes `Event::personal_data`, listing the personal fields by their names in
+/// the payload. A personal field must be an `Option<_>` (an erased field reads back as `null`) and
+/// be serialized as a field of its own; a struct or variant with personal fields has exactly one
+/// subject, which is not itself personal, and a subject needs at least one personal field.
+///
 /// Generic types are not supported.
 #[proc_macro_derive(Event, attributes(event, serde))]
 pub fn derive_event(input: TokenStream) -> TokenStream {

@@ -6,7 +6,7 @@ use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{Data, DeriveInput, Fields, Ident, Type};
 
-use crate::attr::{aggregate_attr, event_attr, AggregateAttr, EventAttr};
+use crate::attr::{aggregate_attr, event_attr, field_attr, AggregateAttr, EventAttr};
 use crate::errors::Errors;
 use crate::serde_attr::{self, SerdeContainer, SerdeField};
 use crate::validate;
@@ -20,7 +20,7 @@ pub(crate) struct EventModel {
 /// The two kinds of event types.
 pub(crate) enum EventKind {
     /// A struct: one event type, whose payload is the struct serialized by its own serde impls.
-    Struct { name: String, version: u32 },
+    Struct { name: String, version: u32, personal: Option<Box<Personal>> },
     /// An enum: one event type per variant.
     Enum(Vec<EventVariant>),
 }
@@ -33,6 +33,17 @@ pub(crate) struct EventVariant {
     pub(crate) shape: Shape,
     pub(crate) fields: Vec<EventField>,
     pub(crate) serde: SerdeContainer,
+    pub(crate) personal: Option<Personal>,
+}
+
+/// The personal data of a struct or variant: `#[event(subject)]` and `#[event(personal)]`.
+pub(crate) struct Personal {
+    /// The subject's field.
+    pub(crate) subject: Ident,
+    /// Its type, whose `Display` gives the subject.
+    pub(crate) subject_ty: Type,
+    /// The personal fields' names in the payload, in declaration order.
+    pub(crate) fields: Vec<String>,
 }
 
 /// The shape of a variant, which decides its payload's JSON shape.
@@ -55,8 +66,6 @@ pub(crate) struct EventField {
     pub(crate) serde: SerdeField,
 }
 
-const EVENT_ATTR_PLACES: &str = "the enum, a variant or the struct";
-
 impl EventModel {
     /// Reads and checks the input of `#[derive(Event)]`.
     pub(crate) fn build(input: &DeriveInput) -> syn::Result<EventModel> {
@@ -65,10 +74,19 @@ impl EventModel {
         let top = event_attr(&input.attrs, &mut errors);
         let kind = match &input.data {
             Data::Struct(data) => {
-                validate::not_on_fields(&data.fields, "event", EVENT_ATTR_PLACES, &mut errors);
+                // The struct's own serde impls read its serde attributes: they are read here only
+                // for the names of personal fields, and their mistakes are left to serde.
+                let container = serde_attr::container(&input.attrs, false, &mut Errors::default());
+                let fields: Vec<_> = data
+                    .fields
+                    .iter()
+                    .map(|field| (field, serde_attr::field(&field.attrs, &mut Errors::default())))
+                    .collect();
+                let candidates = fields.iter().map(|(field, serde)| candidate(field, serde, &mut errors)).collect();
+                let personal = validate::personal(candidates, &container, &mut errors);
                 let (name, span) = name_of(&top, &input.ident);
                 validate::event_name(&name, span, &mut errors);
-                EventKind::Struct { name, version: top.version.unwrap_or(1) }
+                EventKind::Struct { name, version: top.version.unwrap_or(1), personal: personal.map(Box::new) }
             }
             Data::Enum(data) => {
                 if let Some(name) = &top.name {
@@ -121,7 +139,6 @@ fn build_variant(
     errors: &mut Errors,
 ) -> (EventVariant, Span) {
     let attr = event_attr(&variant.attrs, errors);
-    validate::not_on_fields(&variant.fields, "event", EVENT_ATTR_PLACES, errors);
     let (name, name_span) = name_of(&attr, &variant.ident);
     validate::event_name(&name, name_span, errors);
     let serde = serde_attr::merge(serde_attr::container(&variant.attrs, false, errors), enum_serde);
@@ -130,7 +147,7 @@ fn build_variant(
         Fields::Unnamed(_) => Shape::Tuple,
         Fields::Named(_) => Shape::Named,
     };
-    let fields = variant
+    let fields: Vec<EventField> = variant
         .fields
         .iter()
         .map(|field| EventField {
@@ -139,8 +156,28 @@ fn build_variant(
             serde: serde_attr::field(&field.attrs, errors),
         })
         .collect();
+    let candidates = variant
+        .fields
+        .iter()
+        .zip(&fields)
+        .map(|(field, model)| validate::PersonalCandidate {
+            ty: model.ty.clone(),
+            ..candidate(field, &model.serde, errors)
+        })
+        .collect();
+    let personal = validate::personal(candidates, &serde, errors);
     let version = attr.version.unwrap_or(default_version);
-    (EventVariant { ident: variant.ident.clone(), name, version, shape, fields, serde }, name_span)
+    (EventVariant { ident: variant.ident.clone(), name, version, shape, fields, serde, personal }, name_span)
+}
+
+/// A field as the personal data checks see it.
+fn candidate<'a>(field: &syn::Field, serde: &'a SerdeField, errors: &mut Errors) -> validate::PersonalCandidate<'a> {
+    validate::PersonalCandidate {
+        ident: field.ident.clone(),
+        ty: field.ty.clone(),
+        attr: field_attr(&field.attrs, errors),
+        serde,
+    }
 }
 
 /// Reports each variant whose name an earlier variant already has.

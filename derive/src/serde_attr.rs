@@ -25,6 +25,11 @@ pub(crate) struct SerdeField {
     /// `serialize_with = "path"`, or `with = "module"` as `module::serialize`, called through a
     /// wrapper.
     pub(crate) serialize_with: Option<ExprPath>,
+    /// The name `rename` gives the field in serialized payloads.
+    pub(crate) rename: Option<String>,
+    /// The keys that take the field out of the payload's top level, or out of the payload
+    /// (`skip`, `skip_serializing`, `skip_serializing_if`, `flatten`), as written.
+    pub(crate) not_top_level: Vec<Ident>,
 }
 
 /// The serde keys of a variant (or, for `rename_all_fields`, of the enum, for all its variants).
@@ -164,6 +169,13 @@ pub(crate) fn field(attrs: &[Attribute], errors: &mut Errors) -> SerdeField {
                 return Ok(());
             }
             seen.extend(claims.iter().map(|&claim| (claim, name.clone())));
+            match name.as_str() {
+                "rename" => out.rename = serialize_name(&form),
+                "skip" | "skip_serializing" | "skip_serializing_if" | "flatten" => {
+                    out.not_top_level.push(key.clone());
+                }
+                _ => {}
+            }
             place(&mut out, key, &form, target, errors);
             Ok(())
         });
@@ -194,6 +206,78 @@ fn place(out: &mut SerdeField, key: &Ident, form: &Form, target: Target, errors:
             });
             out.de.push(tokens);
         }
+    }
+}
+
+/// The serialize-side name of `key = "name"` or `key(serialize = "name", ...)`.
+fn serialize_name(form: &Form) -> Option<String> {
+    match form {
+        Form::Str(lit) => Some(lit.value()),
+        Form::List(group) => {
+            let group: proc_macro2::Group = syn::parse2(group.clone()).ok()?;
+            let parser = syn::punctuated::Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated;
+            let pairs = syn::parse::Parser::parse2(parser, group.stream()).ok()?;
+            pairs.into_iter().find(|pair| pair.path.is_ident("serialize")).and_then(|pair| match pair.value {
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(lit), .. }) => Some(lit.value()),
+                _ => None,
+            })
+        }
+        Form::Flag => None,
+    }
+}
+
+/// The name serde gives a field named `field` (an identifier, unraw) under the `rename_all` of
+/// `container`, as serde's `RenameRule::apply_to_field` does.
+pub(crate) fn field_name(field: &str, container: &SerdeContainer) -> String {
+    let Some((_, rest)) = &container.rename_all else { return field.to_owned() };
+    let rule = match syn::parse2::<RenameAllRest>(rest.clone()) {
+        Ok(RenameAllRest(Some(rule))) => rule,
+        _ => return field.to_owned(),
+    };
+    let pascal = || {
+        let mut out = String::with_capacity(field.len());
+        let mut capitalize = true;
+        for c in field.chars() {
+            if c == '_' {
+                capitalize = true;
+            } else if capitalize {
+                out.push(c.to_ascii_uppercase());
+                capitalize = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    match rule.as_str() {
+        "UPPERCASE" | "SCREAMING_SNAKE_CASE" => field.to_ascii_uppercase(),
+        "PascalCase" => pascal(),
+        "camelCase" => {
+            let pascal = pascal();
+            let mut chars = pascal.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
+                None => pascal,
+            }
+        }
+        "kebab-case" => field.replace('_', "-"),
+        "SCREAMING-KEBAB-CASE" => field.to_ascii_uppercase().replace('_', "-"),
+        _ => field.to_owned(),
+    }
+}
+
+/// The tokens after `rename_all`: `= "rule"` or `(serialize = "rule", ...)`; the serialize rule.
+struct RenameAllRest(Option<String>);
+
+impl syn::parse::Parse for RenameAllRest {
+    fn parse(input: syn::parse::ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(Token![=]) {
+            let _: Token![=] = input.parse()?;
+            let lit: LitStr = input.parse()?;
+            return Ok(RenameAllRest(Some(lit.value())));
+        }
+        let group: proc_macro2::Group = input.parse()?;
+        Ok(RenameAllRest(serialize_name(&Form::List(proc_macro2::TokenTree::Group(group).into()))))
     }
 }
 

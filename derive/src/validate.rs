@@ -2,9 +2,13 @@
 //! Each check records its errors and lets the others run, so that one run reports every mistake.
 
 use proc_macro2::Span;
-use syn::{Attribute, Fields, Generics};
+use syn::ext::IdentExt;
+use syn::{Attribute, Fields, Generics, Ident, Type};
 
+use crate::attr::FieldAttr;
 use crate::errors::Errors;
+use crate::model::Personal;
+use crate::serde_attr::{self, SerdeContainer, SerdeField};
 
 /// The longest event type name, in bytes (`annals::MAX_EVENT_TYPE_LEN`).
 const MAX_EVENT_TYPE_LEN: usize = 256;
@@ -37,6 +41,131 @@ pub(crate) fn not_here(attrs: &[Attribute], attr: &str, message: &str, errors: &
     for found in attrs.iter().filter(|found| found.path().is_ident(attr)) {
         errors.spanned(found, message);
     }
+}
+
+/// A field of a struct or variant, as the personal data checks see it.
+pub(crate) struct PersonalCandidate<'a> {
+    /// Its name; `None` for a tuple field.
+    pub(crate) ident: Option<Ident>,
+    pub(crate) ty: Type,
+    pub(crate) attr: FieldAttr,
+    pub(crate) serde: &'a SerdeField,
+}
+
+/// Checks the `#[event(personal)]` and `#[event(subject)]` fields of one struct or variant (`owner`,
+/// whose fields serde names under `container`'s `rename_all`) and returns its personal data, if
+/// it declares some and every check passes.
+pub(crate) fn personal(
+    candidates: Vec<PersonalCandidate<'_>>,
+    container: &SerdeContainer,
+    errors: &mut Errors,
+) -> Option<Personal> {
+    let mut subject: Option<(Ident, Ident, Type)> = None;
+    let mut first_personal: Option<Ident> = None;
+    let mut fields = Vec::new();
+    let mut failed = false;
+    for candidate in candidates {
+        let FieldAttr { personal, subject: subject_key } = candidate.attr;
+        if personal.is_none() && subject_key.is_none() {
+            continue;
+        }
+        let Some(ident) = candidate.ident else {
+            for key in personal.iter().chain(&subject_key) {
+                errors.spanned(
+                    key,
+                    format!(
+                        "#[event({key})] goes on a named field: a tuple field has no name in the payload; use a \
+                         struct variant or a struct with named fields"
+                    ),
+                );
+            }
+            failed = true;
+            continue;
+        };
+        if let (Some(_), Some(key)) = (&personal, &subject_key) {
+            errors.spanned(
+                key,
+                "a field cannot be both the subject and personal data: the subject is stored in clear, to find \
+                 its key; keep one of #[event(subject)] and #[event(personal)] on this field",
+            );
+            failed = true;
+            continue;
+        }
+        if let Some(key) = subject_key {
+            match &subject {
+                Some((_, first, _)) => {
+                    errors.spanned(
+                        &key,
+                        format!("a second #[event(subject)]: `{first}` already names the subject; keep one"),
+                    );
+                    failed = true;
+                }
+                None => subject = Some((key, ident.clone(), candidate.ty.clone())),
+            }
+        }
+        if let Some(key) = personal {
+            if !is_option(&candidate.ty) {
+                errors.spanned(
+                    &candidate.ty,
+                    "erased fields read back as null, so a personal field must be an Option: make its type \
+                     `Option<...>`",
+                );
+                failed = true;
+            }
+            for layout in &candidate.serde.not_top_level {
+                errors.spanned(
+                    layout,
+                    format!(
+                        "`{layout}` cannot go on a personal field: its value is encrypted where it stands in the \
+                         payload, so it must always be serialized as a field of its own"
+                    ),
+                );
+                failed = true;
+            }
+            let name = candidate
+                .serde
+                .rename
+                .clone()
+                .unwrap_or_else(|| serde_attr::field_name(&ident.unraw().to_string(), container));
+            fields.push(name);
+            first_personal.get_or_insert(key);
+        }
+    }
+    match (subject, first_personal) {
+        (None, Some(key)) => {
+            errors.spanned(
+                key,
+                "#[event(personal)] needs the subject the data belongs to: mark the field that identifies it \
+                 (a member id, not an e-mail address) #[event(subject)]",
+            );
+            None
+        }
+        (Some((key, _, _)), None) => {
+            errors.spanned(
+                key,
+                "#[event(subject)] without a personal field: mark the fields that hold personal data \
+                 #[event(personal)], or remove it",
+            );
+            None
+        }
+        (Some((_, subject, subject_ty)), Some(_)) if !failed => Some(Personal { subject, subject_ty, fields }),
+        _ => None,
+    }
+}
+
+/// Whether `ty` is written `Option<T>` (also `std::option::Option<T>`, `core::option::Option<T>`).
+fn is_option(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    if path.qself.is_some() {
+        return false;
+    }
+    let Some(last) = path.path.segments.last() else { return false };
+    let one_type = matches!(
+        &last.arguments,
+        syn::PathArguments::AngleBracketed(args)
+            if args.args.len() == 1 && matches!(args.args.first(), Some(syn::GenericArgument::Type(_)))
+    );
+    last.ident == "Option" && one_type
 }
 
 /// Checks an event type name: non-empty, at most 256 bytes, no control characters (the rules the

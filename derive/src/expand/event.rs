@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::{DeriveInput, Ident, LitStr};
 
 use crate::expand::local;
-use crate::model::{EventField, EventKind, EventModel, EventVariant, Shape};
+use crate::model::{EventField, EventKind, EventModel, EventVariant, Personal, Shape};
 
 /// The output of `#[derive(Event)]` for `input`: the impl, or the errors (with a stand-in impl,
 /// so that the errors are not buried under "`Event` is not implemented" at every use).
@@ -25,10 +25,11 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
 fn expand(model: &EventModel) -> TokenStream {
     let ident = &model.ident;
     let event_type = local("event_type");
-    let (helpers, methods) = match &model.kind {
-        EventKind::Struct { name, version } => (TokenStream::new(), struct_methods(ident, name, *version)),
+    let (helpers, mut methods) = match &model.kind {
+        EventKind::Struct { name, version, .. } => (TokenStream::new(), struct_methods(ident, name, *version)),
         EventKind::Enum(variants) => enum_parts(variants),
     };
+    methods.extend(personal_data(&model.kind));
     let names: Vec<_> = names(model);
     let versions: Vec<_> = versions(model);
     quote! {
@@ -251,6 +252,50 @@ fn from_payload_arm(variant: &EventVariant, de: &Ident, name: &LitStr) -> TokenS
                 }
             }
         }
+    }
+}
+
+/// `Event::personal_data`, when the struct or a variant declares personal fields (the trait's
+/// default, `None`, otherwise).
+fn personal_data(kind: &EventKind) -> TokenStream {
+    let subject = local("subject");
+    let body = match kind {
+        EventKind::Struct { personal: Some(personal), .. } => {
+            let field = &personal.subject;
+            let value = personal_value(personal, &quote!(&self.#field));
+            quote!(::core::option::Option::Some(#value))
+        }
+        EventKind::Enum(variants) if variants.iter().any(|v| v.personal.is_some()) => {
+            let arms = variants.iter().map(|variant| match &variant.personal {
+                Some(personal) => {
+                    let (ident, field) = (&variant.ident, &personal.subject);
+                    let value = personal_value(personal, &quote!(#subject));
+                    quote!(Self::#ident { #field: #subject, .. } => ::core::option::Option::Some(#value),)
+                }
+                None => {
+                    let pattern = any_pattern(variant);
+                    quote!(#pattern => ::core::option::Option::None,)
+                }
+            });
+            quote!(match self { #(#arms)* })
+        }
+        _ => return TokenStream::new(),
+    };
+    quote! {
+        fn personal_data(&self) -> ::core::option::Option<::annals::__private::PersonalData> {
+            #body
+        }
+    }
+}
+
+/// The `PersonalData` of `personal`, its subject read from `subject` (a reference to the field).
+fn personal_value(personal: &Personal, subject: &TokenStream) -> TokenStream {
+    let fields = personal.fields.iter().map(|field| name_lit(field));
+    // Spanned at the subject's type, where a type without `Display` is reported.
+    let ty = &personal.subject_ty;
+    let to_string = quote_spanned!(syn::spanned::Spanned::span(ty)=> ::std::string::ToString::to_string(#subject));
+    quote! {
+        ::annals::__private::PersonalData::new(#to_string, [#(#fields),*])
     }
 }
 
