@@ -1,7 +1,7 @@
 //! The life of a stream from the command line, on sled and on PostgreSQL: `delete` (soft and hard),
-//! `truncate`, `info`, `retention set|list|remove`, and `scavenge` applying the rules and removing
-//! what reads no longer show (resumed after Ctrl-C); the destructive commands change nothing without
-//! `--yes`; `read` of a deleted stream fails clearly, `streams` leaves deleted streams out, and
+//! `truncate`, `info`, `retention set|list|remove`, `scavenge` applying the rules and removing what
+//! reads no longer show (resumed after Ctrl-C), and `forget` erasing a subject's personal data; the
+//! destructive commands change nothing without `--yes`; `read` of a deleted stream fails clearly, `streams` leaves deleted streams out, and
 //! `verify` counts what scavenges and deletes left as information, not damage.
 #![allow(missing_docs)]
 
@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use annals::{EventStore, ExpectedVersion, NewEvent, SledStore, StreamId};
+use annals::personal::PersonalStore;
+use annals::{EventStore, ExpectedVersion, NewEvent, PersonalData, SledStore, StreamId};
 use common::{annals, annals_pg, command, fresh_schema, open_pg, pg_url, Run, TestResult};
 use serde_json::{json, Value};
 
@@ -443,5 +444,70 @@ fn bad_lifecycle_command_lines_exit_with_1() -> TestResult {
         assert_eq!(run.code, Some(1), "{args:?}: {run:?}");
         assert!(run.stderr.starts_with("error: ") && run.stderr.contains(says), "{args:?}: {run:?}");
     }
+    Ok(())
+}
+
+/// One event of `member-42` with a personal e-mail address, appended through a `PersonalStore`.
+async fn member<S: EventStore>(store: S) -> TestResult {
+    let store = PersonalStore::new(store);
+    let joined = NewEvent::json("Joined", &json!({ "member": "42", "email": "ada@example.com", "plan": "gold" }))?
+        .with_personal_data(PersonalData::new("member-42", ["email"]));
+    store.append(&StreamId::new("member-42")?, ExpectedVersion::NoStream, vec![joined]).await?;
+    Ok(())
+}
+
+/// The e-mail address of `member-42` as a `PersonalStore` reads it, and whether the subject is
+/// forgotten.
+async fn email<S: EventStore>(store: S) -> Result<(Value, bool), Error> {
+    use futures_util::TryStreamExt;
+    let store = PersonalStore::new(store);
+    let stream = StreamId::new("member-42")?;
+    let events: Vec<_> = store.read_stream(&stream, annals::ReadStream::forward()).try_collect().await?;
+    let payload: Value = serde_json::from_str(&events.first().ok_or("no event")?.payload)?;
+    Ok((payload["email"].clone(), store.is_forgotten("member-42").await?))
+}
+
+/// `forget` refused without `--yes` (nothing changes), then done, then done again (nothing more).
+fn forget(annals: Annals<'_>) -> TestResult {
+    let before = everything(annals)?;
+    let refused = annals(&["forget", "member-42"])?;
+    let line = refused.one_line_error(1);
+    assert!(line.contains("not forgetting subject \"member-42\" without --yes"), "{line}");
+    assert!(line.contains("add --yes"), "{line}");
+    assert_eq!(everything(annals)?, before, "a refused forget changed the store");
+
+    let run = annals(&["forget", "member-42", "--yes"])?;
+    assert!(run.stdout.starts_with("forgot subject \"member-42\": destroyed 1 key(s); "), "{run:?}");
+    let again = annals(&["forget", "member-42", "--yes"])?;
+    assert_eq!(again.stdout, "subject \"member-42\" is forgotten already: nothing changed\n", "{again:?}");
+    let nobody = annals(&["forget", "member-7", "--yes", "--json"])?.json()?;
+    assert_eq!(nobody, json!({ "subject": "member-7", "keys_destroyed": 0, "forgotten": false }));
+    // The key's removal left a hole in the log: information, not damage.
+    let verify = annals(&["verify", "--json"])?;
+    assert!(verify.ok(), "{verify:?}");
+    assert_eq!(verify.json()?["scavenged"], 1, "{verify:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn forget_erases_a_subject_on_sled() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    member(SledStore::open(dir.path())?).await?;
+    assert_eq!(email(SledStore::open(dir.path())?).await?, (json!("ada@example.com"), false));
+    let annals = on_sled(dir.path());
+    assert!(annals(&["forget", "member-42"])?.code == Some(1));
+    assert_eq!(email(SledStore::open(dir.path())?).await?, (json!("ada@example.com"), false), "refused");
+    forget(&annals)?;
+    assert_eq!(email(SledStore::open(dir.path())?).await?, (Value::Null, true));
+    Ok(())
+}
+
+#[tokio::test]
+async fn forget_erases_a_subject_on_postgres() -> TestResult {
+    let url = pg_url()?;
+    let schema = fresh_schema();
+    member(open_pg(&url, &schema).await?).await?;
+    forget(&|args: &[&str]| annals_pg(&url, &schema, args))?;
+    assert_eq!(email(open_pg(&url, &schema).await?).await?, (Value::Null, true));
     Ok(())
 }

@@ -223,12 +223,18 @@ pub(crate) struct ScavengeArgs {
 }
 
 pub(crate) const FORGET_LONG: &str = "\
-Erase the personal data of a subject (crypto-shredding): destroy for good the key that encrypts the
-personal fields of its events (annals::personal). Afterwards every read, replay, projection rebuild,
-export and time-travel query shows those fields as erased, while the rest of each event, its
-position and the log stay intact. The key is removed durably before the command returns. Refused
-without --yes: the error then names the subject, and nothing changes. Forgetting a subject already
-forgotten, or one without personal data, changes nothing.
+Erase the personal data of a subject (crypto-shredding): destroy for good the keys that encrypt the
+personal fields of its events (annals::personal::PersonalStore::forget: the key stream
+$personal-SUBJECT is deleted and its events removed at once). Afterwards the stored ciphertext can
+no longer be decrypted: every read, replay, projection rebuild, export and time-travel query through
+a PersonalStore shows those fields as erased (null), while the rest of each event, its position and
+the log stay intact. Read models built before keep their copies: rebuild them. The keys are removed
+durably before the command returns. Refused without --yes: the error then names the subject, and
+nothing changes. Forgetting a subject already forgotten, or one without personal data, changes
+nothing; events of the subject appended later get a new key.
+
+This tool's read commands (read, log, export, ...) show the store as stored: personal fields as
+ciphertext.
 
 --json prints one JSON document.
 

@@ -1,6 +1,7 @@
 //! The commands: each module runs one, given the open store and the output.
 
 mod copy;
+mod forget;
 mod import_csv;
 mod lifecycle;
 mod log;
@@ -102,7 +103,7 @@ async fn dispatch(
         Command::Truncate(args) => lifecycle::truncate(events, args, out).await,
         Command::Retention(command) => retention::run(events, command, out).await,
         Command::Scavenge(args) => scavenge::run(events, args, out).await,
-        Command::Forget(_) => Err(Failure::Usage("forget needs annals::personal, not in this build yet".to_owned())),
+        Command::Forget(args) => forget::run(store, args, out).await,
         Command::Copy(_) => Err(Failure::Usage("copy opens its own stores".to_owned())),
     }
 }
