@@ -170,7 +170,8 @@
 //!   readers skip the gaps.
 //! - **Personal data.** Fields marked `#[event(personal)]` are stored encrypted with a key per
 //!   subject; [`personal::PersonalStore::forget`] destroys the key, and every read shows them erased
-//!   while the rest of the event stays (crypto-shredding).
+//!   while the rest of the event stays (crypto-shredding); [`guide::personal_data`] says what is
+//!   stored and what the guarantee is.
 //! - **SQL read models.** An `SqlProjection` (feature `postgres`) writes its read model into
 //!   PostgreSQL tables in the same transaction as its checkpoint: exactly once, and any process can
 //!   query it with SQL.
@@ -258,6 +259,8 @@ pub mod guide {
     pub mod performance {}
     #[doc = include_str!("../docs/observability.md")]
     pub mod observability {}
+    #[doc = include_str!("../docs/personal-data.md")]
+    pub mod personal_data {}
 }
 
 pub use crate::aggregate::repository::{
