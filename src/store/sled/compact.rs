@@ -206,6 +206,12 @@ fn copy_store(files: &Files, copy: &Path, cache_capacity: u64, at: &mut dyn FnMu
 
 fn copy_trees(source: &sled::Db, target: &sled::Db, at: &mut dyn FnMut(&'static str)) -> Result<u64> {
     let mut keys = 0u64;
+    let mut started = false;
+    let mut first_batch = |at: &mut dyn FnMut(&'static str)| {
+        if !std::mem::replace(&mut started, true) {
+            at("copying");
+        }
+    };
     for name in source.tree_names() {
         let from = source.open_tree(&name).map_err(sled_error)?;
         let to = target.open_tree(&name).map_err(sled_error)?;
@@ -219,12 +225,11 @@ fn copy_trees(source: &sled::Db, target: &sled::Db, at: &mut dyn FnMut(&'static 
             if in_batch == BATCH_KEYS {
                 to.apply_batch(std::mem::take(&mut batch)).map_err(sled_error)?;
                 in_batch = 0;
-                if keys == BATCH_KEYS as u64 {
-                    at("copying");
-                }
+                first_batch(at);
             }
         }
         to.apply_batch(batch).map_err(sled_error)?;
+        first_batch(at);
     }
     Ok(keys)
 }
