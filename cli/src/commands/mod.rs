@@ -1,5 +1,6 @@
 //! The commands: each module runs one, given the open store and the output.
 
+mod compact;
 mod copy;
 mod import_csv;
 mod log;
@@ -28,6 +29,11 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> Result<(), Failure> {
     if let Command::Copy(args) = &cli.command {
         tracing::debug!(command = "copy", "annals copy");
         return copy::run(args, &cli.schema, connect_timeout, out);
+    }
+    if let Command::Compact(args) = &cli.command {
+        tracing::debug!(command = "compact", "annals compact");
+        let location = Location::from_option(cli.store.as_deref(), &cli.schema, connect_timeout)?;
+        return compact::run(&location, args, out);
     }
     let create = match &cli.command {
         Command::Import(ImportCommand::Csv(args)) => {
@@ -95,6 +101,7 @@ async fn dispatch(
         Command::Relay(RelayCommand::Status) => relay::status(events, out).await,
         Command::Relay(RelayCommand::Parked(args)) => relay::parked(events, args, out).await,
         Command::Copy(_) => Err(Failure::Usage("copy opens its own stores".to_owned())),
+        Command::Compact(_) => Err(Failure::Usage("compact works on a closed store".to_owned())),
     }
 }
 
