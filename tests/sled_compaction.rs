@@ -245,3 +245,41 @@ fn a_compaction_killed_at_any_step_leaves_a_complete_store() {
         eprintln!("killed at {step}: {} events, {} B", found.len(), dir_size(&path));
     }
 }
+
+/// `du -sb` of `dir`.
+fn du(dir: &Path) -> u64 {
+    let out = Command::new("du").arg("-sb").arg(dir).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The figures of docs/PERFORMANCE.md: 250,000 events (1,000 streams × 250 rounds of
+/// `append_multi`, ~100-byte payloads), every other stream hard-deleted and scavenged, then
+/// compacted. `cargo test --release --test sled_compaction -- --ignored --nocapture measure_`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: run it in a release build"]
+async fn measure_compaction_of_250_000_events_half_scavenged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events");
+    {
+        let store = SledStore::open(&path).unwrap();
+        fill(&store, 1_000, 250).await;
+    }
+    let before_scavenge = du(&path);
+    {
+        let store = SledStore::open(&path).unwrap();
+        let report = scavenge(&store, ScavengeOptions::new(), |_| {}).await.unwrap();
+        assert_eq!(report.removed, 125_000, "{report:?}");
+    }
+    let after_scavenge = du(&path);
+    let started = std::time::Instant::now();
+    let report = SledStore::compact(&path).unwrap();
+    let took = started.elapsed();
+    let after_compact = du(&path);
+    eprintln!(
+        "du -sb: before scavenge {before_scavenge} B, after scavenge {after_scavenge} B, after compact \
+         {after_compact} B; compaction took {took:?} ({} keys)",
+        report.keys
+    );
+    let store = SledStore::open(&path).unwrap();
+    assert_eq!(log(&store).await.len(), 125_000);
+}
