@@ -293,7 +293,9 @@ pub use crate::store::memory::MemoryStore;
 pub use crate::store::postgres::{
     PostgresConfig, PostgresStore, MAX_SCHEMA_NAME_LEN, POSTGRES_MAX_EVENT_SIZE_LIMIT, POSTGRES_SCHEMA_VERSION,
 };
-pub use crate::store::sled::{Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT};
+pub use crate::store::sled::{
+    CompactReport, Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT,
+};
 pub use crate::store::SnapshotRetention;
 pub use crate::store::{
     scavenge, DeleteMode, RetentionPolicy, RetentionRule, RetentionScope, ScavengeChunk, ScavengeOptions,

@@ -118,6 +118,9 @@ pub(crate) enum Command {
     /// Check every byte of a sled store, or the log of a PostgreSQL store.
     #[command(long_about = VERIFY_LONG)]
     Verify,
+    /// Rewrite a closed sled store into a fresh copy, giving back the space a scavenge freed.
+    #[command(long_about = COMPACT_LONG)]
+    Compact(CompactArgs),
     /// Publish the log to a Kafka or Pulsar topic; list relays and the records a relay in parked.
     #[command(subcommand, long_about = RELAY_LONG)]
     Relay(RelayCommand),
@@ -158,6 +161,28 @@ Example:
   annals -s data/library workflows
   annals -s data/library workflows reminders --json";
 
+const COMPACT_LONG: &str = "\
+Copy every key of a closed sled store into a fresh sled database beside it and swap the two
+directories (the library's SledStore::compact). sled gives back the space of scavenged events only
+when whole segments of its file empty; the fresh copy holds only what is live. Positions, versions,
+checkpoints, snapshots and retention rules are unchanged. A crash at any point leaves the old store
+or the new one, complete: the next open finishes or undoes the swap.
+
+The store must be closed (an open one is refused, exit 1) and there must be free space for a copy
+of what is live. Prints the size before and after. Destructive in place: --yes is required.
+
+Example:
+  annals -s data/events compact --yes
+  annals -s data/events compact --yes --json";
+
+/// `compact --yes`.
+#[derive(Debug, Args)]
+pub(crate) struct CompactArgs {
+    /// Confirm rewriting the store in place.
+    #[arg(long)]
+    pub(crate) yes: bool,
+}
+
 /// `workflows [NAME]`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkflowsArgs {
@@ -180,6 +205,7 @@ impl Command {
             Command::Export(ExportCommand::Jsonl(_)) => "export jsonl",
             Command::Copy(_) => "copy",
             Command::Verify => "verify",
+            Command::Compact(_) => "compact",
             Command::Relay(RelayCommand::Kafka(_)) => "relay kafka",
             Command::Relay(RelayCommand::Pulsar(_)) => "relay pulsar",
             Command::Relay(RelayCommand::Status) => "relay status",

@@ -1,5 +1,6 @@
 //! The commands: each module runs one, given the open store and the output.
 
+mod compact;
 mod copy;
 mod forget;
 mod import_csv;
@@ -32,6 +33,11 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> Result<(), Failure> {
     if let Command::Copy(args) = &cli.command {
         tracing::debug!(command = "copy", "annals copy");
         return copy::run(args, &cli.schema, connect_timeout, out);
+    }
+    if let Command::Compact(args) = &cli.command {
+        tracing::debug!(command = "compact", "annals compact");
+        let location = Location::from_option(cli.store.as_deref(), &cli.schema, connect_timeout)?;
+        return compact::run(&location, args, out);
     }
     let create = match &cli.command {
         Command::Import(ImportCommand::Csv(args)) => {
@@ -105,6 +111,7 @@ async fn dispatch(
         Command::Scavenge(args) => scavenge::run(events, args, out).await,
         Command::Forget(args) => forget::run(store, args, out).await,
         Command::Copy(_) => Err(Failure::Usage("copy opens its own stores".to_owned())),
+        Command::Compact(_) => Err(Failure::Usage("compact works on a closed store".to_owned())),
     }
 }
 

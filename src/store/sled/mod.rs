@@ -6,6 +6,7 @@
 //! disk and [`guide::guarantees`](crate::guide::guarantees) what survives a crash.
 
 mod codec;
+mod compact;
 mod config;
 mod files;
 mod index;
@@ -26,6 +27,7 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use self::codec::{encode_body, FORMAT_VERSION};
+pub use self::compact::CompactReport;
 pub use self::config::{Durability, SledConfig, MAX_EVENT_SIZE_LIMIT};
 use self::files::Files;
 use self::recovery::{guarded, DATA_FILE_DAMAGE};
@@ -114,6 +116,7 @@ impl SledStore {
             return Err(Error::Config { setting: "max_event_size", expected: "between 1 byte and 1 MiB" });
         }
         let mut registered = recovery::register(&config.path, files::LOCK_PATIENCE)?;
+        compact::settle(&config.path)?;
         let files = Arc::new(Files::open(&config)?);
         registered.created(&config.path);
         crate::store::observe::describe();
@@ -127,6 +130,65 @@ impl SledStore {
                 _registered: registered,
             }),
         })
+    }
+
+    /// Compacts the closed store in the directory `path`: copies every key of its sled database into
+    /// a fresh database beside it (`<name>.annals-compact`), with the store's head file, and swaps
+    /// the two directories. sled gives back the space of removed events only when a whole segment of
+    /// its file is at most half live; after a [scavenge](crate::scavenge) the fresh copy holds only
+    /// what is live. Positions, versions, checkpoints, snapshots, lifecycle keys and retention rules
+    /// are copied unchanged.
+    ///
+    /// The store must not be open while it runs, and it blocks the calling thread for about as long
+    /// as reading the whole store takes; it needs free space for a second copy of what is live.
+    ///
+    /// # Crash safety
+    /// The copy, made durable file by file, gets a marker file (`annals-compacted`) last; then the
+    /// store is renamed to `<name>.annals-old`, the copy to `<name>`, and the old store deleted, with
+    /// the parent directory synced after each step. Whenever it stops (a crash, a power cut, an
+    /// error), the next open or compaction of `path` finishes the swap if the copy has its marker
+    /// and deletes the copy if not: it finds the old store or the new one, complete, with every
+    /// event. `docs/storage-format.md` ("Compaction") lists each step and its crash case.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyOpen`] when this process has the store open, [`Error::Locked`] when another
+    /// process has (nothing changes in either case), [`Error::NotFound`] when there is no store,
+    /// the errors of [`SledConfig::open`] for a store that does not open, and [`Error::Storage`]
+    /// for I/O errors (a full disk: the partial copy is deleted, the store is unchanged).
+    ///
+    /// ```
+    /// use annals::{EventStore, ExpectedVersion, NewEvent, SledStore, StreamId};
+    ///
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("events");
+    /// let stream = StreamId::new("order-1")?;
+    /// {
+    ///     let store = SledStore::open(&path)?;
+    ///     let event = NewEvent::json("OrderPlaced", &serde_json::json!({ "total": 1250 }))?;
+    ///     store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+    /// }
+    /// let report = SledStore::compact(&path)?;
+    /// assert!(report.bytes_after > 0);
+    /// let reopened = SledStore::open(&path)?;
+    /// assert_eq!(reopened.stream_version(&stream).await?.map(|v| v.get()), Some(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact(path: impl AsRef<Path>) -> Result<CompactReport> {
+        Self::compact_stopping_at(path, |_| {})
+    }
+
+    /// Test-only: [`SledStore::compact`], calling `at` with the name of each step as it reaches it
+    /// (`copying`, `copied`, `marked`, `old-moved`,
+    /// `swapped`, `old-deleted`); a crash test kills the process there.
+    #[doc(hidden)]
+    pub fn compact_stopping_at(path: impl AsRef<Path>, mut at: impl FnMut(&'static str)) -> Result<CompactReport> {
+        let path = path.as_ref();
+        let _registered = recovery::register(path, files::LOCK_PATIENCE)?;
+        compact::settle(path)?;
+        compact::run(path, &mut at)
     }
 
     /// The directory of the store.
