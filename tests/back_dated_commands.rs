@@ -6,6 +6,9 @@
 
 #![allow(clippy::panic, clippy::unwrap_used)] // failing the test with the unexpected outcome is the point
 
+#[macro_use]
+#[path = "common/on_every_store.rs"]
+mod on_every_store;
 mod lending;
 #[cfg(feature = "postgres")]
 #[path = "common/postgres.rs"]
@@ -20,37 +23,6 @@ use futures_util::TryStreamExt;
 use lending::{give_back, lend, Book, BookCommand, BookEvent, Member};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory_store {
-            $(
-                #[tokio::test]
-                async fn $name() -> super::TestResult {
-                    super::$name(annals::MemoryStore::new()).await
-                }
-            )*
-        }
-        mod sled_store {
-            $(
-                #[tokio::test]
-                async fn $name() -> super::TestResult {
-                    let dir = tempfile::tempdir()?;
-                    super::$name(annals::SledStore::open(dir.path())?).await
-                }
-            )*
-        }
-        #[cfg(feature = "postgres")]
-        mod postgres_store {
-            $(
-                #[tokio::test]
-                async fn $name() -> super::TestResult {
-                    super::$name(crate::postgres_support::fresh_config()?.open().await?).await
-                }
-            )*
-        }
-    };
-}
 
 on_every_store!(
     every_event_of_a_back_dated_command_carries_its_business_time,

@@ -7,6 +7,9 @@
 
 #![allow(clippy::panic, clippy::unwrap_used)] // failing the test with the unexpected outcome is the point
 
+#[macro_use]
+#[path = "common/on_every_store.rs"]
+mod on_every_store;
 mod lending;
 #[cfg(feature = "postgres")]
 #[path = "common/postgres.rs"]
@@ -29,38 +32,8 @@ use lending::{
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory_store {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() -> super::TestResult {
-                    super::$name(annals::MemoryStore::new()).await
-                }
-            )*
-        }
-        mod sled_store {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() -> super::TestResult {
-                    let dir = tempfile::tempdir()?;
-                    super::$name(annals::SledStore::open(dir.path())?).await
-                }
-            )*
-        }
-        #[cfg(feature = "postgres")]
-        mod postgres_store {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() -> super::TestResult {
-                    super::$name(crate::postgres_support::fresh_config()?.open().await?).await
-                }
-            )*
-        }
-    };
-}
-
 on_every_store!(
+    multi_thread;
     a_loan_changes_the_book_and_the_member_in_one_append,
     a_rejection_by_any_aggregate_or_by_the_decision_writes_nothing,
     a_conflict_on_the_second_stream_reloads_everything_and_decides_again,

@@ -8,6 +8,9 @@
 
 #![allow(clippy::panic, clippy::unwrap_used)] // failing the test with the unexpected outcome is the point
 
+#[macro_use]
+#[path = "common/on_every_store.rs"]
+mod on_every_store;
 #[cfg(feature = "postgres")]
 #[path = "common/postgres.rs"]
 mod postgres_support;
@@ -29,37 +32,6 @@ use workflows::{
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const WAIT: Wait = Wait::from_secs(20);
-
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory_store {
-            $(
-                #[tokio::test]
-                async fn $name() -> super::TestResult {
-                    super::$name(annals::MemoryStore::new()).await
-                }
-            )*
-        }
-        mod sled_store {
-            $(
-                #[tokio::test]
-                async fn $name() -> super::TestResult {
-                    let dir = tempfile::tempdir()?;
-                    super::$name(annals::SledStore::open(dir.path())?).await
-                }
-            )*
-        }
-        #[cfg(feature = "postgres")]
-        mod postgres_store {
-            $(
-                #[tokio::test]
-                async fn $name() -> super::TestResult {
-                    super::$name(crate::postgres_support::fresh_config()?.open().await?).await
-                }
-            )*
-        }
-    };
-}
 
 on_every_store!(
     a_deadline_fires_once_at_its_business_time_and_never_before,
