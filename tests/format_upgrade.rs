@@ -1,5 +1,5 @@
 //! Stores written in older storage formats open with this version, upgraded in place: reads give
-//! back everything, `verify` finds nothing, and the format key says the current format (3).
+//! back everything, `verify` finds nothing, and the format key says the current format (4).
 //!
 //! - Format 1 (stream index entries and checkpoints without the checksums of format 2, an event-type
 //!   index without counts): made by writing a store with this version and rewriting its index
@@ -7,6 +7,10 @@
 //! - Format 2 (before the life of a stream): the committed fixture `tests/fixtures/sled-format-2/`,
 //!   written by Annals at commit 88bdbba, opened as a copy; after the upgrade, deletes, truncations
 //!   and scavenges work on it.
+//! - Format 3 (before the persisted event-id index): the committed fixture
+//!   `tests/fixtures/sled-format-3/`, written by Annals at commit 9eb3329, with holes, truncated and
+//!   deleted streams; after the upgrade its event ids are in the index, so retries of its appends
+//!   are recognised, and it reads exactly as that version read it.
 
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -111,9 +115,9 @@ fn format_of(dir: &std::path::Path) -> Result<u32, Box<dyn std::error::Error>> {
     Ok(u32::from_be_bytes(format.as_ref().try_into()?))
 }
 
-/// A copy of the format-2 fixture in a fresh directory (the fixture itself is never opened).
-fn fixture_copy() -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sled-format-2");
+/// A copy of the fixture `name` in a fresh directory (the fixture itself is never opened).
+fn fixture_copy(name: &str) -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let dir = tempfile::tempdir()?;
     for name in ["db", "conf", "annals-head"] {
         std::fs::copy(fixture.join(name), dir.path().join(name))?;
@@ -121,18 +125,18 @@ fn fixture_copy() -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
     Ok(dir)
 }
 
-/// The events of the fixture as the version that wrote it read them back.
-fn fixture_events() -> Result<Vec<RecordedEvent>, Box<dyn std::error::Error>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sled-format-2.events.jsonl");
+/// The events of the fixture `name` as the version that wrote it read them back.
+fn fixture_events(name: &str) -> Result<Vec<RecordedEvent>, Box<dyn std::error::Error>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.events.jsonl"));
     let text = std::fs::read_to_string(path)?;
     Ok(text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
 }
 
 #[tokio::test]
 async fn the_format_2_fixture_is_upgraded_at_open_and_reads_exactly_as_its_version_wrote_it() -> TestResult {
-    let dir = fixture_copy()?;
+    let dir = fixture_copy("sled-format-2")?;
     assert_eq!(format_of(dir.path())?, 2, "the fixture is of format 2");
-    let expected = fixture_events()?;
+    let expected = fixture_events("sled-format-2")?;
     assert_eq!(expected.len(), 31);
     let store = SledStore::open(dir.path())?;
     let log: Vec<_> = store.read_log(ReadLog::from_start()).try_collect().await?;
@@ -153,7 +157,7 @@ async fn the_format_2_fixture_is_upgraded_at_open_and_reads_exactly_as_its_versi
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!((report.events, report.scavenged, report.deleted_streams), (31, 0, 0));
     drop(store);
-    assert_eq!(format_of(dir.path())?, 3, "the upgrade sets the format key");
+    assert_eq!(format_of(dir.path())?, SledStore::FORMAT_VERSION, "the upgrade sets the format key");
 
     // The life of a stream works on the upgraded store, and survives a reopen.
     let (order, reading, member) = (StreamId::new("order-1")?, StreamId::new("reading-7")?, StreamId::new("member-3")?);
@@ -180,5 +184,73 @@ async fn the_format_2_fixture_is_upgraded_at_open_and_reads_exactly_as_its_versi
     let report = store.verify()?;
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!((report.scavenged, report.deleted_streams), (31 - kept.len() as u64, 2));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_format_3_fixture_is_upgraded_at_open_reads_exactly_as_its_version_wrote_it_and_knows_its_ids(
+) -> TestResult {
+    let dir = fixture_copy("sled-format-3")?;
+    assert_eq!(format_of(dir.path())?, 3, "the fixture is of format 3");
+    let expected = fixture_events("sled-format-3")?;
+    assert_eq!((expected.len(), expected.last().map(|e| e.position.get())), (21, Some(37)));
+    let infos_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sled-format-3.streams.json");
+    let infos: std::collections::BTreeMap<String, annals::StreamInfo> =
+        serde_json::from_str(&std::fs::read_to_string(infos_path)?)?;
+    let store = SledStore::open(dir.path())?;
+    let log: Vec<_> = store.read_log(ReadLog::from_start()).try_collect().await?;
+    assert_eq!(log, expected);
+    for (name, info) in &infos {
+        let stream = StreamId::new(name.as_str())?;
+        assert_eq!(&store.stream_info(&stream).await?, info, "{name}");
+        let events = store.read_stream_chunk(&stream, Version::FIRST, Direction::Forward, 100, StreamView::Current).await;
+        if info.tombstone {
+            assert!(matches!(events, Err(annals::Error::StreamDeleted { .. })), "{name}: {events:?}");
+            continue;
+        }
+        let wanted: Vec<_> = expected
+            .iter()
+            .filter(|e| e.stream == stream && e.version >= info.truncated_before)
+            .cloned()
+            .collect();
+        assert_eq!(events?, wanted, "{name}");
+    }
+    let snapshot = store.load_snapshot(&StreamId::new("order-1")?, Version::MAX).await?.ok_or("no snapshot")?;
+    assert_eq!((snapshot.version.get(), snapshot.state.as_str()), (3, r#"{"total":3}"#));
+    let checkpoint = store.load_checkpoint("projection/totals").await?.ok_or("no checkpoint")?;
+    assert_eq!((checkpoint.position.get(), checkpoint.state.as_deref()), (12, Some(r#"{"version":1}"#)));
+    assert_eq!(store.retention_rules().await?.len(), 1);
+    let report = store.verify()?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.events, report.scavenged, report.deleted_streams), (21, 16, 2));
+
+    // A retry of the fixture's last append (order-1, versions 7 and 8) is recognised from the index
+    // the upgrade built, before and after a reopen, and a new event goes after the head.
+    let order = StreamId::new("order-1")?;
+    let last_two: Vec<_> = expected.iter().filter(|e| e.stream == order && e.version.get() >= 7).collect();
+    let retry = || {
+        last_two
+            .iter()
+            .map(|e| NewEvent::raw(e.event_type.clone(), e.payload.clone()).with_id(e.id))
+            .collect::<Vec<_>>()
+    };
+    let again = store.append(&order, ExpectedVersion::Any, retry()).await?;
+    assert!(again.already_appended, "{again:?}");
+    assert_eq!((again.first_position.get(), again.last_position.get(), again.version.get()), (36, 37, 8));
+    drop(store);
+    assert_eq!(format_of(dir.path())?, SledStore::FORMAT_VERSION, "the upgrade sets the format key");
+    let db = raw_open(dir.path())?;
+    let tree = db.open_tree("annals")?;
+    assert_eq!(tree.scan_prefix(b"I").count(), 21, "one id key per stored event");
+    // member-3 has no event left (hard-deleted and scavenged): its lifecycle key keeps its version.
+    assert_eq!(tree.scan_prefix(b"H").count(), 4, "one head key per stream with a stored event");
+    drop((tree, db));
+    let store = SledStore::open(dir.path())?;
+    let again = store.append(&order, ExpectedVersion::Any, retry()).await?;
+    assert!(again.already_appended && again.first_position.get() == 36, "after a reopen: {again:?}");
+    let fresh = store.append(&order, ExpectedVersion::Any, vec![NewEvent::raw("Noted", "{}")]).await?;
+    assert_eq!((fresh.first_position.get(), fresh.version.get(), fresh.already_appended), (38, 9, false));
+    let report = store.verify()?;
+    assert!(report.is_ok(), "{:?}", report.problems);
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::store::{Checkpoint, Snapshot};
 use crate::stream_id::StreamId;
 
 /// The storage format this version writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 4;
 
 /// Key of the format version (value: u32 big-endian).
 pub(crate) const FORMAT_KEY: &[u8] = b"M\x00format";

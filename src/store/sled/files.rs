@@ -19,7 +19,7 @@ use super::codec::{
 };
 use super::config::SledConfig;
 use super::index::{count_key, decode_count, type_key, type_prefix, IndexEntry, TypeEntry, COUNT};
-use super::{recovery, upgrade};
+use super::{ids, recovery, upgrade};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -56,9 +56,9 @@ pub(super) struct Files {
     /// The last position written to sled so far, acknowledged or not: set by the writer before it
     /// applies a group, so that no index entry a reader meets lies past it unless it is damaged.
     applied: AtomicU64,
-    /// Streams whose index ends before their last event in the log, found by the scan at open and
-    /// never changed after it.
-    short_streams: OnceLock<HashSet<String>>,
+    /// The last version of each stream with events after the event-id index's mark, as the log said
+    /// at open (see `check_stream_index`); set once, when the writer starts.
+    tail_versions: OnceLock<HashMap<String, u64>>,
     /// The names of the saved checkpoints, as stored beside them (`None`: that list is damaged).
     checkpoint_names: Mutex<Option<BTreeSet<String>>>,
     /// How many snapshots per stream a save keeps.
@@ -102,7 +102,7 @@ impl Files {
         let synced_blobs = Mutex::new(HashSet::new());
         let skip_fdatasync = config.skip_fdatasync;
         let applied = AtomicU64::new(0);
-        let short_streams = OnceLock::new();
+        let tail_versions = OnceLock::new();
         let files = Files {
             path,
             db,
@@ -114,7 +114,7 @@ impl Files {
             skip_fdatasync,
             store,
             applied,
-            short_streams,
+            tail_versions,
             checkpoint_names: Mutex::new(names),
             snapshot_retention: config.snapshot_retention,
             snapshot_saves: Mutex::new(()),
@@ -535,59 +535,58 @@ impl Files {
         Ok(checkpoints)
     }
 
-    /// Where the event at `position` is, for retry detection; `None` when it was scavenged.
-    pub(super) fn stored_at(&self, position: u64) -> Result<Option<StoredId>> {
-        let event = self.event_at(position, &mut None)?;
-        Ok(event.map(|event| StoredId { position: event.position, stream: event.stream, version: event.version }))
-    }
-
-    /// One pass over the log at open: the position of every event id still stored (holes left by a
-    /// scavenge are skipped: a removed id is forgotten), and the streams whose index ends before their last event in the log (a removed or
-    /// shrunk last index entry), which reads and appends of those streams then report as damage.
-    pub(super) fn scan_log(&self) -> Result<HashMap<Uuid, u64>> {
-        let mut ids = HashMap::new();
-        let mut versions: HashMap<String, u64> = HashMap::new();
-        for item in self.tree.scan_prefix([LOG]) {
-            let (key, value) = item.map_err(sled_error)?;
-            let Ok(record) = parse_record(&key, value) else { continue };
-            for position in record.first..=record.last() {
-                if let Ok(Some((id, stream, version))) = record.identity(position) {
-                    ids.insert(id, position);
-                    match versions.get_mut(stream) {
-                        Some(last) => *last = (*last).max(version),
-                        None => {
-                            versions.insert(stream.to_owned(), version);
-                        }
-                    }
-                }
-            }
-        }
-        let mut short = HashSet::new();
-        for (stream, version) in versions {
-            // A last entry that does not decode is damage of this stream only: its reads report it.
-            let indexed = match self.stream_entries(&stream, u64::MAX, Direction::Backward).next() {
-                Some(Ok(entry)) => entry.last_version(),
-                Some(Err(_)) | None => 0,
-            };
-            if indexed < version {
-                short.insert(stream);
-            }
-        }
-        // The scan runs once, when the writer starts; a second one would find the same streams.
-        let _ = self.short_streams.set(short);
-        Ok(ids)
-    }
-
-    /// Fails for a stream whose index ends before its last event in the log (found at open).
-    pub(super) fn check_stream_index(&self, stream: &str) -> Result<()> {
-        if self.short_streams.get().is_some_and(|short| short.contains(stream)) {
+    /// Where the event with `id`, which the id index places at `position`, is, for retry detection;
+    /// `None` when it was scavenged. An index that points at another event is damage.
+    pub(super) fn stored_at(&self, position: u64, id: Uuid) -> Result<Option<StoredId>> {
+        let Some(event) = self.event_at(position, &mut None)? else { return Ok(None) };
+        if event.id != id {
             return Err(Error::Corrupt {
-                what: "stream index entry",
-                position: Position::ZERO,
-                reason: "the stream's index ends before its last event in the log",
+                what: "event-id index entry",
+                position: event.position,
+                reason: "it points at another event",
             });
         }
-        Ok(())
+        Ok(Some(StoredId { position: event.position, stream: event.stream, version: event.version }))
+    }
+
+    /// What the event-id index does not cover, read from the log after its mark when the writer
+    /// starts: the ids for the writer to keep in memory until its next slice, and the streams' last
+    /// versions there, which `check_stream_index` holds their index to from then on.
+    pub(super) fn index_tail(&self) -> Result<ids::Tail> {
+        let mark = ids::read_mark(&self.tree)?;
+        let mut tail = ids::scan_after(&self.tree, mark)?;
+        // The scan runs once, when the writer starts; a second one would find the same versions.
+        let _ = self.tail_versions.set(std::mem::take(&mut tail.versions));
+        Ok(tail)
+    }
+
+    /// Fails for a stream whose index ends before its last event: the index must reach the stream's
+    /// head key (its last version at the id index's mark) and its last version after the mark (read
+    /// from the log at open), unless its lifecycle key says those versions were written and removed.
+    /// Without this, a lost last index entry would hand the same versions out again.
+    pub(super) fn check_stream_index(&self, stream: &str) -> Result<()> {
+        let after_mark = self.tail_versions.get().and_then(|tail| tail.get(stream)).copied().unwrap_or(0);
+        let expected = ids::stream_head(&self.tree, stream)?.unwrap_or(0).max(after_mark);
+        if expected == 0 {
+            return Ok(());
+        }
+        // A last entry that does not decode is damage of this stream only: its reads report it.
+        let indexed = match self.stream_entries(stream, u64::MAX, Direction::Backward).next() {
+            Some(Ok(entry)) => entry.last_version(),
+            Some(Err(_)) | None => 0,
+        };
+        if indexed >= expected {
+            return Ok(());
+        }
+        let written = self.lifecycle(stream)?.last_version.map_or(0, |v| v.get());
+        if written >= expected {
+            return Ok(());
+        }
+        Err(Error::Corrupt {
+            what: "stream index entry",
+            position: Position::ZERO,
+            reason: "the stream's index ends before its last event in the log",
+        })
     }
 }
 
@@ -640,7 +639,7 @@ fn check_format(path: &Path, db: &sled::Db, tree: &sled::Tree) -> Result<()> {
             let found = value.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| unsupported(0))?;
             match found {
                 FORMAT_VERSION => {}
-                2 => upgrade::from_format_2(db, tree)?,
+                2 | 3 => upgrade::from_format_3(db, tree)?,
                 1 => upgrade::from_format_1(db, tree, &db.open_tree(CHECKPOINTS).map_err(sled_error)?)?,
                 _ => return Err(unsupported(found)),
             }

@@ -9,6 +9,7 @@ mod codec;
 mod compact;
 mod config;
 mod files;
+mod ids;
 mod index;
 mod lifecycle;
 mod read;

@@ -1,8 +1,9 @@
 //! Bringing a store's indexes up to date at open: a store of format 1 gets checksums on its stream
 //! index entries and checkpoints, and a rebuilt event-type index with its counts; a store of format
-//! 2 has nothing to rewrite (format 3 only adds lifecycle keys and holes in records, which a format-2
-//! store has none of); a store whose event-type index is incomplete gets it rebuilt. Each step can
-//! run again after a crash: the format key is written last.
+//! 2 or 3 gets the event-id index and stream heads of format 4 built from its log (format 3 only
+//! added lifecycle keys and holes in records, which a format-2 store has none of); a store whose
+//! event-type index is incomplete gets it rebuilt. Each step can run again after a crash: the format
+//! key is written last.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,15 +12,19 @@ use super::codec::{
     TYPE_INDEX_KEY,
 };
 use super::files::{parse_record, sled_error};
+use super::ids;
 use super::index::{insert_type_entries, IndexEntry, COUNT};
 use crate::error::Result;
 
 /// How many writes one sled batch of an upgrade holds.
 const CHUNK: usize = 10_000;
 
-/// Upgrades a store of format 2 to the current format: only the format key changes (written and
-/// flushed, so that an older version refuses the store from then on).
-pub(super) fn from_format_2(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+/// Upgrades a store of format 2 or 3 to the current format: the event-id index and the stream heads
+/// (format 4) are built from the log, then the format key is written and flushed, so that an older
+/// version refuses the store from then on. Format 3 only added lifecycle keys and holes in records,
+/// which a format-2 store has none of, so both take the same step.
+pub(super) fn from_format_3(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+    ids::build(tree)?;
     tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()).map_err(sled_error)?;
     db.flush().map_err(sled_error)?;
     Ok(())
@@ -52,6 +57,7 @@ pub(super) fn from_format_1(db: &sled::Db, tree: &sled::Tree, checkpoints: &sled
     }
     checkpoints.apply_batch(batch).map_err(sled_error)?;
     rebuild_type_index(db, tree)?;
+    ids::build(tree)?;
     tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()).map_err(sled_error)?;
     db.flush().map_err(sled_error)?;
     Ok(())

@@ -1,9 +1,12 @@
 //! [`SledStore::verify`]: a full check of a store's bytes and their agreement with each other.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
 
+use super::ids;
 use super::codec::{be_u64, decode_checkpoint, decode_snapshot, Record, LOG, STREAM, TYPE};
 use super::files::sled_error;
 use super::index::{IndexEntry, TypeEntry};
@@ -137,7 +140,9 @@ impl SledStore {
         let mut report = VerifyReport::default();
         let mut names: Vec<String> = Vec::new();
         let lives = self.verify_lives(&mut report)?;
-        let mut placed = self.verify_log(&mut report, &mut names, &lives)?;
+        let mut ids = HashMap::new();
+        let mut placed = self.verify_log(&mut report, &mut names, &mut ids, &lives)?;
+        self.verify_ids(&mut report, &names, &placed, &ids, &lives)?;
         self.verify_index(&mut report, &names, &mut placed, &lives)?;
         self.verify_type_index(&mut report, &placed)?;
         self.verify_side_trees(&mut report)?;
@@ -167,7 +172,13 @@ impl SledStore {
     }
 
     /// Walks the log records; returns what is at each position (index = position - 1).
-    fn verify_log(&self, report: &mut VerifyReport, names: &mut Vec<String>, lives: &Lives) -> Result<Vec<Slot>> {
+    fn verify_log(
+        &self,
+        report: &mut VerifyReport,
+        names: &mut Vec<String>,
+        ids: &mut HashMap<Uuid, u64>,
+        lives: &Lives,
+    ) -> Result<Vec<Slot>> {
         let head = self.durable_head();
         let mut placed = Vec::with_capacity(usize::try_from(head).unwrap_or(0));
         let mut problem = |position: u64, what: String| {
@@ -175,7 +186,6 @@ impl SledStore {
         };
         let mut stream_numbers: HashMap<String, u32> = HashMap::new();
         let mut versions: HashMap<u32, u64> = HashMap::new();
-        let mut ids = HashSet::new();
         let mut next = 1;
         let mut last_recorded = DateTime::<Utc>::MIN_UTC;
         let (mut events, mut records) = (0, 0);
@@ -218,7 +228,7 @@ impl SledStore {
                     }
                 };
                 events += 1;
-                if !ids.insert(event.id) {
+                if ids.insert(event.id, position).is_some() {
                     problem(position, format!("event id {} is stored twice", event.id));
                 }
                 let number = *stream_numbers.entry(event.stream.as_str().to_owned()).or_insert_with(|| {
@@ -243,6 +253,78 @@ impl SledStore {
         report.events = events;
         report.records = records;
         Ok(placed)
+    }
+
+    /// Checks the event-id index and the stream heads against the log: every event at or before the
+    /// mark has its id key, every id key names a stored event with that id, and every stream with an
+    /// event at or before the mark has a head key at its last version there (or below what its
+    /// lifecycle key says was written, for removed versions).
+    fn verify_ids(
+        &self,
+        report: &mut VerifyReport,
+        names: &[String],
+        placed: &[Slot],
+        stored: &HashMap<Uuid, u64>,
+        lives: &Lives,
+    ) -> Result<()> {
+        let tree = &self.inner.files.tree;
+        let mut problem = |what: String| report.problems.push(VerifyProblem { position: Position::ZERO, what });
+        let mark = match tree.get(ids::MARK_KEY).map_err(sled_error)? {
+            None => 0,
+            Some(value) => ids::decode_number(ids::MARK_KEY, &value).unwrap_or_else(|| {
+                problem("the event-id index's mark does not decode".into());
+                0
+            }),
+        };
+        if mark > placed.len() as u64 {
+            problem(format!("the event-id index's mark {mark} is past the end of the log"));
+        }
+        let mut indexed = 0u64;
+        for item in tree.scan_prefix([ids::ID]) {
+            let (key, value) = item.map_err(sled_error)?;
+            let id = key.get(1..).and_then(|bytes| Uuid::from_slice(bytes).ok());
+            let position = ids::decode_number(&key, &value);
+            let (Some(id), Some(position)) = (id, position) else {
+                problem(format!("an event-id index entry does not decode (key {:?})", key.as_ref()));
+                continue;
+            };
+            if stored.get(&id) == Some(&position) {
+                indexed += 1;
+            } else {
+                problem(format!("the event-id index places {id} at {position}, where the log does not have it"));
+            }
+        }
+        let below = stored.values().filter(|position| **position <= mark).count() as u64;
+        if indexed < below {
+            problem(format!("{} events at or before the id index's mark have no id key", below - indexed));
+        }
+        let mut heads: HashMap<u32, u64> = HashMap::new();
+        for slot in placed.iter().take(usize::try_from(mark).unwrap_or(usize::MAX)) {
+            if let Some(event) = slot.event() {
+                let head = heads.entry(event.stream).or_default();
+                *head = (*head).max(event.version);
+            }
+        }
+        let numbers: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
+        for item in tree.scan_prefix([ids::HEAD]) {
+            let (key, value) = item.map_err(sled_error)?;
+            let name = String::from_utf8_lossy(key.get(1..).unwrap_or_default()).into_owned();
+            let Some(version) = ids::decode_number(&key, &value) else {
+                problem(format!("the head of {name:?} does not decode"));
+                continue;
+            };
+            let number = numbers.get(name.as_str()).copied();
+            let in_log = number.and_then(|n| heads.remove(&n)).unwrap_or(0);
+            let written = lives.0.get(&name).and_then(|info| info.last_version).map_or(0, Version::get);
+            if version < in_log || (version > in_log && version > written) {
+                problem(format!("the head of {name:?} says version {version}, the log has {in_log}"));
+            }
+        }
+        for (number, version) in heads {
+            let name = names.get(number as usize).map_or("?", String::as_str);
+            problem(format!("{name:?} has events up to version {version} before the id index's mark but no head"));
+        }
+        Ok(())
     }
 
     /// Checks that the stream index covers every event once, where the log has it; versions a

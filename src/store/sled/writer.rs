@@ -2,7 +2,7 @@
 //! checks each against the stream heads, assigns versions and positions, and commits each group with
 //! one sled batch and one flush + fsync (group commit).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::codec::{stream_key, RecordBuilder};
 use super::config::Durability;
 use super::files::{sled_error, Files};
+use super::ids;
 use super::index::{insert_type_entries, IndexEntry};
 use super::recovery::{guarded, DATA_FILE_DAMAGE, HEAD_EVERY, HEAD_EVERY_GROUPS};
 use super::scavenge::{plan_chunk, plan_stream, Removal};
@@ -48,7 +49,7 @@ pub(super) struct WriterHandle {
 pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u64) -> Result<WriterHandle> {
     // What the writer continues is read from sled; a panic there on a damaged file is damage too.
     let last = guarded(DATA_FILE_DAMAGE, || files.last_record())?;
-    let ids = guarded(DATA_FILE_DAMAGE, || files.scan_log())?;
+    let tail = guarded(DATA_FILE_DAMAGE, || files.index_tail())?;
     let type_counts = guarded(DATA_FILE_DAMAGE, || files.type_counts())?;
     let next_position = last.as_ref().map_or(1, |r| r.last() + 1);
     let (head_tx, head_rx) = watch::channel(Position::new(next_position - 1));
@@ -68,7 +69,8 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u
         Durability::Fsync => None,
     };
     let writer = Writer {
-        ids,
+        recent: tail.ids,
+        dirty: HashSet::new(),
         type_counts,
         files,
         durability,
@@ -227,9 +229,13 @@ struct Writer {
     /// Known lifecycles of streams, as their lifecycle key holds them (`StreamInfo::new()` for a
     /// stream without one); only the writer writes those keys.
     lives: HashMap<StreamId, StreamInfo>,
-    /// The position of every stored event id. Kept in memory rather than as sled keys: sled spends
-    /// about 8 µs per key written, which would halve append throughput (docs/DESIGN.md).
-    ids: HashMap<Uuid, u64>,
+    /// The position of every event id stored after the id index's `mark`: at most about
+    /// [`ids::SLICE`] of them, written to the index in one batch (a slice) once there are that many,
+    /// and at a clean close. Appends write no id key: sled spends microseconds per key written, and
+    /// one per event would halve append throughput (docs/DESIGN.md).
+    recent: HashMap<Uuid, u64>,
+    /// Streams appended to since the last slice, whose head keys the next slice writes.
+    dirty: HashSet<StreamId>,
     /// Set after a failed commit (by either thread): the outcome on disk is unknown, so no more
     /// appends until reopen.
     poisoned: Arc<AtomicBool>,
@@ -426,7 +432,11 @@ impl Writer {
                 self.commit(ordinary, None);
             }
         }
-        // Nothing to report to anyone any more; a failure here is seen at the next open.
+        // Nothing to report to anyone any more; a failure here is seen at the next open (which reads
+        // the ids this slice would have indexed from the log).
+        if !self.poisoned.load(Ordering::Acquire) && !self.recent.is_empty() {
+            self.write_slice();
+        }
         let _ = self.files.db.flush();
         drop(self.synced);
     }
@@ -471,8 +481,12 @@ impl Writer {
                 if wrote {
                     self.last_recorded = self.last_recorded.max(recorded_at);
                 }
+                self.dirty.extend(group.heads.keys().cloned());
                 self.heads.extend(group.heads);
-                self.ids.extend(group.ids.into_iter().map(|(id, stored)| (id, stored.position.get())));
+                self.recent.extend(group.ids.into_iter().map(|(id, stored)| (id, stored.position.get())));
+                if self.recent.len() >= ids::SLICE {
+                    self.write_slice();
+                }
                 replies
             }
             Err(error) => {
@@ -524,9 +538,12 @@ impl Writer {
         let keys: Vec<_> = request.appends.iter().map(|a| (&a.stream, a.ids.as_slice())).collect();
         let retry = plan_retry(&keys, |id| match group.ids.get(&id) {
             Some(stored) => Ok(Some(stored.clone())),
-            None => match self.ids.get(&id) {
-                Some(position) => self.files.stored_at(*position),
-                None => Ok(None),
+            None => match self.recent.get(&id) {
+                Some(position) => self.files.stored_at(*position, id),
+                None => match ids::lookup(&self.files.tree, &id)? {
+                    Some(position) => self.files.stored_at(position, id),
+                    None => Ok(None),
+                },
             },
         })?;
         if let Some(results) = retry {
@@ -693,24 +710,45 @@ impl Writer {
         Ok(())
     }
 
-    /// Applies a scavenge step's batch, durably, and forgets the removed ids.
+    /// Writes the ids gathered since the last slice to the id index, with the heads of the streams
+    /// appended to since and the new mark, in one sled batch. It is not flushed here: the next
+    /// group's flush carries it (sled recovers batches in order, so a slice never survives a crash
+    /// without the groups it indexes). A failure leaves everything as it was, to be tried again at
+    /// the next slice; the next open reads these ids from the log in the meantime.
+    fn write_slice(&mut self) {
+        let mark = self.next_position - 1;
+        let mut batch = sled::Batch::default();
+        let heads = self.dirty.iter().filter_map(|stream| Some((stream.as_str(), *self.heads.get(stream)?)));
+        ids::add_slice(&mut batch, &self.recent, heads, mark);
+        let applied = guarded(DATA_FILE_DAMAGE, || self.files.tree.apply_batch(batch).map_err(sled_error));
+        if applied.is_ok() {
+            self.recent.clear();
+            self.dirty.clear();
+        }
+    }
+
+    /// Applies a scavenge step's batch, durably, and forgets the removed ids (their id keys go in the
+    /// same batch).
     fn remove(&mut self, removal: Removal) -> Result<()> {
         if removal.removed == 0 {
             return Ok(());
         }
+        let mut batch = removal.batch;
+        for id in &removal.ids {
+            if self.recent.remove(id).is_none() {
+                batch.remove(&ids::id_key(id));
+            }
+        }
         let written = self
             .files
             .tree
-            .apply_batch(removal.batch)
+            .apply_batch(batch)
             .map_err(sled_error)
             .and_then(|()| self.files.make_durable(self.durability));
         if written.is_err() {
             self.poisoned.store(true, Ordering::Release);
         }
         written?;
-        for id in removal.ids {
-            self.ids.remove(&id);
-        }
         Ok(())
     }
 }

@@ -1,0 +1,208 @@
+//! The persisted event-id index of the sled store (format 4), and the stream heads that come with it.
+//!
+//! - An **id key** (`I` + the event id's 16 bytes) holds the position of that event (u64 BE) and a
+//!   CRC-32 of key and position (u32 BE).
+//! - A **head key** (`H` + stream name) holds the stream's last version at the index's mark (u64 BE)
+//!   and a CRC-32 of key and version.
+//! - The **mark** (`M\0id-index`) holds a position (u64 BE) and a CRC-32: every event stored at or
+//!   before it has its id key, and every stream with an event at or before it has its head key.
+//!
+//! The writer keeps the ids of the events after the mark in memory (at most about [`SLICE`] of them),
+//! and writes them, the heads of the streams they touched and the new mark in one sled batch, a
+//! *slice*, once there are [`SLICE`] of them and at every clean close. Appends never write an id key
+//! themselves: a sled key costs microseconds, and one per event would halve the append rate
+//! (docs/DESIGN.md, "Why the id index is written in slices"). At open, only the log after the mark is
+//! read (the ids a crash left unindexed), so opening does not grow with the log.
+//!
+//! The head keys let an open notice, without reading the log, a stream whose index lost its last
+//! entries (damage that would otherwise hand the same versions out again): a stream's index must
+//! reach its head key's version, or the versions its lifecycle key says were written.
+
+use std::collections::HashMap;
+
+use sled::IVec;
+use uuid::Uuid;
+
+use super::codec::{be_u64, log_key, LOG};
+use super::files::{parse_record, sled_error};
+use super::index::{checked, with_checksum};
+use crate::error::{Error, Result};
+use crate::position::Position;
+
+/// Prefix of id keys: `I` + event id (16 bytes).
+pub(crate) const ID: u8 = b'I';
+/// Prefix of head keys: `H` + stream name.
+pub(crate) const HEAD: u8 = b'H';
+/// The key of the index's mark.
+pub(crate) const MARK_KEY: &[u8] = b"M\x00id-index";
+/// How many unindexed ids the writer lets gather before it writes a slice.
+pub(super) const SLICE: usize = 16 * 1024;
+/// How many keys one batch of a rebuild holds.
+const CHUNK: usize = 10_000;
+
+pub(crate) fn id_key(id: &Uuid) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = ID;
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+pub(crate) fn head_key(stream: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 1);
+    key.push(HEAD);
+    key.extend_from_slice(stream.as_bytes());
+    key
+}
+
+/// A u64 (BE) with its checksum over `key` and the number.
+pub(crate) fn encode_number(key: &[u8], number: u64) -> Vec<u8> {
+    with_checksum(key, number.to_be_bytes().to_vec())
+}
+
+/// The number stored under `key`, if its checksum matches.
+pub(crate) fn decode_number(key: &[u8], value: &[u8]) -> Option<u64> {
+    let body = checked(key, value)?;
+    (body.len() == 8).then(|| be_u64(body)).flatten()
+}
+
+fn damaged(what: &'static str) -> Error {
+    Error::Corrupt { what, position: Position::ZERO, reason: "its checksum does not match" }
+}
+
+/// The index's mark: `0` when the store has none (nothing is indexed).
+pub(super) fn read_mark(tree: &sled::Tree) -> Result<u64> {
+    match tree.get(MARK_KEY).map_err(sled_error)? {
+        None => Ok(0),
+        Some(value) => decode_number(MARK_KEY, &value).ok_or_else(|| damaged("event-id index mark")),
+    }
+}
+
+/// The position the id index holds for `id`.
+pub(super) fn lookup(tree: &sled::Tree, id: &Uuid) -> Result<Option<u64>> {
+    let key = id_key(id);
+    match tree.get(key).map_err(sled_error)? {
+        None => Ok(None),
+        Some(value) => decode_number(&key, &value).map(Some).ok_or_else(|| damaged("event-id index entry")),
+    }
+}
+
+/// The version the head key of `stream` holds.
+pub(super) fn stream_head(tree: &sled::Tree, stream: &str) -> Result<Option<u64>> {
+    let key = head_key(stream);
+    match tree.get(&key).map_err(sled_error)? {
+        None => Ok(None),
+        Some(value) => decode_number(&key, &value).map(Some).ok_or_else(|| damaged("stream head")),
+    }
+}
+
+/// What the index does not cover: the events stored after its mark, read from the log at open.
+#[derive(Debug, Default)]
+pub(super) struct Tail {
+    /// The position of every event id stored after the mark.
+    pub(super) ids: HashMap<Uuid, u64>,
+    /// The last version of each stream with an event after the mark.
+    pub(super) versions: HashMap<String, u64>,
+}
+
+impl Tail {
+    fn add(&mut self, id: Uuid, position: u64, stream: &str, version: u64) {
+        self.ids.insert(id, position);
+        match self.versions.get_mut(stream) {
+            Some(last) => *last = (*last).max(version),
+            None => {
+                self.versions.insert(stream.to_owned(), version);
+            }
+        }
+    }
+}
+
+/// Reads the log after `mark`. Records that do not decode, and events in them that do not, are left
+/// out: reading them reports the damage, and `verify` lists it.
+pub(super) fn scan_after(tree: &sled::Tree, mark: u64) -> Result<Tail> {
+    let mut tail = Tail::default();
+    for_each_event_after(tree, mark, |id, position, stream, version| tail.add(id, position, stream, version))?;
+    Ok(tail)
+}
+
+/// Calls `visit` with the id, position, stream and version of every event stored after `mark`.
+fn for_each_event_after(tree: &sled::Tree, mark: u64, mut visit: impl FnMut(Uuid, u64, &str, u64)) -> Result<()> {
+    let next = mark.saturating_add(1);
+    // The record holding `next` may start before it.
+    let start = match tree.range([LOG].as_slice()..=log_key(next).as_slice()).next_back() {
+        Some(Ok((key, _))) => key,
+        Some(Err(e)) => return Err(sled_error(e)),
+        None => IVec::from(&log_key(next)),
+    };
+    let end = log_key(u64::MAX);
+    for item in tree.range(start..=IVec::from(&end)) {
+        let (key, value) = item.map_err(sled_error)?;
+        let Ok(record) = parse_record(&key, value) else { continue };
+        for position in record.first.max(next)..=record.last() {
+            if let Ok(Some((id, stream, version))) = record.identity(position) {
+                visit(id, position, stream, version);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds a slice to `batch`: the id keys of `ids`, the head keys of `heads`, and the new `mark`.
+pub(super) fn add_slice<'a>(
+    batch: &mut sled::Batch,
+    ids: impl IntoIterator<Item = (&'a Uuid, &'a u64)>,
+    heads: impl IntoIterator<Item = (&'a str, u64)>,
+    mark: u64,
+) {
+    for (id, position) in ids {
+        let key = id_key(id);
+        batch.insert(&key, encode_number(&key, *position));
+    }
+    for (stream, version) in heads {
+        let key = head_key(stream);
+        let value = encode_number(&key, version);
+        batch.insert(key, value);
+    }
+    batch.insert(MARK_KEY, encode_number(MARK_KEY, mark));
+}
+
+/// Builds the whole index from the log (an upgrade from format 3 or older, whose stores have none):
+/// id keys and head keys in batches of [`CHUNK`], then the mark at the log's last position, last, so
+/// that an interrupted build runs again at the next open. The caller flushes.
+pub(super) fn build(tree: &sled::Tree) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    let mut heads: HashMap<String, u64> = HashMap::new();
+    let mut last = 0;
+    let mut failure = None;
+    for_each_event_after(tree, 0, |id, position, stream, version| {
+        let key = id_key(&id);
+        batch.insert(&key, encode_number(&key, position));
+        let head = heads.entry(stream.to_owned()).or_default();
+        *head = (*head).max(version);
+        pending += 1;
+        if pending >= CHUNK && failure.is_none() {
+            failure = tree.apply_batch(std::mem::take(&mut batch)).err();
+            pending = 0;
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(sled_error(error));
+    }
+    // The mark goes at the end of the last record that decodes (a damaged one cannot say its end).
+    for item in tree.scan_prefix([LOG]).rev() {
+        let (key, value) = item.map_err(sled_error)?;
+        if let Ok(record) = parse_record(&key, value) {
+            last = record.last();
+            break;
+        }
+    }
+    for (stream, version) in &heads {
+        let key = head_key(stream);
+        let value = encode_number(&key, *version);
+        batch.insert(key, value);
+    }
+    tree.apply_batch(batch).map_err(sled_error)?;
+    let mut batch = sled::Batch::default();
+    batch.insert(MARK_KEY, encode_number(MARK_KEY, last));
+    tree.apply_batch(batch).map_err(sled_error)
+}
