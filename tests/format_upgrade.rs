@@ -188,8 +188,8 @@ async fn the_format_2_fixture_is_upgraded_at_open_and_reads_exactly_as_its_versi
 }
 
 #[tokio::test]
-async fn the_format_3_fixture_is_upgraded_at_open_reads_exactly_as_its_version_wrote_it_and_knows_its_ids(
-) -> TestResult {
+async fn the_format_3_fixture_is_upgraded_at_open_reads_exactly_as_its_version_wrote_it_and_knows_its_ids() -> TestResult
+{
     let dir = fixture_copy("sled-format-3")?;
     assert_eq!(format_of(dir.path())?, 3, "the fixture is of format 3");
     let expected = fixture_events("sled-format-3")?;
@@ -203,16 +203,14 @@ async fn the_format_3_fixture_is_upgraded_at_open_reads_exactly_as_its_version_w
     for (name, info) in &infos {
         let stream = StreamId::new(name.as_str())?;
         assert_eq!(&store.stream_info(&stream).await?, info, "{name}");
-        let events = store.read_stream_chunk(&stream, Version::FIRST, Direction::Forward, 100, StreamView::Current).await;
+        let events =
+            store.read_stream_chunk(&stream, Version::FIRST, Direction::Forward, 100, StreamView::Current).await;
         if info.tombstone {
             assert!(matches!(events, Err(annals::Error::StreamDeleted { .. })), "{name}: {events:?}");
             continue;
         }
-        let wanted: Vec<_> = expected
-            .iter()
-            .filter(|e| e.stream == stream && e.version >= info.truncated_before)
-            .cloned()
-            .collect();
+        let wanted: Vec<_> =
+            expected.iter().filter(|e| e.stream == stream && e.version >= info.truncated_before).cloned().collect();
         assert_eq!(events?, wanted, "{name}");
     }
     let snapshot = store.load_snapshot(&StreamId::new("order-1")?, Version::MAX).await?.ok_or("no snapshot")?;

@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
 
-use super::ids;
 use super::codec::{be_u64, decode_checkpoint, decode_snapshot, Record, LOG, STREAM, TYPE};
 use super::files::sled_error;
+use super::ids;
 use super::index::{IndexEntry, TypeEntry};
 use super::lifecycle::{decode_life, LIFE};
 use super::SledStore;
