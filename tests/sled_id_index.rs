@@ -243,3 +243,47 @@ fn id_index_child() {
         }
     });
 }
+
+/// A retry racing the slice that moves its ids from the writer's memory into the index: appenders
+/// keep the writer busy while one task retries the last acknowledged append over and over, across
+/// several slices. Every retry must be recognised (the writer looks the ids up again when a slice
+/// came after the appender's own look).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_racing_a_slice_is_still_recognised() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = std::sync::Arc::new(SledStore::open(dir.path())?);
+    let last = std::sync::Arc::new(std::sync::Mutex::new(None::<(usize, Vec<Uuid>, AppendResult)>));
+    let target = 4 * 16_384 + 1_000;
+    let mut writers = Vec::new();
+    for task in 0..4 {
+        let (store, last) = (store.clone(), last.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = task;
+            while store.head().await?.get() < target {
+                let events = batch(n);
+                let ids: Vec<Uuid> = events.iter().map(NewEvent::id).collect();
+                let result = store.append(&stream_of(n), ExpectedVersion::Any, events).await?;
+                *last.lock().unwrap() = Some((n, ids, result));
+                n += 4;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    let mut retries = 0;
+    while store.head().await?.get() < target {
+        let Some((n, ids, original)) = last.lock().unwrap().clone() else {
+            tokio::task::yield_now().await;
+            continue;
+        };
+        let result = store.append(&stream_of(n), ExpectedVersion::Any, again(&ids)).await?;
+        assert!(result.already_appended, "retry {retries} of append {n} was stored again: {result:?}");
+        assert_eq!(result.first_position, original.first_position);
+        retries += 1;
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    eprintln!("{retries} retries recognised");
+    assert!(retries > 100, "too few retries to race the slices: {retries}");
+    Ok(())
+}

@@ -59,6 +59,10 @@ pub(super) struct Files {
     /// The last version of each stream with events after the event-id index's mark, as the log said
     /// at open (see `check_stream_index`); set once, when the writer starts.
     tail_versions: OnceLock<HashMap<String, u64>>,
+    /// How many slices of the event-id index the writer has applied since open: an appender that
+    /// found none of its ids in the index tells the writer at which count it looked (see
+    /// `unindexed`), so that the writer looks them up again only if a slice came in between.
+    pub(super) slices: AtomicU64,
     /// The names of the saved checkpoints, as stored beside them (`None`: that list is damaged).
     checkpoint_names: Mutex<Option<BTreeSet<String>>>,
     /// How many snapshots per stream a save keeps.
@@ -115,6 +119,7 @@ impl Files {
             store,
             applied,
             tail_versions,
+            slices: AtomicU64::new(0),
             checkpoint_names: Mutex::new(names),
             snapshot_retention: config.snapshot_retention,
             snapshot_saves: Mutex::new(()),
@@ -558,6 +563,20 @@ impl Files {
         // The scan runs once, when the writer starts; a second one would find the same versions.
         let _ = self.tail_versions.set(std::mem::take(&mut tail.versions));
         Ok(tail)
+    }
+
+    /// Looks `ids` up in the event-id index, on the appender's thread: `Some(slices)` when none is
+    /// there (the writer then only checks the ids it holds in memory, unless a slice was applied
+    /// after `slices`), `None` when one is, or its key does not decode (the writer looks again).
+    pub(super) fn unindexed(&self, ids: impl IntoIterator<Item = Uuid>) -> Option<u64> {
+        // The count first: a slice applied after it shows in the count the writer compares with.
+        let slices = self.slices.load(Ordering::Acquire);
+        for id in ids {
+            if !matches!(ids::lookup(&self.tree, &id), Ok(None)) {
+                return None;
+            }
+        }
+        Some(slices)
     }
 
     /// Fails for a stream whose index ends before its last event: the index must reach the stream's

@@ -243,9 +243,15 @@ impl SledStore {
                 stream: append.stream,
                 expected: append.expected,
             })
-            .collect();
+            .collect::<Vec<PreparedAppend>>();
+        // A sled read per id, here on the appender's thread rather than on the writer's.
+        let files = &self.inner.files;
+        let unindexed = recovery::guarded(recovery::DATA_FILE_DAMAGE, || {
+            Ok(files.unindexed(appends.iter().flat_map(|a| a.ids.iter().copied())))
+        })
+        .unwrap_or(None);
         let (reply, answer) = oneshot::channel();
-        self.inner.writer.send(Request { appends, reply, restore })?;
+        self.inner.writer.send(Request { appends, reply, restore, unindexed })?;
         answer.await.map_err(|_| Error::Closed)?
     }
 

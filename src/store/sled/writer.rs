@@ -71,6 +71,7 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u
     let writer = Writer {
         recent: tail.ids,
         dirty: HashSet::new(),
+        slices: 0,
         type_counts,
         files,
         durability,
@@ -182,6 +183,10 @@ pub(super) struct Request {
     /// For a restored batch: its `recorded_at` and first position. Such a request is committed as a
     /// group of its own.
     pub(super) restore: Option<(DateTime<Utc>, u64)>,
+    /// `Some(n)` when the appender found none of the request's ids in the event-id index after `n`
+    /// slices had been applied (`Files::unindexed`): unless another slice came since, the writer
+    /// only checks the ids it holds.
+    pub(super) unindexed: Option<u64>,
 }
 
 /// What the writer does next: appends, or a change of a stream's life (taken in queue order, so
@@ -236,6 +241,8 @@ struct Writer {
     recent: HashMap<Uuid, u64>,
     /// Streams appended to since the last slice, whose head keys the next slice writes.
     dirty: HashSet<StreamId>,
+    /// Slices applied since open (`Files::slices` publishes it to appenders).
+    slices: u64,
     /// Set after a failed commit (by either thread): the outcome on disk is unknown, so no more
     /// appends until reopen.
     poisoned: Arc<AtomicBool>,
@@ -536,10 +543,12 @@ impl Writer {
     /// Checks one request against the state so far and, if it passes, adds it to the group.
     fn plan(&mut self, request: &Request, group: &mut Group) -> Result<Vec<AppendResult>> {
         let keys: Vec<_> = request.appends.iter().map(|a| (&a.stream, a.ids.as_slice())).collect();
+        let looked_up = request.unindexed == Some(self.slices);
         let retry = plan_retry(&keys, |id| match group.ids.get(&id) {
             Some(stored) => Ok(Some(stored.clone())),
             None => match self.recent.get(&id) {
                 Some(position) => self.files.stored_at(*position, id),
+                None if looked_up => Ok(None),
                 None => match ids::lookup(&self.files.tree, &id)? {
                     Some(position) => self.files.stored_at(position, id),
                     None => Ok(None),
@@ -722,6 +731,8 @@ impl Writer {
         ids::add_slice(&mut batch, &self.recent, heads, mark);
         let applied = guarded(DATA_FILE_DAMAGE, || self.files.tree.apply_batch(batch).map_err(sled_error));
         if applied.is_ok() {
+            self.slices += 1;
+            self.files.slices.store(self.slices, Ordering::Release);
             self.recent.clear();
             self.dirty.clear();
         }
