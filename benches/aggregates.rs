@@ -1,15 +1,22 @@
 //! Aggregate command throughput and load time, on the sled store with `Durability::Fsync`.
 //!
 //! - `hot_aggregate`: one sequential caller runs load + handle + durable append on one aggregate
-//!   that already has 10,000 events, with snapshots every 100; with and without the repository cache;
-//!   beside it, raw sled writing one key + flush + fdatasync per command (the floor of a durable write).
+//!   that already has 10,000 events, with snapshots every 100; with and without the repository cache.
+//!   Beside it, in the same run, "a bare loop of one durable append each" (issue 16), three ways:
+//!   `annals_store_append_one` (`SledStore::append` of one event per call, `Fsync`, on the same store,
+//!   no aggregate), `raw_sled_packed_record_flush_fsync` (the packed layout of `support/packed.rs`: one
+//!   record + one stream-index key, flush, fdatasync per command) and `raw_sled_insert_flush_fsync`
+//!   (one key + flush + fdatasync: the floor of a durable write).
 //! - `load_time`: loading an aggregate with 1k, 10k and 100k events of history and snapshots every 100:
 //!   the time must not grow with the history.
 //! - `many_aggregates`: 16 concurrent callers over 10,000 aggregates, durable.
 //!
-//! Run with `cargo bench --bench aggregates`; figures go to `docs/PERFORMANCE.md`.
+//! Run with `cargo bench --bench aggregates` (one group: `cargo bench --bench aggregates --
+//! hot_aggregate`); figures go to `docs/PERFORMANCE.md`.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, clippy::print_stderr, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +27,7 @@ use annals::{
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde::{Deserialize, Serialize};
+use support::packed::{Packed, PackedEvent};
 
 #[derive(Event, Clone, Debug, PartialEq)]
 enum MeterEvent {
@@ -114,7 +122,27 @@ fn hot_aggregate(c: &mut Criterion) {
             async move { cached.execute("hot", reading, context).await.unwrap() }
         })
     });
+    // The bare loops: one durable append per call, no aggregate, first through the store.
+    let bare = Meter::stream_id("bare").unwrap();
+    group.bench_function("annals_store_append_one", |b| {
+        b.to_async(&rt).iter(|| {
+            reading += 1;
+            let (store, bare) = (&store, &bare);
+            let event = MeterEvent::Recorded { reading, note: "x".repeat(160) }.to_new_event().unwrap();
+            async move { store.append(bare, ExpectedVersion::Any, vec![event]).await.unwrap() }
+        })
+    });
     drop((plain, cached, store));
+    // The packed layout, one event per group: one record and one stream-index key, flush, fdatasync.
+    let packed_dir = tempfile::tempdir().unwrap();
+    let mut packed = Packed::open(packed_dir.path());
+    let event = MeterEvent::Recorded { reading: 1_000_000, note: "x".repeat(160) };
+    let (event_type, payload) = (event.event_type(), event.to_new_event().unwrap().payload().to_owned());
+    group.bench_function("raw_sled_packed_record_flush_fsync", |b| {
+        b.iter(|| packed.commit(&[PackedEvent::new("meter-bare", event_type, &payload)]))
+    });
+    packed.report("hot_aggregate/raw_sled_packed_record_flush_fsync");
+    drop(packed);
     let raw_dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(raw_dir.path()).open().unwrap();
     let data = std::fs::File::options().read(true).write(true).open(raw_dir.path().join("db")).unwrap();

@@ -3,6 +3,8 @@
 //! benchmark of its own).
 #![allow(dead_code)]
 
+pub(crate) mod packed;
+
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
@@ -24,6 +26,52 @@ pub(crate) fn payload() -> String {
     assert_eq!(json.len(), PAYLOAD_LEN);
     assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
     json
+}
+
+/// `L` + position (u64 big-endian): a log key, of one event (naive layout) or of the record whose
+/// first event is at `position` (packed layout).
+pub(crate) fn log_key(position: u64) -> [u8; 9] {
+    let mut key = [b'L'; 9];
+    key[1..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+/// `S` + stream + `0x00` + version (u64 big-endian): a stream-index key, per event (naive layout) or
+/// per stream per commit group, at its first version in the group (packed layout).
+pub(crate) fn index_key(stream: &str, version: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 10);
+    key.push(b'S');
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// The user's type for [`payload`]: what a projection or a baseline decodes every payload into.
+#[derive(serde::Deserialize)]
+pub(crate) struct OrderPlaced {
+    pub(crate) order: String,
+    pub(crate) customer: String,
+    pub(crate) total: u64,
+    pub(crate) currency: String,
+    pub(crate) note: String,
+}
+
+/// The resident set size of this process in bytes (`/proc/self/statm`, 4 KiB pages).
+pub(crate) fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()).unwrap_or(0) * 4096
+}
+
+/// The apparent size of every file under `path` (what `du -sb` counts, directories aside).
+pub(crate) fn dir_size(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() { dir_size(&entry.path()) } else { meta.len() };
+    }
+    total
 }
 
 /// A directory on the same disk as the build (never a tmpfs, so `fsync` means something).
