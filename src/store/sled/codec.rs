@@ -30,9 +30,11 @@ pub(crate) const TYPE_INDEX_KEY: &[u8] = b"M\x00type-index";
 /// The key of the store's id (16 bytes), which its head file repeats.
 pub(crate) const STORE_ID_KEY: &[u8] = b"M\x00store-id";
 
-/// A record is closed once it holds this many bytes, so that sled leaves (up to 17 keys) stay well
-/// under sled's 128 KiB blob threshold.
-pub(crate) const RECORD_TARGET: usize = 4 * 1024;
+/// The most bytes a record holds, unless it holds a single larger event: a sled leaf holds up to 17
+/// keys before it splits, and 17 records of this size stay under sled's 128 KiB blob threshold, so a
+/// leaf of the log is never written as a blob (a separate file, synced on its own). A commit group's
+/// events are split into as few records as this allows, of about equal size.
+pub(crate) const RECORD_LIMIT: usize = 7 * 1024;
 
 /// The magic byte of a record written by storage format 1: its header checksum does not cover its
 /// position.
@@ -245,28 +247,20 @@ fn put_str32(out: &mut Vec<u8>, text: &str) {
 pub(crate) struct RecordBuilder {
     recorded_at: i64,
     first: u64,
-    offsets: Vec<u32>,
+    /// Where each entry starts in `entries`.
+    starts: Vec<usize>,
     entries: Vec<u8>,
-    done: Vec<(u64, Vec<u8>)>,
 }
 
 impl RecordBuilder {
     pub(crate) fn new(first: u64, recorded_at: DateTime<Utc>) -> Self {
-        RecordBuilder {
-            recorded_at: recorded_at.timestamp_micros(),
-            first,
-            offsets: Vec::new(),
-            entries: Vec::with_capacity(RECORD_TARGET),
-            done: Vec::new(),
-        }
+        RecordBuilder { recorded_at: recorded_at.timestamp_micros(), first, starts: Vec::new(), entries: Vec::new() }
     }
 
     /// Adds the event at the next position.
     pub(crate) fn push(&mut self, version: u64, body: &[u8]) {
-        if !self.offsets.is_empty() && self.entries.len() + ENTRY_HEADER + body.len() > RECORD_TARGET {
-            self.close();
-        }
-        self.offsets.push(u32::try_from(self.entries.len()).unwrap_or(u32::MAX));
+        self.starts.push(self.entries.len());
+        self.entries.reserve(ENTRY_HEADER + body.len());
         let mut crc = crc32fast::Hasher::new();
         crc.update(&version.to_le_bytes());
         crc.update(body);
@@ -275,21 +269,35 @@ impl RecordBuilder {
         self.entries.extend_from_slice(body);
     }
 
-    fn close(&mut self) {
-        if self.offsets.is_empty() {
-            return;
+    /// The finished records, keyed by their first position: as few as [`RECORD_LIMIT`] allows, of
+    /// about equal size.
+    pub(crate) fn finish(self) -> Vec<(u64, Vec<u8>)> {
+        let total = self.entries.len();
+        // What an entry adds to a record: its bytes and its offset.
+        let cost = |i: usize| self.starts.get(i + 1).copied().unwrap_or(total) - self.starts[i] + 4;
+        let room = RECORD_LIMIT - RECORD_HEADER;
+        let all = total + 4 * self.starts.len();
+        let share = all.div_ceil(all.div_ceil(room).max(1));
+        let mut records = Vec::with_capacity(all.div_ceil(room));
+        let (mut first, mut from, mut held) = (self.first, 0, 0);
+        let mut offsets = Vec::new();
+        for (i, &start) in self.starts.iter().enumerate() {
+            // An entry goes to the next record when the current one is not empty and the entry
+            // would pass the limit, or end more than half past the group's share.
+            let adds = cost(i);
+            if !offsets.is_empty() && (held + adds > room || held + adds / 2 > share) {
+                records.push((first, assemble(first, self.recorded_at, &offsets, &self.entries[from..start])));
+                first += offsets.len() as u64;
+                offsets.clear();
+                (from, held) = (start, 0);
+            }
+            offsets.push(u32::try_from(start - from).unwrap_or(u32::MAX));
+            held += adds;
         }
-        let count = self.offsets.len();
-        self.done.push((self.first, assemble(self.first, self.recorded_at, &self.offsets, &self.entries)));
-        self.first += count as u64;
-        self.offsets.clear();
-        self.entries.clear();
-    }
-
-    /// The finished records, keyed by their first position.
-    pub(crate) fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
-        self.close();
-        self.done
+        if !offsets.is_empty() {
+            records.push((first, assemble(first, self.recorded_at, &offsets, &self.entries[from..])));
+        }
+        records
     }
 }
 
@@ -584,20 +592,50 @@ mod tests {
     }
 
     #[test]
+    fn records_stay_within_the_limit_offsets_included_and_a_larger_event_stands_alone() -> Result<()> {
+        let stream = StreamId::new("s")?;
+        let mut builder = RecordBuilder::new(1, Utc::now());
+        for version in 1..=3000 {
+            builder.push(version, &encode_body(&stream, &NewEvent::raw("T", "1")));
+        }
+        let big = encode_body(&stream, &NewEvent::raw("T", format!("\"{}\"", "x".repeat(RECORD_LIMIT))));
+        builder.push(3001, &big);
+        builder.push(3002, &encode_body(&stream, &NewEvent::raw("T", "2")));
+        let records = builder.finish();
+        let (last, rest) = records.split_last().ok_or(Error::Closed)?;
+        let (large, small) = rest.split_last().ok_or(Error::Closed)?;
+        for (_, bytes) in small {
+            assert!(bytes.len() <= RECORD_LIMIT, "a record of {} bytes", bytes.len());
+        }
+        assert_eq!(Record::parse(large.0, large.1.clone())?.count, 1, "the large event in a record of its own");
+        assert_eq!((large.0, last.0), (3001, 3002));
+        Ok(())
+    }
+
+    #[test]
     fn records_round_trip_and_split_at_the_target_size() -> Result<()> {
         let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap_or_default();
         let mut builder = RecordBuilder::new(10, at);
         let mut expected = Vec::new();
+        let mut entry_bytes = 0;
         for i in 0..100 {
             let (stream, event) = sample(i)?;
-            builder.push(i + 1, &encode_body(&stream, &event));
+            let event = event.with_header("padding", "x".repeat(200));
+            let body = encode_body(&stream, &event);
+            entry_bytes += ENTRY_HEADER + body.len();
+            builder.push(i + 1, &body);
             expected.push((stream, event));
         }
         let records = builder.finish();
-        assert!(records.len() > 1, "100 events should not fit one {RECORD_TARGET}-byte record");
+        let sizes: Vec<_> = records.iter().map(|(_, bytes)| bytes.len()).collect();
+        let needed = (entry_bytes + 4 * 100).div_ceil(RECORD_LIMIT - RECORD_HEADER);
+        assert!(needed > 4, "a group that needs several records: {entry_bytes} bytes");
+        assert_eq!(records.len(), needed, "as few records as the limit allows: {sizes:?}");
+        let (smallest, largest) = (sizes.iter().min().copied(), sizes.iter().max().copied());
+        assert!(largest.unwrap_or_default() - smallest.unwrap_or_default() < 1024, "about equal: {sizes:?}");
         let mut position = 10;
         for (first, bytes) in records {
-            assert!(bytes.len() <= RECORD_TARGET + 200, "record of {} bytes", bytes.len());
+            assert!(bytes.len() <= RECORD_LIMIT, "record of {} bytes", bytes.len());
             let record = Record::parse(first, bytes)?;
             assert_eq!(record.first, position);
             for p in record.first..=record.last() {
