@@ -2,12 +2,11 @@
 //! checks each against the stream heads, assigns versions and positions, and commits each group with
 //! one sled batch and one flush + fsync (group commit).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-
 use std::time::Instant;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -61,6 +60,8 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u
         head: head_tx,
         poisoned: Arc::clone(&poisoned),
         in_flight: AtomicUsize::new(0),
+        in_flight_appends: AtomicUsize::new(0),
+        settled: (Mutex::new(()), Condvar::new()),
         queued: AtomicUsize::new(0),
         head_file: Mutex::new(HeadFileClock { groups: 0, written: Instant::now() }),
     });
@@ -271,10 +272,42 @@ struct Syncer {
     poisoned: Arc<AtomicBool>,
     /// Groups handed to the syncer thread and not acknowledged yet.
     in_flight: AtomicUsize,
+    /// The append requests of those groups.
+    in_flight_appends: AtomicUsize,
+    /// Signalled (under its lock) each time the syncer thread has acknowledged the groups it took,
+    /// for a writer holding a group back until then.
+    settled: (Mutex<()>, Condvar),
     /// Requests sent to the writer and not taken off its queue yet.
     queued: AtomicUsize,
     /// When the head file was last written, and how many groups were synced since.
     head_file: Mutex<HeadFileClock>,
+}
+
+/// Groups the syncer thread is done with: taken out of the in-flight counts when dropped (also when
+/// unwinding), with a signal to a writer waiting for them.
+struct Settle<'a> {
+    syncer: &'a Syncer,
+    groups: usize,
+    appends: usize,
+}
+
+impl Settle<'_> {
+    fn settle(&mut self) {
+        let (lock, signal) = &self.syncer.settled;
+        let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.syncer.in_flight_appends.fetch_sub(std::mem::take(&mut self.appends), Ordering::AcqRel);
+        self.syncer.in_flight.fetch_sub(std::mem::take(&mut self.groups), Ordering::AcqRel);
+        drop(guard);
+        signal.notify_all();
+    }
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        if self.groups > 0 {
+            self.settle();
+        }
+    }
 }
 
 /// When the head file is due: after [`HEAD_EVERY_GROUPS`] synced groups or [`HEAD_EVERY`].
@@ -299,9 +332,33 @@ impl Syncer {
         while let Ok(first) = applied.recv() {
             let mut groups = vec![first];
             groups.extend(applied.try_iter());
-            let count = groups.len();
+            // Settles the counts even if `finish` panics, so that a held-back writer never waits for
+            // groups nobody will acknowledge.
+            let _settle =
+                Settle { syncer: self, groups: groups.len(), appends: groups.iter().map(|g| g.replies.len()).sum() };
             self.finish(groups);
-            self.in_flight.fetch_sub(count, Ordering::AcqRel);
+        }
+    }
+
+    /// Hands an applied group to the syncer thread (counted in flight until it is acknowledged), or
+    /// gives it back when the syncer thread is gone.
+    fn hand_over(&self, to: &mpsc::Sender<Applied>, applied: Applied) -> Result<(), Applied> {
+        let appends = applied.replies.len();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight_appends.fetch_add(appends, Ordering::AcqRel);
+        to.send(applied).map_err(|mpsc::SendError(applied)| {
+            Settle { syncer: self, groups: 1, appends }.settle();
+            applied
+        })
+    }
+
+    /// Blocks until the groups in flight are acknowledged (only the writer, which is waiting here,
+    /// adds groups).
+    fn wait_settled(&self) {
+        let (lock, signal) = &self.settled;
+        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            guard = signal.wait(guard).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -359,7 +416,7 @@ impl Syncer {
     /// (after the replies, so no append waits for it). A failure to write it is left for the next
     /// time: the head file may lag the log, never lead it.
     fn record_head(&self, groups: u64) {
-        let mut clock = self.head_file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut clock = self.head_file.lock().unwrap_or_else(PoisonError::into_inner);
         clock.groups += groups;
         if clock.groups < HEAD_EVERY_GROUPS && clock.written.elapsed() < HEAD_EVERY {
             return;
@@ -404,39 +461,38 @@ struct Group {
 
 impl Writer {
     /// Runs until every sender is gone, then flushes once more.
+    ///
+    /// Work is taken in queue order. Consecutive ordinary appends form one group (at most
+    /// [`MAX_GROUP`]); a restored batch carries its own time, so it is a group of its own; a change of
+    /// a stream's life comes after the appends queued before it.
     fn run(mut self, queue: Receiver<Work>) {
-        while let Ok(first) = queue.recv() {
-            let mut requests = vec![first];
-            while requests.len() < MAX_GROUP {
-                match queue.try_recv() {
-                    Ok(request) => requests.push(request),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        let mut pending = VecDeque::new();
+        loop {
+            if pending.is_empty() {
+                match queue.recv() {
+                    Ok(work) => pending.push_back(work),
+                    Err(_) => break,
                 }
+                self.syncer.queued.fetch_sub(1, Ordering::AcqRel);
             }
-            self.syncer.queued.fetch_sub(requests.len(), Ordering::AcqRel);
-            // A restored batch carries its own time, so it is a group of its own; a change of a
-            // stream's life comes after the appends queued before it.
-            let mut ordinary = Vec::with_capacity(requests.len());
-            for work in requests {
-                match work {
-                    Work::Append(request) if request.restore.is_none() => ordinary.push(request),
-                    Work::Append(request) => {
-                        if !ordinary.is_empty() {
-                            self.commit(std::mem::take(&mut ordinary), None);
-                        }
-                        let recorded_at = request.restore.map(|(at, _)| at);
-                        self.commit(vec![request], recorded_at);
-                    }
-                    Work::Life(request) => {
-                        if !ordinary.is_empty() {
-                            self.commit(std::mem::take(&mut ordinary), None);
-                        }
-                        self.life(request);
-                    }
+            self.take(&queue, &mut pending);
+            let Some(work) = pending.pop_front() else { continue };
+            match work {
+                Work::Life(request) => self.life(request),
+                Work::Append(request) if request.restore.is_some() => {
+                    let recorded_at = request.restore.map(|(at, _)| at);
+                    self.commit(vec![request], recorded_at);
                 }
-            }
-            if !ordinary.is_empty() {
-                self.commit(ordinary, None);
+                Work::Append(request) => {
+                    let mut group = vec![request];
+                    take_ordinary(&mut pending, &mut group);
+                    if pending.is_empty() && self.hold_back(group.len()) {
+                        self.syncer.wait_settled();
+                        self.take(&queue, &mut pending);
+                        take_ordinary(&mut pending, &mut group);
+                    }
+                    self.commit(group, None);
+                }
             }
         }
         // Nothing to report to anyone any more; a failure here is seen at the next open (which reads
@@ -446,6 +502,34 @@ impl Writer {
         }
         let _ = self.files.db.flush();
         drop(self.synced);
+    }
+
+    /// Moves what is queued into `pending`, up to [`MAX_GROUP`] items.
+    fn take(&self, queue: &Receiver<Work>, pending: &mut VecDeque<Work>) {
+        let before = pending.len();
+        while pending.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(work) => pending.push_back(work),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        self.syncer.queued.fetch_sub(pending.len() - before, Ordering::AcqRel);
+    }
+
+    /// Whether a group of `appends` requests, with nothing else queued, should wait for the groups
+    /// being synced before it is written: the group policy.
+    ///
+    /// The writer applies and flushes a group while the syncer thread syncs the one before, so the
+    /// callers split between the group in flight and the next one. Every group costs about the same
+    /// whatever its size (a sled batch writes two IO buffers at the flush, then an `fdatasync`), so
+    /// small groups cost the most per event. A group smaller than the one being synced is therefore
+    /// held back until that one is acknowledged: its callers come back meanwhile, and the group takes
+    /// everyone waiting by then. A group at least as large goes at once, so the flush of a large group
+    /// still overlaps the `fdatasync` of the one before. A lone append with nothing in flight never
+    /// waits.
+    fn hold_back(&self, appends: usize) -> bool {
+        self.durability == Durability::Fsync
+            && holds_back(appends, self.syncer.in_flight_appends.load(Ordering::Acquire))
     }
 
     fn commit(&mut self, requests: Vec<Request>, restored_at: Option<DateTime<Utc>>) {
@@ -515,9 +599,7 @@ impl Writer {
             return;
         }
         drop(entered);
-        self.syncer.in_flight.fetch_add(1, Ordering::AcqRel);
-        if let Err(mpsc::SendError(applied)) = self.synced.send(applied) {
-            self.syncer.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Err(applied) = self.syncer.hand_over(&self.synced, applied) {
             for (reply, _) in applied.replies {
                 let _ = reply.send(Err(Error::Closed));
             }
@@ -591,7 +673,12 @@ impl Writer {
             for (((offset, id), body), event_type) in (0..).zip(&append.ids).zip(&append.bodies).zip(&append.types) {
                 let version = current + 1 + offset;
                 let position = group.next_position;
-                group.types.entry(event_type.clone()).or_default().push(position);
+                // Looked up by reference: the type is cloned once per group, not per event.
+                if let Some(positions) = group.types.get_mut(event_type) {
+                    positions.push(position);
+                } else {
+                    group.types.insert(event_type.clone(), vec![position]);
+                }
                 group.records.push(version, body);
                 let stored = StoredId {
                     position: Position::new(position),
@@ -764,6 +851,25 @@ impl Writer {
     }
 }
 
+/// Moves the ordinary appends at the front of `pending` into `group`, up to [`MAX_GROUP`] of them.
+fn take_ordinary(pending: &mut VecDeque<Work>, group: &mut Vec<Request>) {
+    while group.len() < MAX_GROUP {
+        match pending.front() {
+            Some(Work::Append(request)) if request.restore.is_none() => {}
+            _ => return,
+        }
+        if let Some(Work::Append(request)) = pending.pop_front() {
+            group.push(request);
+        }
+    }
+}
+
+/// The group policy of [`Writer::hold_back`]: hold a group of `appends` requests back while fewer of
+/// them wait than the `in_flight` requests being synced.
+fn holds_back(appends: usize, in_flight: usize) -> bool {
+    appends < in_flight
+}
+
 /// What an append of a group whose write failed is answered: the storage error, unless it wrote
 /// nothing (a retry answered "already appended", or its own rejection).
 fn failed(result: Result<Vec<AppendResult>>, error: &Arc<Error>) -> Result<Vec<AppendResult>> {
@@ -788,5 +894,75 @@ impl std::fmt::Display for SharedError {
 impl std::error::Error for SharedError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         std::error::Error::source(&*self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    use futures_util::TryStreamExt;
+
+    use super::*;
+    use crate::envelope::NewEvent;
+    use crate::store::{EventStore, ReadLog};
+    use crate::SledStore;
+
+    type Append = Pin<Box<dyn Future<Output = Result<AppendResult>> + Send>>;
+
+    /// Polls `append` once: far enough to have handed its request to the writer.
+    async fn hand_over(append: &mut Append) {
+        std::future::poll_fn(|cx| {
+            let _ = append.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    fn append(store: &SledStore, i: u32) -> Result<Append> {
+        let (store, stream) = (store.clone(), StreamId::new(format!("s-{i}"))?);
+        Ok(Box::pin(
+            async move { store.append(&stream, ExpectedVersion::Any, vec![NewEvent::raw("Tick", "{}")]).await },
+        ))
+    }
+
+    #[test]
+    fn a_group_smaller_than_the_one_being_synced_waits_for_it() {
+        assert!(holds_back(3, 64));
+        assert!(holds_back(63, 64));
+        assert!(!holds_back(64, 64), "as large as the group in flight: it goes at once");
+        assert!(!holds_back(1, 0), "nothing in flight: nothing to wait for");
+    }
+
+    /// While a group is being synced, appends that arrive one by one are held back and committed
+    /// together as the next group, not each on its own.
+    #[tokio::test]
+    async fn appends_arriving_during_a_sync_form_one_group() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(Error::storage)?;
+        let store = SledStore::open(dir.path())?;
+        let syncer = Arc::clone(&store.inner.writer.syncer);
+        // A group of 64 appends is being synced, as far as the writer can tell.
+        syncer.in_flight.fetch_add(1, Ordering::AcqRel);
+        syncer.in_flight_appends.fetch_add(64, Ordering::AcqRel);
+        let mut appends = (0..10).map(|i| append(&store, i)).collect::<Result<Vec<_>>>()?;
+        hand_over(&mut appends[0]).await;
+        // The writer takes the first append off the queue before the others arrive.
+        while syncer.queued.load(Ordering::Acquire) > 0 {
+            tokio::task::yield_now().await;
+        }
+        for append in &mut appends[1..] {
+            hand_over(append).await;
+        }
+        // The group in flight is acknowledged.
+        Settle { syncer: &syncer, groups: 1, appends: 64 }.settle();
+        for append in appends {
+            append.await?;
+        }
+        let log: Vec<_> = store.read_log(ReadLog::from_start()).try_collect().await?;
+        assert_eq!(log.len(), 10);
+        assert!(log.iter().all(|e| e.recorded_at == log[0].recorded_at), "one commit group");
+        Ok(())
     }
 }
