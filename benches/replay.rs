@@ -3,7 +3,7 @@
 //!
 //! | group | what |
 //! | --- | --- |
-//! | `replay_decoded_1m` | `replay` of 1,000,000 events into a projection that decodes each payload (`payload_as`) into a small serde struct: `annals_replay` as it runs; `annals_replay_inline_reads`, the same replay through a wrapper store that hides the sled store's blocking log reads, so every page is read and decoded on the consumer's thread (the paging path before read-ahead); `raw_sled_decode_one_thread`, raw sled iterating the same directory's log records, checking and decoding every envelope by hand and decoding every payload into the same struct, on one thread |
+//! | `replay_decoded_1m` | `replay` of 1,000,000 events into a projection that decodes each payload (`payload_as`) into a small serde struct: `annals_replay` as it runs; `annals_replay_inline_reads`, the same replay through a wrapper store that hides the sled store's blocking log reads, so every page is read and decoded on the consumer's thread (the paging path before read-ahead); `annals_projector_in_memory` (and `_inline_reads`), the same projection run by a `Projector::in_memory` until it has caught up; `raw_sled_decode_one_thread`, raw sled iterating the same directory's log records, checking and decoding every envelope by hand and decoding every payload into the same struct, on one thread |
 //!
 //! The fixture is 10,000 streams of 100 events with the 200-byte JSON payload of
 //! `support::payload`, appended 10 streams per `append_multi` under `Durability::Buffered`, then
@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use annals::{
     replay, AppendResult, Checkpoint, CheckpointWrite, DeleteMode, Direction, Durability, EventStore, ExpectedVersion,
-    HandlerError, HeadWatch, LogChunk, LogFilter, NewEvent, Phase, Position, Projection, RecordedEvent, Result,
-    ScavengeChunk, SledConfig, SledStore, Snapshot, Start, StreamAppend, StreamId, StreamInfo, StreamView, Until,
-    Version,
+    HandlerError, HeadWatch, LogChunk, LogFilter, NewEvent, Phase, Position, Projection, Projector, RecordedEvent,
+    Result, ScavengeChunk, SledConfig, SledStore, Snapshot, Start, StreamAppend, StreamId, StreamInfo, StreamView,
+    Until, Version,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -255,6 +255,16 @@ impl Fixture {
         let totals = self.runtime.block_on(replay(store, Totals::default(), Start::Beginning, Until::default()));
         totals.unwrap().check();
     }
+
+    /// Runs a `Projector::in_memory` of `Totals` until it has caught up, and stops it.
+    fn project<S: EventStore + 'static>(&self, store: S) {
+        self.runtime.block_on(async {
+            let projector = Projector::in_memory(store, Totals::default).run().await.unwrap();
+            assert_eq!(projector.caught_up().await.unwrap(), Position::new(EVENTS));
+            projector.read().await.unwrap().check();
+            projector.stop().await.unwrap();
+        });
+    }
 }
 
 fn replays(c: &mut Criterion) {
@@ -276,6 +286,16 @@ fn replays(c: &mut Criterion) {
         let f = fixture();
         let store = Inline(f.store());
         b.iter(|| f.replay(&store));
+    });
+    group.bench_function("annals_projector_in_memory", |b| {
+        let f = fixture();
+        let store = f.store();
+        b.iter(|| f.project(store.clone()));
+    });
+    group.bench_function("annals_projector_in_memory_inline_reads", |b| {
+        let f = fixture();
+        let store = f.store();
+        b.iter(|| f.project(Inline(store.clone())));
     });
     group.bench_function("raw_sled_decode_one_thread", |b| {
         let f = fixture();
