@@ -296,6 +296,8 @@ pub use crate::store::postgres::{
 pub use crate::store::sled::{
     CompactReport, Durability, SledConfig, SledStore, VerifyProblem, VerifyReport, MAX_EVENT_SIZE_LIMIT,
 };
+#[doc(hidden)]
+pub use crate::store::BlockingLogReads;
 pub use crate::store::SnapshotRetention;
 pub use crate::store::{
     scavenge, DeleteMode, RetentionPolicy, RetentionRule, RetentionScope, ScavengeChunk, ScavengeOptions,

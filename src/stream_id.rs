@@ -52,8 +52,23 @@ impl StreamId {
     /// versions allowed C1 controls and bidirectional controls, so only what every version refused
     /// (empty, too long, C0 controls and DEL) makes a stored name undecodable; `None` then.
     pub(crate) fn stored(name: &str) -> Option<Self> {
-        let valid = !name.is_empty() && name.len() <= Self::MAX_LEN && !name.bytes().any(|b| b < 0x20 || b == 0x7f);
-        valid.then(|| StreamId(name.to_owned()))
+        Self::is_stored(name).then(|| StreamId(name.to_owned()))
+    }
+
+    /// Whether `name` is a stream name read back from a store that [`StreamId::stored`] takes.
+    pub(crate) fn is_stored(name: &str) -> bool {
+        !name.is_empty() && name.len() <= Self::MAX_LEN && !name.bytes().any(|b| b < 0x20 || b == 0x7f)
+    }
+
+    /// Replaces this name with `name`, read back from a store, in the same buffer when it is large
+    /// enough; returns `false` and changes nothing when [`StreamId::stored`] would refuse `name`.
+    pub(crate) fn assign_stored(&mut self, name: &str) -> bool {
+        if !Self::is_stored(name) {
+            return false;
+        }
+        self.0.clear();
+        self.0.push_str(name);
+        true
     }
 
     /// The name as a string slice.

@@ -139,6 +139,12 @@ where
         self.cursor.through()
     }
 
+    /// Hands back the events of a batch the consumer is done with, for the next read ahead to decode
+    /// into (see [`LogCursor::recycle`]).
+    pub(crate) fn recycle(&mut self, events: Vec<RecordedEvent>) {
+        self.cursor.recycle(events);
+    }
+
     /// Reads the next page; once live, first waits until an append is acknowledged past what was read.
     /// Cancel-safe: nothing changes until the page is in.
     pub(crate) async fn next_batch(&mut self) -> Result<Batch> {

@@ -21,6 +21,7 @@ pub use lease::PartitionLeases;
 pub use lifecycle::{
     DeleteMode, RetentionPolicy, RetentionRule, RetentionScope, ScavengeChunk, SoftDeletion, StreamInfo, StreamView,
 };
+pub use read::BlockingLogReads;
 pub(crate) use read::LogCursor;
 pub use read::{Direction, EventStream, HeadWatch, LogChunk, LogFilter, ReadLog, ReadStream, Until};
 pub use scavenge::{scavenge, ScavengeOptions, ScavengePhase, ScavengeProgress, ScavengeReport, SCAVENGE_CHECKPOINT};
@@ -257,6 +258,17 @@ pub trait EventStore: Send + Sync {
     /// syncs to disk), so a waiter can read them at once.
     fn watch_head(&self) -> HeadWatch;
 
+    /// The store's log reads as a handle that runs them on the calling thread, for a store whose
+    /// reads block that thread anyway (sled): the paging of replays, projectors and subscriptions
+    /// then reads the next page on a blocking thread while the consumer handles the current one.
+    /// `None` (the default) for a store whose reads wait without blocking. Not public API: it may
+    /// change in any release, and a wrapper store must pass it on only when it passes reads on
+    /// unchanged.
+    #[doc(hidden)]
+    fn blocking_log_reads(&self) -> Option<std::sync::Arc<dyn BlockingLogReads>> {
+        None
+    }
+
     /// The store's [`PartitionLeases`], when several processes can open it at once and share a
     /// subscription's partitions through it; `None` (the default) for a store open in one process,
     /// whose subscription workers coordinate in memory.
@@ -381,6 +393,10 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     fn watch_head(&self) -> HeadWatch {
         (**self).watch_head()
+    }
+
+    fn blocking_log_reads(&self) -> Option<std::sync::Arc<dyn BlockingLogReads>> {
+        (**self).blocking_log_reads()
     }
 
     fn partition_leases(&self) -> Option<&dyn PartitionLeases> {

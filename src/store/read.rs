@@ -3,11 +3,13 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
 use futures_core::Stream;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::{EventStore, StreamView};
@@ -398,15 +400,51 @@ where
     }))
 }
 
+/// The log reads of a store that answers them synchronously, on the calling thread (sled): a
+/// cursor runs them on a blocking thread, one page ahead of its consumer. Not public API: it may
+/// change in any release. A store offers it through [`EventStore::blocking_log_reads`]; a wrapper
+/// store that changes what reads return must not pass its inner store's on.
+#[doc(hidden)]
+pub trait BlockingLogReads: Send + Sync {
+    /// [`EventStore::read_log_chunk`], run on the calling thread. The events are decoded into the
+    /// storage of `reuse`'s (events handed back, whose strings are reused) as far as there are some.
+    /// Once `stop` is set, the read may end early with any answer: nobody waits for it any more.
+    ///
+    /// # Errors
+    /// As [`EventStore::read_log_chunk`].
+    fn read_log_chunk_blocking(
+        &self,
+        from: Position,
+        max: usize,
+        filter: &LogFilter,
+        reuse: Vec<RecordedEvent>,
+        stop: &AtomicBool,
+    ) -> Result<LogChunk>;
+}
+
 /// The one loop that pages through the log: where the next page starts, and when the log has been
 /// read to its head. [`read_log`](EventStore::read_log), the consumers' follower and replays all read
 /// the log through it. `D` is how the store is held: `&S` for a borrowed read, `Arc<S>` for a task.
+///
+/// On a store whose reads block (sled, see [`BlockingLogReads`]), the cursor reads the next page on
+/// a blocking thread while its consumer handles the page it was given, so that a replay uses two
+/// cores. It reads one page ahead, never more, and only once the consumer has asked for a page that
+/// did not reach the head; the pages come in order, and an error is given where the page that met it
+/// would have been. Dropping the cursor stops that read and waits until it has let go of the store.
 #[derive(Debug)]
 pub(crate) struct LogCursor<D> {
     store: D,
     /// The first position not read yet.
     next: Position,
-    filter: LogFilter,
+    filter: Arc<LogFilter>,
+    /// The page from `next` on, being read ahead.
+    ahead: Option<ReadAhead>,
+    /// Events the consumer handed back: the next read ahead decodes into their storage.
+    spare: Vec<RecordedEvent>,
+    /// Where the consumer stops: no page past this position is read ahead.
+    last: Option<Position>,
+    /// How many more events the consumer takes: a page that holds them is not followed by a read ahead.
+    wanted: usize,
 }
 
 impl<D, S> LogCursor<D>
@@ -416,7 +454,15 @@ where
 {
     /// A cursor at `from` (inclusive; position 0 reads as the first).
     pub(crate) fn new(store: D, from: Position, filter: LogFilter) -> Self {
-        LogCursor { store, next: from.max(Position::FIRST), filter }
+        LogCursor {
+            store,
+            next: from.max(Position::FIRST),
+            filter: Arc::new(filter),
+            ahead: None,
+            spare: Vec::new(),
+            last: None,
+            wanted: usize::MAX,
+        }
     }
 
     /// The first position not read yet.
@@ -429,24 +475,138 @@ where
         Position::new(self.next.get() - 1)
     }
 
+    /// Tells the cursor where its consumer stops: after position `last`, or after `events` more
+    /// events. No page past that is read ahead (the consumer may still read it).
+    pub(crate) fn stops_at(&mut self, last: Option<Position>, events: usize) {
+        self.last = last;
+        self.wanted = events;
+    }
+
+    /// Hands back the events of a page the consumer is done with: the next read ahead decodes into
+    /// their storage instead of allocating. At most one page is kept.
+    pub(crate) fn recycle(&mut self, mut events: Vec<RecordedEvent>) {
+        if self.ahead.is_some() && self.spare.is_empty() {
+            events.truncate(PAGE);
+            self.spare = events;
+        }
+    }
+
     /// Reads the next page of at most `PAGE` events the filter admits and moves past everything it
     /// looked at. The chunk's `end` says whether the read reached the head as it was then; a store
     /// that answers without moving forward is taken as at its end, so a read never spins. Cancel-safe:
-    /// nothing changes until the page is in.
+    /// nothing changes until the page is in (a page being read ahead stays so).
     pub(crate) async fn read_page(&mut self) -> Result<LogChunk> {
         let from = self.next;
-        let span = tracing::trace_span!(
-            "annals.read_log",
-            annals.position.from = from.get(),
-            annals.events = tracing::field::Empty
-        );
-        let mut chunk = self.store.read_log_chunk(from, PAGE, &self.filter).instrument(span.clone()).await?;
-        span.record("annals.events", chunk.events.len());
+        let read_ahead = match &mut self.ahead {
+            Some(ahead) if ahead.from == from => ahead.answer().await,
+            _ => None,
+        };
+        self.ahead = None;
+        let mut chunk = match read_ahead {
+            Some(chunk) => chunk?,
+            // Nothing read ahead, or the read ahead ended without an answer: read here.
+            None => {
+                let span = read_span(from);
+                let chunk = self.store.read_log_chunk(from, PAGE, &self.filter).instrument(span.clone()).await?;
+                span.record("annals.events", chunk.events.len());
+                chunk
+            }
+        };
         if chunk.next <= from {
             chunk.end = true;
         }
         self.next = chunk.next.max(from);
+        if !chunk.end {
+            self.read_ahead(chunk.events.len());
+        }
         Ok(chunk)
+    }
+
+    /// Starts reading the page from `next` on a blocking thread, if the store's reads block, there is
+    /// a tokio runtime to run it, and the consumer will want that page.
+    fn read_ahead(&mut self, events_given: usize) {
+        if self.last.is_some_and(|last| self.next > last) || self.wanted <= events_given {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Some(reader) = self.store.blocking_log_reads() else { return };
+        let reuse = std::mem::take(&mut self.spare);
+        self.ahead = Some(ReadAhead::start(&runtime, reader, self.next, Arc::clone(&self.filter), reuse));
+    }
+}
+
+/// One trace span per page fetched, not per event: cheap when nothing listens.
+fn read_span(from: Position) -> tracing::Span {
+    tracing::trace_span!("annals.read_log", annals.position.from = from.get(), annals.events = tracing::field::Empty)
+}
+
+/// A page being read on a blocking thread.
+#[derive(Debug)]
+struct ReadAhead {
+    from: Position,
+    shared: Arc<Shared>,
+    answer: oneshot::Receiver<Result<LogChunk>>,
+}
+
+/// What a read ahead shares with the cursor that started it.
+struct Shared {
+    /// Set when the cursor no longer waits for the answer.
+    stop: AtomicBool,
+    /// The store's reads, held by the read while it runs; taken by the cursor when it lets the read go,
+    /// so that a read that has not begun never begins.
+    reads: Mutex<Option<Arc<dyn BlockingLogReads>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("stop", &self.stop).finish_non_exhaustive()
+    }
+}
+
+impl ReadAhead {
+    fn start(
+        runtime: &tokio::runtime::Handle,
+        reads: Arc<dyn BlockingLogReads>,
+        from: Position,
+        filter: Arc<LogFilter>,
+        reuse: Vec<RecordedEvent>,
+    ) -> Self {
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), reads: Mutex::new(Some(reads)) });
+        let (send, answer) = oneshot::channel();
+        // Created here, so that its parent is the consumer's span.
+        let span = read_span(from);
+        let task = Arc::clone(&shared);
+        // Not joined: the cursor waits for the read through `shared` when it lets it go.
+        drop(runtime.spawn_blocking(move || {
+            let held = task.reads.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(reads) = held.as_ref() else { return };
+            let chunk = span.in_scope(|| reads.read_log_chunk_blocking(from, PAGE, &filter, reuse, &task.stop));
+            if let Ok(chunk) = &chunk {
+                span.record("annals.events", chunk.events.len());
+            }
+            drop(span);
+            // Done with the store before answering: once the answer is in, the cursor never waits.
+            drop(held);
+            let _ = send.send(chunk);
+        }));
+        ReadAhead { from, shared, answer }
+    }
+
+    /// The page, once read; `None` when the read ended without one (its thread was shut down).
+    /// Cancel-safe: the answer stays until it is taken.
+    async fn answer(&mut self) -> Option<Result<LogChunk>> {
+        (&mut self.answer).await.ok()
+    }
+}
+
+impl Drop for ReadAhead {
+    /// Stops the read and waits until it has let go of the store's reads: a read under way ends at
+    /// its next record, and one not begun yet never begins. Once a cursor is gone, nothing of it
+    /// reads the store any more (the store can be closed and opened again at once).
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let reads = self.shared.reads.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(reads);
     }
 }
 
@@ -506,6 +666,7 @@ impl<S: EventStore + ?Sized> Stream for LogPages<'_, S> {
                     if this.until.position.is_some_and(|p| cursor.next() > p) {
                         return Poll::Ready(None);
                     }
+                    cursor.stops_at(this.until.position, this.remaining);
                     this.fetching.insert(Box::pin(async move {
                         let page = cursor.read_page().await;
                         (cursor, page)

@@ -116,6 +116,7 @@ where
     let (from, occurred_from) = start.resolve(store).await?;
     // A cursor driven to its bound: the store's one paging loop, without per-event stream machinery.
     let mut cursor = LogCursor::new(store, from, projection.filter());
+    cursor.stops_at(until.position, usize::MAX);
     loop {
         if until.position.is_some_and(|bound| cursor.next() > bound) {
             return Ok(projection);
@@ -135,6 +136,7 @@ where
         if chunk.end {
             return Ok(projection);
         }
+        cursor.recycle(chunk.events);
     }
 }
 

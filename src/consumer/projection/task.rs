@@ -232,6 +232,7 @@ impl<S: EventStore + 'static, P: Projection> Task<S, P> {
         if lane.pending.full(&self.settings.policy) || batch.caught_up {
             self.commit(lane, batch.through).await?;
         }
+        lane.follower.recycle(batch.events);
         Ok(())
     }
 

@@ -428,6 +428,9 @@ impl<S: EventStore + 'static, H: Handler> Worker<S, H> {
         if self.pending.full(&self.setup.config.policy) || batch.caught_up {
             self.commit().await?;
         }
+        if let Some(follower) = self.follower.as_mut() {
+            follower.recycle(batch.events);
+        }
         Ok(())
     }
 

@@ -1,8 +1,6 @@
 //! The bytes of the sled store: keys, log records, stream index entries. `docs/storage-format.md`
 //! describes the same layout for humans; the two must agree.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -498,45 +496,163 @@ impl<B: AsRef<[u8]>> Record<B> {
         decode_entry(entry, Position::new(position), self.recorded_at)
             .ok_or_else(|| self.corrupt(position, "event does not decode"))
     }
+
+    /// Decodes the event at `position` into `slot`, an event read before whose strings it reuses.
+    /// `Ok(false)` for a hole, and `slot` is then unchanged; on an error, `slot` may hold part of
+    /// the event.
+    pub(crate) fn event_into(&self, position: u64, slot: &mut RecordedEvent) -> Result<bool> {
+        match self.entry(position)? {
+            Some(entry) => self.decode_into(entry, position, slot).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// [`Record::event_into`] for an event that `wanted(stream, event type)` admits; `Ok(false)`
+    /// (and `slot` unchanged) for a hole or an event not wanted.
+    pub(crate) fn event_if_into(
+        &self,
+        position: u64,
+        wanted: impl FnOnce(&str, &str) -> bool,
+        slot: &mut RecordedEvent,
+    ) -> Result<bool> {
+        let Some(entry) = self.entry(position)? else { return Ok(false) };
+        let (stream, event_type) = self.peek_entry(entry, position)?;
+        if !wanted(stream, event_type) {
+            return Ok(false);
+        }
+        self.decode_into(entry, position, slot).map(|()| true)
+    }
+
+    fn decode_into(&self, entry: &[u8], position: u64, slot: &mut RecordedEvent) -> Result<()> {
+        Fields::parse(entry)
+            .and_then(|fields| fields.write_into(Position::new(position), self.recorded_at, slot))
+            .ok_or_else(|| self.corrupt(position, "event does not decode"))
+    }
 }
 
 fn decode_entry(entry: &[u8], position: Position, recorded_at: DateTime<Utc>) -> Option<RecordedEvent> {
-    let mut r = Reader { data: entry, at: 0 };
-    let version = Version::new(u64::from_le_bytes(r.take(8)?.try_into().ok()?));
-    let id = Uuid::from_slice(r.take(16)?).ok()?;
-    let stream = StreamId::stored(r.str16()?)?;
-    let event_type = r.str16()?.to_owned();
-    let schema_version = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
-    let flags = r.take(1)?.first().copied()?;
-    let occurred_at = if flags & HAS_OCCURRED != 0 {
-        DateTime::from_timestamp_micros(i64::from_le_bytes(r.take(8)?.try_into().ok()?))?
-    } else {
-        recorded_at
-    };
-    let correlation_id = if flags & HAS_CORRELATION != 0 { Some(r.str32()?.to_owned()) } else { None };
-    let causation_id = if flags & HAS_CAUSATION != 0 { Some(r.str32()?.to_owned()) } else { None };
-    let header_count = r.u32()?;
-    let mut headers = BTreeMap::new();
-    for _ in 0..header_count {
-        let key = r.str32()?.to_owned();
-        headers.insert(key, r.str32()?.to_owned());
+    Fields::parse(entry)?.to_event(position, recorded_at)
+}
+
+/// The fields of an event entry (version and body), checked and borrowed from its bytes: what the
+/// decoders copy into a [`RecordedEvent`].
+struct Fields<'a> {
+    version: u64,
+    id: Uuid,
+    stream: &'a str,
+    event_type: &'a str,
+    schema_version: u32,
+    occurred_at: Option<DateTime<Utc>>,
+    correlation_id: Option<&'a str>,
+    causation_id: Option<&'a str>,
+    /// The headers, `count` pairs of str32, checked.
+    headers: &'a [u8],
+    header_count: u32,
+    payload: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    /// Reads and checks every field; `None` when the entry does not decode (a stream name that no
+    /// version accepted, bytes cut short or left over, text that is not UTF-8).
+    fn parse(entry: &'a [u8]) -> Option<Self> {
+        let mut r = Reader { data: entry, at: 0 };
+        let version = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        let id = Uuid::from_slice(r.take(16)?).ok()?;
+        let stream = r.str16().filter(|name| StreamId::is_stored(name))?;
+        let event_type = r.str16()?;
+        let schema_version = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+        let flags = r.take(1)?.first().copied()?;
+        let occurred_at = if flags & HAS_OCCURRED != 0 {
+            Some(DateTime::from_timestamp_micros(i64::from_le_bytes(r.take(8)?.try_into().ok()?))?)
+        } else {
+            None
+        };
+        let correlation_id = if flags & HAS_CORRELATION != 0 { Some(r.str32()?) } else { None };
+        let causation_id = if flags & HAS_CAUSATION != 0 { Some(r.str32()?) } else { None };
+        let header_count = r.u32()?;
+        let headers_start = r.at;
+        for _ in 0..header_count {
+            r.str32()?;
+            r.str32()?;
+        }
+        let headers = entry.get(headers_start..r.at)?;
+        let payload = r.str32()?;
+        if r.at != entry.len() {
+            return None;
+        }
+        Some(Fields {
+            version,
+            id,
+            stream,
+            event_type,
+            schema_version,
+            occurred_at,
+            correlation_id,
+            causation_id,
+            headers,
+            header_count,
+            payload,
+        })
     }
-    let payload = r.str32()?.to_owned();
-    if r.at != entry.len() {
-        return None;
+
+    /// The headers, in their stored order (checked by `parse`).
+    fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let mut r = Reader { data: self.headers, at: 0 };
+        (0..self.header_count).map_while(move |_| Some((r.str32()?, r.str32()?)))
     }
-    Some(RecordedEvent {
-        id,
-        stream,
-        version,
-        position,
-        event_type,
-        schema_version,
-        recorded_at,
-        occurred_at,
-        metadata: Metadata { correlation_id, causation_id, headers },
-        payload,
-    })
+
+    fn to_event(&self, position: Position, recorded_at: DateTime<Utc>) -> Option<RecordedEvent> {
+        Some(RecordedEvent {
+            id: self.id,
+            stream: StreamId::stored(self.stream)?,
+            version: Version::new(self.version),
+            position,
+            event_type: self.event_type.to_owned(),
+            schema_version: self.schema_version,
+            recorded_at,
+            occurred_at: self.occurred_at.unwrap_or(recorded_at),
+            metadata: Metadata {
+                correlation_id: self.correlation_id.map(str::to_owned),
+                causation_id: self.causation_id.map(str::to_owned),
+                headers: self.headers().map(|(key, value)| (key.to_owned(), value.to_owned())).collect(),
+            },
+            payload: self.payload.to_owned(),
+        })
+    }
+
+    /// Overwrites every field of `event` with this event's, reusing the buffers of its strings: a
+    /// replay that hands pages back decodes without allocating when the strings fit.
+    fn write_into(&self, position: Position, recorded_at: DateTime<Utc>, event: &mut RecordedEvent) -> Option<()> {
+        event.stream.assign_stored(self.stream).then_some(())?;
+        event.id = self.id;
+        event.version = Version::new(self.version);
+        event.position = position;
+        assign(&mut event.event_type, self.event_type);
+        event.schema_version = self.schema_version;
+        event.recorded_at = recorded_at;
+        event.occurred_at = self.occurred_at.unwrap_or(recorded_at);
+        assign_option(&mut event.metadata.correlation_id, self.correlation_id);
+        assign_option(&mut event.metadata.causation_id, self.causation_id);
+        event.metadata.headers.clear();
+        for (key, value) in self.headers() {
+            event.metadata.headers.insert(key.to_owned(), value.to_owned());
+        }
+        assign(&mut event.payload, self.payload);
+        Some(())
+    }
+}
+
+/// Replaces the text of `target` with `text`, in its buffer when it is large enough.
+fn assign(target: &mut String, text: &str) {
+    target.clear();
+    target.push_str(text);
+}
+
+fn assign_option(target: &mut Option<String>, text: Option<&str>) {
+    match (target.as_mut(), text) {
+        (Some(buffer), Some(text)) => assign(buffer, text),
+        (_, text) => *target = text.map(str::to_owned),
+    }
 }
 
 fn le_u32(data: &[u8], at: usize) -> Option<u32> {

@@ -39,9 +39,9 @@ use crate::error::{Error, Result};
 use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::observe::{AppendObserver, StoreKind};
 use crate::store::{
-    plan_restore, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult, Checkpoint,
-    CheckpointWrite, DeleteMode, Direction, EventStore, HeadWatch, LogChunk, LogFilter, ScavengeChunk, Snapshot,
-    StreamAppend, StreamInfo, StreamView,
+    plan_restore, validate_appends, validate_checkpoint_name, validate_checkpoint_writes, AppendResult,
+    BlockingLogReads, Checkpoint, CheckpointWrite, DeleteMode, Direction, EventStore, HeadWatch, LogChunk, LogFilter,
+    ScavengeChunk, Snapshot, StreamAppend, StreamInfo, StreamView,
 };
 use crate::stream_id::StreamId;
 
@@ -287,7 +287,12 @@ impl EventStore for SledStore {
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
         let head = self.durable_head();
-        guarded(DATA_FILE_DAMAGE, || read::log_chunk(&self.inner.files, head, from, max, filter))
+        guarded(DATA_FILE_DAMAGE, || read::log_chunk(&self.inner.files, head, from, max, filter, Vec::new(), None))
+    }
+
+    fn blocking_log_reads(&self) -> Option<Arc<dyn BlockingLogReads>> {
+        let head = self.inner.writer.watch_head();
+        Some(Arc::new(read::LogReads { files: Arc::clone(&self.inner.files), head }))
     }
 
     async fn head(&self) -> Result<Position> {

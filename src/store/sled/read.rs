@@ -2,13 +2,20 @@
 //! the event-type index), stream listing and the search by recorded time. Every read is bounded by the
 //! durable head it is given, so it shows acknowledged events only.
 
-use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use sled::IVec;
+use tokio::sync::watch;
+
+use super::codec::Record;
 use super::files::Files;
+use super::recovery::{guarded, DATA_FILE_DAMAGE};
 use crate::envelope::RecordedEvent;
 use crate::error::{Error, Result};
 use crate::position::{Position, Version};
-use crate::store::{Direction, LogChunk, LogFilter, StreamInfo, StreamView};
+use crate::store::{BlockingLogReads, Direction, LogChunk, LogFilter, StreamInfo, StreamView};
 use crate::stream_id::StreamId;
 
 /// How many events a filtered log read looks at before it returns a page.
@@ -173,52 +180,124 @@ fn index_damage(position: u64, reason: &'static str) -> Error {
 }
 
 /// A page of the log from `from`: the events `filter` admits, up to `max`, up to the durable `head`.
-pub(super) fn log_chunk(files: &Files, head: u64, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
+/// The events are decoded into the storage of `reuse`'s (events a consumer handed back), as far as
+/// there are some. Once `stop` is set, the read ends early with what it has: a read whose answer
+/// nobody waits for any more.
+pub(super) fn log_chunk(
+    files: &Files,
+    head: u64,
+    from: Position,
+    max: usize,
+    filter: &LogFilter,
+    reuse: Vec<RecordedEvent>,
+    stop: Option<&AtomicBool>,
+) -> Result<LogChunk> {
     let start = from.get().max(1);
     if !filter.event_types.is_empty() {
         return log_indexed(files, start, max.max(1), filter, head);
     }
-    let mut events = Vec::new();
+    // Every position up to the head holds an event or a hole: an unfiltered page has at most this many.
+    let expected =
+        if filter.is_all() { max.min(usize::try_from(head.saturating_sub(start) + 1).unwrap_or(max)) } else { 0 };
+    let mut events = Page::new(reuse, expected);
     let mut next = start;
     let mut first = true;
     for record in files.records_from(start) {
         let record = match record {
             Ok(record) => record,
-            Err(error) => return partial(events, next, error),
+            Err(error) => return partial(events.finish(), next, error),
         };
         // Records follow each other without a gap or an overlap up to the head; the first one may
         // start before `start`.
         if next <= head && (record.first > next || (!first && record.first < next)) {
-            return partial(events, next, missing_record(next, record.first > next));
+            return partial(events.finish(), next, missing_record(next, record.first > next));
         }
         first = false;
         if record.first > head {
             break;
         }
+        if stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            return Ok(LogChunk { events: events.finish(), next: Position::new(next), end: false });
+        }
         for position in next.max(record.first)..=record.last() {
             if events.len() >= max || position - start >= SCAN_BUDGET {
-                return Ok(LogChunk { events, next: Position::new(next), end: next > head });
+                return Ok(LogChunk { events: events.finish(), next: Position::new(next), end: next > head });
             }
-            // A hole (an event a scavenge removed) reads as `None`, like an event the filter leaves out.
-            let event = if filter.is_all() {
-                record.event(position)
-            } else {
-                record.event_if(position, |stream, event_type| filter.admits(stream, event_type))
-            };
-            match event {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => {}
-                Err(error) => return partial(events, next, error),
+            // A hole (an event a scavenge removed) reads as nothing, like an event the filter leaves out.
+            if let Err(error) = events.read(&record, position, filter) {
+                return partial(events.finish(), next, error);
             }
             next = position + 1;
         }
     }
     if next <= head {
         // The records ended before the head.
-        return partial(events, next, missing_record(next, true));
+        return partial(events.finish(), next, missing_record(next, true));
     }
     let next = next.max(head + 1).max(start);
-    Ok(LogChunk { events, next: Position::new(next), end: true })
+    Ok(LogChunk { events: events.finish(), next: Position::new(next), end: true })
+}
+
+/// The log reads of a [`SledStore`](super::SledStore) as a handle that outlives a borrow of it: what
+/// a cursor runs on a blocking thread to read a page ahead.
+pub(super) struct LogReads {
+    pub(super) files: Arc<Files>,
+    /// The durable head, which bounds every read.
+    pub(super) head: watch::Receiver<Position>,
+}
+
+impl BlockingLogReads for LogReads {
+    fn read_log_chunk_blocking(
+        &self,
+        from: Position,
+        max: usize,
+        filter: &LogFilter,
+        reuse: Vec<RecordedEvent>,
+        stop: &AtomicBool,
+    ) -> Result<LogChunk> {
+        let head = self.head.borrow().get();
+        guarded(DATA_FILE_DAMAGE, || log_chunk(&self.files, head, from, max, filter, reuse, Some(stop)))
+    }
+}
+
+/// The events of a log page as it is read: decoded into the storage of events handed back while
+/// there are some, then into new ones.
+struct Page {
+    events: Vec<RecordedEvent>,
+    /// How many of `events` belong to the page; the others are storage not used yet.
+    len: usize,
+}
+
+impl Page {
+    fn new(mut reuse: Vec<RecordedEvent>, expected: usize) -> Self {
+        reuse.reserve(expected.saturating_sub(reuse.len()));
+        Page { events: reuse, len: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Adds the event at `position` when it is not a hole and `filter` admits it.
+    fn read(&mut self, record: &Record<IVec>, position: u64, filter: &LogFilter) -> Result<()> {
+        let wanted = |stream: &str, event_type: &str| filter.admits(stream, event_type);
+        let read = match self.events.get_mut(self.len) {
+            Some(slot) if filter.is_all() => record.event_into(position, slot)?,
+            Some(slot) => record.event_if_into(position, wanted, slot)?,
+            None => {
+                let event =
+                    if filter.is_all() { record.event(position)? } else { record.event_if(position, wanted)? };
+                event.map(|event| self.events.push(event)).is_some()
+            }
+        };
+        self.len += usize::from(read);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<RecordedEvent> {
+        self.events.truncate(self.len);
+        self.events
+    }
 }
 
 fn missing_record(position: u64, missing: bool) -> Error {
