@@ -793,15 +793,22 @@ mod tests {
         let mut builder = RecordBuilder::new(1, Utc::now());
         builder.push(1, &encode_body(&stream, &event));
         let (_, bytes) = builder.finish().pop().ok_or(Error::Closed)?;
+        // Decoded into a new event, and into the storage of one read before.
+        let slot = Record::parse(1, bytes.as_slice())?.event(1)?.ok_or(Error::Closed)?;
+        let into = |record: Record<&[u8]>| record.event_into(1, &mut slot.clone());
         for i in 0..bytes.len() {
             let mut damaged = bytes.clone();
             damaged[i] ^= 0x5a;
-            let outcome = Record::parse(1, damaged).and_then(|r| r.event(1));
+            let outcome = Record::parse(1, damaged.as_slice()).and_then(|r| r.event(1));
             assert!(matches!(outcome, Err(Error::Corrupt { .. })), "byte {i}: {outcome:?}");
+            let outcome = Record::parse(1, damaged.as_slice()).and_then(into);
+            assert!(matches!(outcome, Err(Error::Corrupt { .. })), "byte {i}, into a slot: {outcome:?}");
         }
         for len in 0..bytes.len() {
             let outcome = Record::parse(1, &bytes[..len]).and_then(|r| r.event(1));
             assert!(matches!(outcome, Err(Error::Corrupt { .. })), "cut at {len}: {outcome:?}");
+            let outcome = Record::parse(1, &bytes[..len]).and_then(into);
+            assert!(matches!(outcome, Err(Error::Corrupt { .. })), "cut at {len}, into a slot: {outcome:?}");
         }
         Ok(())
     }
@@ -821,6 +828,29 @@ mod tests {
         let mut records = builder.finish();
         assert_eq!(records.len(), 1);
         Ok((records.remove(0).1, events))
+    }
+
+    #[test]
+    fn an_event_decoded_into_another_events_storage_is_that_event_field_for_field() -> Result<()> {
+        let (bytes, _) = record_of(6)?;
+        let record = Record::parse(1, bytes)?;
+        // Odd and even events differ in occurred time, correlation and causation ids.
+        for (from, into) in [(1, 2), (2, 1), (2, 4), (3, 6), (6, 5)] {
+            let mut slot = record.event(from)?.ok_or(Error::Closed)?;
+            slot.metadata.headers.insert("only-in-the-old-one".into(), "x".into());
+            assert!(record.event_into(into, &mut slot)?);
+            assert_eq!(Some(&slot), record.event(into)?.as_ref(), "{from} into {into}");
+            let before = slot.clone();
+            assert!(!record.event_if_into(from, |_, _| false, &mut slot)?);
+            assert_eq!(slot, before, "an event not wanted leaves the slot as it was");
+            assert!(record.event_if_into(from, |_, event_type| event_type == "OrderPlaced", &mut slot)?);
+            assert_eq!(Some(&slot), record.event(from)?.as_ref());
+        }
+        let holed = Record::parse(1, record.without(&[3].into())?)?;
+        let mut slot = record.event(1)?.ok_or(Error::Closed)?;
+        assert!(!holed.event_into(3, &mut slot)?);
+        assert_eq!(Some(slot), record.event(1)?, "a hole leaves the slot as it was");
+        Ok(())
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! One directory on disk, no server. Appends go through one writer thread that commits them in
 //! groups (one sled batch, one flush + fsync per group); reads go straight to sled from the caller's
-//! thread and see only acknowledged events. [`guide::storage_format`](crate::guide::storage_format) describes the bytes on
-//! disk and [`guide::guarantees`](crate::guide::guarantees) what survives a crash.
+//! thread and see only acknowledged events. A replay, projector or subscription that pages through
+//! the log reads its next page on a blocking thread while it handles the current one
+//! (`read::LogReads`), so that catching up uses two cores.
+//! [`guide::storage_format`](crate::guide::storage_format) describes the bytes on disk and
+//! [`guide::guarantees`](crate::guide::guarantees) what survives a crash.
 
 mod codec;
 mod compact;
