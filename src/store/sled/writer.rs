@@ -334,9 +334,12 @@ impl Syncer {
             groups.extend(applied.try_iter());
             // Settles the counts even if `finish` panics, so that a held-back writer never waits for
             // groups nobody will acknowledge.
-            let _settle =
+            let mut settle =
                 Settle { syncer: self, groups: groups.len(), appends: groups.iter().map(|g| g.replies.len()).sum() };
-            self.finish(groups);
+            let synced = self.finish(groups);
+            // A held-back writer goes on before the head file is written.
+            settle.settle();
+            self.record_head(synced);
         }
     }
 
@@ -363,7 +366,8 @@ impl Syncer {
     }
 
     /// Makes the groups durable (one `fdatasync` for all), moves the head and answers every append.
-    fn finish(&self, groups: Vec<Applied>) {
+    /// Returns how many groups it synced, for [`record_head`](Self::record_head).
+    fn finish(&self, groups: Vec<Applied>) -> u64 {
         let count = groups.len() as u64;
         let sync_started = Instant::now();
         let outcome = match self.durability {
@@ -406,7 +410,9 @@ impl Syncer {
             }
         }
         if synced {
-            self.record_head(count);
+            count
+        } else {
+            0
         }
     }
 }
@@ -416,6 +422,9 @@ impl Syncer {
     /// (after the replies, so no append waits for it). A failure to write it is left for the next
     /// time: the head file may lag the log, never lead it.
     fn record_head(&self, groups: u64) {
+        if groups == 0 {
+            return;
+        }
         let mut clock = self.head_file.lock().unwrap_or_else(PoisonError::into_inner);
         clock.groups += groups;
         if clock.groups < HEAD_EVERY_GROUPS && clock.written.elapsed() < HEAD_EVERY {
@@ -595,7 +604,8 @@ impl Writer {
         if lone && idle {
             // Nothing to overlap with (no group being synced, no request waiting): sync here rather
             // than wake the syncer thread. With a request waiting, the pipeline is faster.
-            self.syncer.finish(vec![applied]);
+            let synced = self.syncer.finish(vec![applied]);
+            self.syncer.record_head(synced);
             return;
         }
         drop(entered);
