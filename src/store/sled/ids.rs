@@ -7,9 +7,10 @@
 //! - The **mark** (`M\0id-index`) holds a position (u64 BE) and a CRC-32: every event stored at or
 //!   before it has its id key, and every stream with an event at or before it has its head key.
 //!
-//! The writer keeps the ids of the events after the mark in memory (at most about [`SLICE`] of them),
-//! and writes them, the heads of the streams they touched and the new mark in one sled batch, a
-//! *slice*, once there are [`SLICE`] of them and at every clean close. Appends never write an id key
+//! The writer keeps the ids of the events after the mark in memory, and once there are [`SLICE`] of
+//! them (and at every clean close) hands them, the heads of the streams they touched and the new mark
+//! to the indexer thread as a *slice* (`super::indexer`), which writes it in small batches, the mark
+//! last. Until then the ids stay in the writer's memory (at most three slices' worth). Appends never write an id key
 //! themselves: a sled key costs microseconds, and one per event would halve the append rate
 //! (docs/DESIGN.md, "Why the id index is written in slices"). At open, only the log after the mark is
 //! read (the ids a crash left unindexed), so opening does not grow with the log.
@@ -35,7 +36,7 @@ pub(crate) const ID: u8 = b'I';
 pub(crate) const HEAD: u8 = b'H';
 /// The key of the index's mark.
 pub(crate) const MARK_KEY: &[u8] = b"M\x00id-index";
-/// How many unindexed ids the writer lets gather before it writes a slice.
+/// How many unindexed ids the writer lets gather before it cuts a slice.
 pub(super) const SLICE: usize = 16 * 1024;
 /// How many keys one batch of a rebuild holds.
 const CHUNK: usize = 10_000;
@@ -146,22 +147,25 @@ fn for_each_event_after(tree: &sled::Tree, mark: u64, mut visit: impl FnMut(Uuid
     Ok(())
 }
 
-/// Adds a slice to `batch`: the id keys of `ids`, the head keys of `heads`, and the new `mark`.
-pub(super) fn add_slice<'a>(
-    batch: &mut sled::Batch,
-    ids: impl IntoIterator<Item = (&'a Uuid, &'a u64)>,
-    heads: impl IntoIterator<Item = (&'a str, u64)>,
-    mark: u64,
-) {
+/// Adds the id keys of `ids` to `batch`.
+pub(super) fn add_ids<'a>(batch: &mut sled::Batch, ids: impl IntoIterator<Item = (&'a Uuid, &'a u64)>) {
     for (id, position) in ids {
         let key = id_key(id);
         batch.insert(&key, encode_number(&key, *position));
     }
+}
+
+/// Adds the head keys of `heads` (stream, last version at the mark) to `batch`.
+pub(super) fn add_heads<'a>(batch: &mut sled::Batch, heads: impl IntoIterator<Item = (&'a str, u64)>) {
     for (stream, version) in heads {
         let key = head_key(stream);
         let value = encode_number(&key, version);
         batch.insert(key, value);
     }
+}
+
+/// Adds the index's new `mark` to `batch`.
+pub(super) fn add_mark(batch: &mut sled::Batch, mark: u64) {
     batch.insert(MARK_KEY, encode_number(MARK_KEY, mark));
 }
 

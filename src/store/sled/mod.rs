@@ -14,6 +14,7 @@ mod config;
 mod files;
 mod ids;
 mod index;
+mod indexer;
 mod lifecycle;
 mod read;
 mod recovery;

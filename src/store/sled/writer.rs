@@ -18,6 +18,7 @@ use super::config::Durability;
 use super::files::{sled_error, Files};
 use super::ids;
 use super::index::{insert_type_entries, IndexEntry};
+use super::indexer::{self, Indexer, Slice};
 use super::recovery::{guarded, DATA_FILE_DAMAGE, HEAD_EVERY, HEAD_EVERY_GROUPS};
 use super::scavenge::{plan_chunk, plan_stream, Removal};
 use crate::error::{Error, Result};
@@ -69,9 +70,12 @@ pub(super) fn spawn(files: Arc<Files>, durability: Durability, flush_every_ms: u
         Durability::Buffered => Some(spawn_flusher(Arc::clone(&files), Arc::clone(&syncer), flush_every_ms)?),
         Durability::Fsync => None,
     };
+    let indexer = indexer::spawn(files.tree.clone())?;
     let writer = Writer {
         recent: tail.ids,
         dirty: HashSet::new(),
+        handed: None,
+        indexer,
         slices: 0,
         type_counts,
         files,
@@ -242,6 +246,11 @@ struct Writer {
     recent: HashMap<Uuid, u64>,
     /// Streams appended to since the last slice, whose head keys the next slice writes.
     dirty: HashSet<StreamId>,
+    /// The slice handed to the indexer thread and not yet written: its ids are looked up here until
+    /// it is, and come back to `recent` (its streams to `dirty`) if it fails.
+    handed: Option<Handed>,
+    /// The thread that writes the slices.
+    indexer: Indexer,
     /// Slices applied since open (`Files::slices` publishes it to appenders).
     slices: u64,
     /// Set after a failed commit (by either thread): the outcome on disk is unknown, so no more
@@ -250,6 +259,10 @@ struct Writer {
     /// Events of each type so far, which the event-type index entries chain.
     type_counts: HashMap<String, u64>,
 }
+
+/// A slice in the indexer's hands: its ids (shared with the indexer) and the streams whose heads it
+/// writes.
+type Handed = (Arc<HashMap<Uuid, u64>>, HashSet<StreamId>);
 
 /// A group that sled has applied and flushed, waiting for `fdatasync` before it is acknowledged.
 pub(super) struct Applied {
@@ -506,8 +519,10 @@ impl Writer {
         }
         // Nothing to report to anyone any more; a failure here is seen at the next open (which reads
         // the ids this slice would have indexed from the log).
+        self.settle_slice(true);
         if !self.poisoned.load(Ordering::Acquire) && !self.recent.is_empty() {
-            self.write_slice();
+            self.hand_slice();
+            self.settle_slice(true);
         }
         let _ = self.files.db.flush();
         drop(self.synced);
@@ -585,7 +600,7 @@ impl Writer {
                 self.heads.extend(group.heads);
                 self.recent.extend(group.ids.into_iter().map(|(id, stored)| (id, stored.position.get())));
                 if self.recent.len() >= ids::SLICE {
-                    self.write_slice();
+                    self.cut_slice();
                 }
                 replies
             }
@@ -638,7 +653,7 @@ impl Writer {
         let looked_up = request.unindexed == Some(self.slices);
         let retry = plan_retry(&keys, |id| match group.ids.get(&id) {
             Some(stored) => Ok(Some(stored.clone())),
-            None => match self.recent.get(&id) {
+            None => match self.recent.get(&id).or_else(|| self.handed.as_ref()?.0.get(&id)) {
                 Some(position) => self.files.stored_at(*position, id),
                 None if looked_up => Ok(None),
                 None => match ids::lookup(&self.files.tree, &id)? {
@@ -816,22 +831,77 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the ids gathered since the last slice to the id index, with the heads of the streams
-    /// appended to since and the new mark, in one sled batch. It is not flushed here: the next
-    /// group's flush carries it (sled recovers batches in order, so a slice never survives a crash
-    /// without the groups it indexes). A failure leaves everything as it was, to be tried again at
-    /// the next slice; the next open reads these ids from the log in the meantime.
-    fn write_slice(&mut self) {
+    /// Hands the ids gathered since the last slice to the indexer thread, unless it is still writing
+    /// the previous slice; waits for that one only when twice a slice's worth of ids is in memory.
+    fn cut_slice(&mut self) {
+        self.settle_slice(false);
+        if self.handed.is_some() {
+            if self.recent.len() < 2 * ids::SLICE {
+                return;
+            }
+            self.settle_slice(true);
+        }
+        self.hand_slice();
+    }
+
+    /// Hands the ids gathered since the last slice, the heads of the streams appended to since and
+    /// the new mark to the indexer thread (none may be in its hands). The slice is not flushed on its
+    /// own: the next group's flush carries it (sled recovers batches in order, so a slice never
+    /// survives a crash without the groups it indexes). Until the indexer answers, lookups find the
+    /// ids in `handed`; a failure brings them back, to go into the next slice, and the next open reads
+    /// them from the log in the meantime.
+    fn hand_slice(&mut self) {
         let mark = self.next_position - 1;
-        let mut batch = sled::Batch::default();
-        let heads = self.dirty.iter().filter_map(|stream| Some((stream.as_str(), *self.heads.get(stream)?)));
-        ids::add_slice(&mut batch, &self.recent, heads, mark);
-        let applied = guarded(DATA_FILE_DAMAGE, || self.files.tree.apply_batch(batch).map_err(sled_error));
-        if applied.is_ok() {
-            self.slices += 1;
-            self.files.slices.store(self.slices, Ordering::Release);
-            self.recent.clear();
-            self.dirty.clear();
+        let heads = self
+            .dirty
+            .iter()
+            .filter_map(|stream| Some((stream.as_str().to_owned(), *self.heads.get(stream)?)))
+            .collect();
+        let ids = Arc::new(std::mem::take(&mut self.recent));
+        let dirty = std::mem::take(&mut self.dirty);
+        let slice = Slice { ids: Arc::clone(&ids), heads, mark };
+        match self.indexer.hand(slice) {
+            Ok(()) => self.handed = Some((ids, dirty)),
+            Err(slice) => {
+                // The indexer thread is gone: the writer writes the slice itself.
+                let written = guarded(DATA_FILE_DAMAGE, || indexer::write(&self.files.tree, &slice));
+                drop(slice);
+                self.handed = Some((ids, dirty));
+                if written.is_ok() {
+                    self.slice_written();
+                } else {
+                    self.give_back();
+                }
+            }
+        }
+    }
+
+    /// Takes the indexer's answer for the slice in its hands, if there is one (waiting for it if
+    /// `wait`): a written slice is counted and forgotten, a failed one comes back to memory.
+    fn settle_slice(&mut self, wait: bool) {
+        if self.handed.is_none() {
+            return;
+        }
+        match self.indexer.answer(wait) {
+            None => {}
+            Some(true) => self.slice_written(),
+            Some(false) => self.give_back(),
+        }
+    }
+
+    /// Counts the handed slice as written (appenders see the count) and forgets its ids.
+    fn slice_written(&mut self) {
+        self.handed = None;
+        self.slices += 1;
+        self.files.slices.store(self.slices, Ordering::Release);
+    }
+
+    /// Brings the ids and streams of the handed slice back into `recent` and `dirty`.
+    fn give_back(&mut self) {
+        if let Some((ids, dirty)) = self.handed.take() {
+            let ids = Arc::try_unwrap(ids).unwrap_or_else(|shared| (*shared).clone());
+            self.recent.extend(ids);
+            self.dirty.extend(dirty);
         }
     }
 
@@ -841,11 +911,13 @@ impl Writer {
         if removal.removed == 0 {
             return Ok(());
         }
+        // A slice written after this step would index the ids it removes.
+        self.settle_slice(true);
         let mut batch = removal.batch;
         for id in &removal.ids {
-            if self.recent.remove(id).is_none() {
-                batch.remove(&ids::id_key(id));
-            }
+            // The key too when the id is in memory: a slice cut short by a crash may have written it.
+            self.recent.remove(id);
+            batch.remove(&ids::id_key(id));
         }
         let written = self
             .files
