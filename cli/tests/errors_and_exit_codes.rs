@@ -241,14 +241,15 @@ async fn larger_store(dir: &Path) -> TestResult {
 
 #[tokio::test]
 async fn a_store_damaged_past_opening_exits_2_on_every_command() -> TestResult {
-    // The reproductions of issue 10: a data file cut (to 50 %: the last part of the file of a store
-    // closed cleanly holds the id index's last slice, whose loss the next open repairs from the log),
-    // emptied, and deleted.
+    // The reproductions of issue 10: a data file cut (to 25 %), emptied, and deleted. A cut must
+    // reach the events: the later half of the file of a store closed cleanly holds what sled and the
+    // next open can do without (the last slice of the id index, pages since rewritten), and a store
+    // cut there opens whole (`verify` finds all 3,000 events), as it did from 50 % up when measured.
     let cuts: [(&str, Cut); 3] = [
-        ("cut to 50 %", |db| {
+        ("cut to 25 %", |db| {
             let file = std::fs::OpenOptions::new().write(true).open(db)?;
             let len = file.metadata()?.len();
-            file.set_len(len / 2)
+            file.set_len(len / 4)
         }),
         ("emptied", |db| std::fs::OpenOptions::new().write(true).open(db)?.set_len(0)),
         ("deleted", |db| std::fs::remove_file(db)),
