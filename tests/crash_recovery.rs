@@ -92,9 +92,9 @@ fn buffered_store_recovers_consistently_after_kill_9() {
 
 /// The child: appends until it is killed. Runs only when the parent sets `ANNALS_CRASH_DIR`.
 #[test]
-#[ignore = "the child process of the crash tests; does nothing unless ANNALS_CRASH_DIR is set"]
+#[ignore = "the child process of the crash tests; fails unless ANNALS_CRASH_DIR is set (its parent sets it)"]
 fn crash_child() {
-    let Some(dir) = std::env::var_os(DIR_VAR) else { return };
+    let dir = common::child::child_dir(DIR_VAR);
     let round: u64 = env_number(ROUND_VAR).unwrap_or(0);
     let seed: u64 = env_number(SEED_VAR).unwrap_or(1);
     let durability = match std::env::var(DURABILITY_VAR).as_deref() {
@@ -102,7 +102,7 @@ fn crash_child() {
         _ => Durability::Fsync,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(append_until_killed(PathBuf::from(dir), round, durability, Rng::new(seed ^ round)));
+    runtime.block_on(append_until_killed(dir, round, durability, Rng::new(seed ^ round)));
 }
 
 /// How the child and the checks open the store.

@@ -12,7 +12,7 @@ mod common;
 #[path = "common/members.rs"]
 mod members;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -42,15 +42,15 @@ fn event_of(round: u64, index: u64) -> (String, String, String) {
 
 /// The child: appends until it is killed. Runs only when the parent sets `ANNALS_PERSONAL_CRASH_DIR`.
 #[test]
-#[ignore = "the child process of the personal crash test; does nothing unless ANNALS_PERSONAL_CRASH_DIR is set"]
+#[ignore = "the child process of the personal crash test; fails unless ANNALS_PERSONAL_CRASH_DIR is set (its parent sets it)"]
 fn personal_crash_child() {
-    let Some(dir) = std::env::var_os(DIR_VAR) else { return };
+    let dir = common::child::child_dir(DIR_VAR);
     let round: u64 = env_number(ROUND_VAR).unwrap_or(0);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         // A leading newline: libtest may have printed "test personal_crash_child ... " without one.
         say("\nSTART\n");
-        let store = open(&PathBuf::from(dir));
+        let store = open(&dir);
         say("READY\n");
         for index in 0.. {
             let (stream, subject, email) = event_of(round, index);

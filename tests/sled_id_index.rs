@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -228,10 +228,10 @@ fn parse_ack(line: &str) -> Option<(usize, u64, u64, Vec<Uuid>)> {
 #[test]
 #[ignore = "run by ids_acknowledged_before_a_kill_9_are_recognised_after_it"]
 fn id_index_child() {
-    let Some(dir) = std::env::var_os(DIR_VAR) else { return };
+    let dir = common::child::child_dir(DIR_VAR);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let store = SledStore::open(PathBuf::from(dir)).unwrap();
+        let store = SledStore::open(dir).unwrap();
         say("\nREADY\n");
         for n in 0.. {
             let events = batch(n);

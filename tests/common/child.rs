@@ -13,6 +13,15 @@ pub fn say(text: &str) {
     out.flush().unwrap();
 }
 
+/// The directory a child test works in, from the environment variable `var` its parent sets. A child
+/// run without it (by hand, with `--ignored`) fails rather than passing without doing anything.
+pub fn child_dir(var: &str) -> std::path::PathBuf {
+    match std::env::var_os(var) {
+        Some(dir) => dir.into(),
+        None => panic!("{var} is not set: this child test is run by its parent test, which sets it"),
+    }
+}
+
 /// The number in the environment variable `name`, if it holds one.
 pub fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok()?.parse().ok()

@@ -12,7 +12,7 @@
 //! to the indexer thread as a *slice* (`super::indexer`), which writes it in small batches, the mark
 //! last. Until then the ids stay in the writer's memory (at most three slices' worth). Appends never write an id key
 //! themselves: a sled key costs microseconds, and one per event would halve the append rate
-//! (docs/DESIGN.md, "Why the id index is written in slices"). At open, only the log after the mark is
+//! (docs/DESIGN.md, "Why is the event-id index written in slices?"). At open, only the log after the mark is
 //! read (the ids a crash left unindexed), so opening does not grow with the log.
 //!
 //! The head keys let an open notice, without reading the log, a stream whose index lost its last
@@ -38,8 +38,6 @@ pub(crate) const HEAD: u8 = b'H';
 pub(crate) const MARK_KEY: &[u8] = b"M\x00id-index";
 /// How many unindexed ids the writer lets gather before it cuts a slice.
 pub(super) const SLICE: usize = 16 * 1024;
-/// How many keys one batch of a rebuild holds.
-const CHUNK: usize = 10_000;
 
 pub(crate) fn id_key(id: &Uuid) -> [u8; 17] {
     let mut key = [0u8; 17];
@@ -105,14 +103,12 @@ pub(super) struct Tail {
     pub(super) versions: HashMap<String, u64>,
 }
 
-impl Tail {
-    fn add(&mut self, id: Uuid, position: u64, stream: &str, version: u64) {
-        self.ids.insert(id, position);
-        match self.versions.get_mut(stream) {
-            Some(last) => *last = (*last).max(version),
-            None => {
-                self.versions.insert(stream.to_owned(), version);
-            }
+/// Raises `stream`'s last version in `versions` to `version` (the name is copied only the first time).
+pub(super) fn note_version(versions: &mut HashMap<String, u64>, stream: &str, version: u64) {
+    match versions.get_mut(stream) {
+        Some(last) => *last = (*last).max(version),
+        None => {
+            versions.insert(stream.to_owned(), version);
         }
     }
 }
@@ -121,12 +117,19 @@ impl Tail {
 /// out: reading them reports the damage, and `verify` lists it.
 pub(super) fn scan_after(tree: &sled::Tree, mark: u64) -> Result<Tail> {
     let mut tail = Tail::default();
-    for_each_event_after(tree, mark, |id, position, stream, version| tail.add(id, position, stream, version))?;
+    for_each_event_after(tree, mark, |id, position, stream, version| {
+        tail.ids.insert(id, position);
+        note_version(&mut tail.versions, stream, version);
+    })?;
     Ok(tail)
 }
 
 /// Calls `visit` with the id, position, stream and version of every event stored after `mark`.
-fn for_each_event_after(tree: &sled::Tree, mark: u64, mut visit: impl FnMut(Uuid, u64, &str, u64)) -> Result<()> {
+pub(super) fn for_each_event_after(
+    tree: &sled::Tree,
+    mark: u64,
+    mut visit: impl FnMut(Uuid, u64, &str, u64),
+) -> Result<()> {
     let next = mark.saturating_add(1);
     // The record holding `next` may start before it.
     let start = match tree.range([LOG].as_slice()..=log_key(next).as_slice()).next_back() {
@@ -167,46 +170,4 @@ pub(super) fn add_heads<'a>(batch: &mut sled::Batch, heads: impl IntoIterator<It
 /// Adds the index's new `mark` to `batch`.
 pub(super) fn add_mark(batch: &mut sled::Batch, mark: u64) {
     batch.insert(MARK_KEY, encode_number(MARK_KEY, mark));
-}
-
-/// Builds the whole index from the log (an upgrade from format 3 or older, whose stores have none):
-/// id keys and head keys in batches of [`CHUNK`], then the mark at the log's last position, last, so
-/// that an interrupted build runs again at the next open. The caller flushes.
-pub(super) fn build(tree: &sled::Tree) -> Result<()> {
-    let mut batch = sled::Batch::default();
-    let mut pending = 0;
-    let mut heads: HashMap<String, u64> = HashMap::new();
-    let mut last = 0;
-    let mut failure = None;
-    for_each_event_after(tree, 0, |id, position, stream, version| {
-        let key = id_key(&id);
-        batch.insert(&key, encode_number(&key, position));
-        let head = heads.entry(stream.to_owned()).or_default();
-        *head = (*head).max(version);
-        pending += 1;
-        if pending >= CHUNK && failure.is_none() {
-            failure = tree.apply_batch(std::mem::take(&mut batch)).err();
-            pending = 0;
-        }
-    })?;
-    if let Some(error) = failure {
-        return Err(sled_error(error));
-    }
-    // The mark goes at the end of the last record that decodes (a damaged one cannot say its end).
-    for item in tree.scan_prefix([LOG]).rev() {
-        let (key, value) = item.map_err(sled_error)?;
-        if let Ok(record) = parse_record(&key, value) {
-            last = record.last();
-            break;
-        }
-    }
-    for (stream, version) in &heads {
-        let key = head_key(stream);
-        let value = encode_number(&key, *version);
-        batch.insert(key, value);
-    }
-    tree.apply_batch(batch).map_err(sled_error)?;
-    let mut batch = sled::Batch::default();
-    batch.insert(MARK_KEY, encode_number(MARK_KEY, last));
-    tree.apply_batch(batch).map_err(sled_error)
 }

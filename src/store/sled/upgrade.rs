@@ -24,7 +24,7 @@ const CHUNK: usize = 10_000;
 /// version refuses the store from then on. Format 3 only added lifecycle keys and holes in records,
 /// which a format-2 store has none of, so both take the same step.
 pub(super) fn from_format_3(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
-    ids::build(tree)?;
+    build_id_index(tree)?;
     tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()).map_err(sled_error)?;
     db.flush().map_err(sled_error)?;
     Ok(())
@@ -57,7 +57,7 @@ pub(super) fn from_format_1(db: &sled::Db, tree: &sled::Tree, checkpoints: &sled
     }
     checkpoints.apply_batch(batch).map_err(sled_error)?;
     rebuild_type_index(db, tree)?;
-    ids::build(tree)?;
+    build_id_index(tree)?;
     tree.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()).map_err(sled_error)?;
     db.flush().map_err(sled_error)?;
     Ok(())
@@ -102,4 +102,40 @@ fn types_of(record: &Record<sled::IVec>) -> BTreeMap<String, Vec<u64>> {
         }
     }
     types
+}
+
+/// Builds the event-id index and the stream heads of format 4 from the log (stores of format 3 or
+/// older have none): id keys in batches of [`CHUNK`], then the head keys, then the mark at the end
+/// of the last record that decodes, last, so that an interrupted build runs again at the next open.
+/// The caller flushes.
+fn build_id_index(tree: &sled::Tree) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    let mut heads: HashMap<String, u64> = HashMap::new();
+    let mut failure = None;
+    ids::for_each_event_after(tree, 0, |id, position, stream, version| {
+        ids::add_ids(&mut batch, [(&id, &position)]);
+        ids::note_version(&mut heads, stream, version);
+        pending += 1;
+        if pending >= CHUNK && failure.is_none() {
+            failure = tree.apply_batch(std::mem::take(&mut batch)).err();
+            pending = 0;
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(sled_error(error));
+    }
+    ids::add_heads(&mut batch, heads.iter().map(|(stream, version)| (stream.as_str(), *version)));
+    tree.apply_batch(batch).map_err(sled_error)?;
+    let mut last = 0;
+    for item in tree.scan_prefix([LOG]).rev() {
+        let (key, value) = item.map_err(sled_error)?;
+        if let Ok(record) = parse_record(&key, value) {
+            last = record.last();
+            break;
+        }
+    }
+    let mut batch = sled::Batch::default();
+    ids::add_mark(&mut batch, last);
+    tree.apply_batch(batch).map_err(sled_error)
 }

@@ -239,10 +239,10 @@ struct Writer {
     /// Known lifecycles of streams, as their lifecycle key holds them (`StreamInfo::new()` for a
     /// stream without one); only the writer writes those keys.
     lives: HashMap<StreamId, StreamInfo>,
-    /// The position of every event id stored after the id index's `mark`: at most about
-    /// [`ids::SLICE`] of them, written to the index in one batch (a slice) once there are that many,
-    /// and at a clean close. Appends write no id key: sled spends microseconds per key written, and
-    /// one per event would halve append throughput (docs/DESIGN.md).
+    /// The position of every event id stored after the id index's `mark` and not in `handed`: cut
+    /// into a slice for the indexer thread once there are [`ids::SLICE`] of them, and at a clean
+    /// close. Appends write no id key: sled spends microseconds per key written, and one per event
+    /// would halve append throughput (docs/DESIGN.md).
     recent: HashMap<Uuid, u64>,
     /// Streams appended to since the last slice, whose head keys the next slice writes.
     dirty: HashSet<StreamId>,
@@ -860,19 +860,12 @@ impl Writer {
         let ids = Arc::new(std::mem::take(&mut self.recent));
         let dirty = std::mem::take(&mut self.dirty);
         let slice = Slice { ids: Arc::clone(&ids), heads, mark };
-        match self.indexer.hand(slice) {
-            Ok(()) => self.handed = Some((ids, dirty)),
-            Err(slice) => {
-                // The indexer thread is gone: the writer writes the slice itself.
-                let written = guarded(DATA_FILE_DAMAGE, || indexer::write(&self.files.tree, &slice));
-                drop(slice);
-                self.handed = Some((ids, dirty));
-                if written.is_ok() {
-                    self.slice_written();
-                } else {
-                    self.give_back();
-                }
-            }
+        self.handed = Some((ids, dirty));
+        if let Err(slice) = self.indexer.hand(slice) {
+            // The indexer thread is gone: the writer writes the slice itself.
+            let written = guarded(DATA_FILE_DAMAGE, || indexer::write(&self.files.tree, &slice)).is_ok();
+            drop(slice);
+            self.answered(written);
         }
     }
 
@@ -882,23 +875,19 @@ impl Writer {
         if self.handed.is_none() {
             return;
         }
-        match self.indexer.answer(wait) {
-            None => {}
-            Some(true) => self.slice_written(),
-            Some(false) => self.give_back(),
+        if let Some(written) = self.indexer.answer(wait) {
+            self.answered(written);
         }
     }
 
-    /// Counts the handed slice as written (appenders see the count) and forgets its ids.
-    fn slice_written(&mut self) {
-        self.handed = None;
-        self.slices += 1;
-        self.files.slices.store(self.slices, Ordering::Release);
-    }
-
-    /// Brings the ids and streams of the handed slice back into `recent` and `dirty`.
-    fn give_back(&mut self) {
-        if let Some((ids, dirty)) = self.handed.take() {
+    /// Ends the handed slice: written, it is counted (appenders see the count) and its ids are
+    /// forgotten; failed, its ids and streams come back into `recent` and `dirty`.
+    fn answered(&mut self, written: bool) {
+        let Some((ids, dirty)) = self.handed.take() else { return };
+        if written {
+            self.slices += 1;
+            self.files.slices.store(self.slices, Ordering::Release);
+        } else {
             let ids = Arc::try_unwrap(ids).unwrap_or_else(|shared| (*shared).clone());
             self.recent.extend(ids);
             self.dirty.extend(dirty);
