@@ -29,7 +29,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{cache, payload, scratch_dir, PAYLOAD_LEN};
+use support::{cache, index_key, payload, scratch_dir, PAYLOAD_LEN};
 
 use annals::{
     scavenge, Durability, EventStore, ExpectedVersion, NewEvent, Position, RetentionPolicy, RetentionRule,
@@ -135,16 +135,6 @@ fn cpu_seconds() -> f64 {
 fn raw_log_key(position: u64) -> [u8; 9] {
     let mut key = [b'L'; 9];
     key[1..].copy_from_slice(&position.to_be_bytes());
-    key
-}
-
-/// `S` + stream + `0x00` + version (u64 big-endian): one index key per event, the value its position.
-fn raw_index_key(stream: &str, version: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(stream.len() + 10);
-    key.push(b'S');
-    key.extend_from_slice(stream.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&version.to_be_bytes());
     key
 }
 
@@ -314,7 +304,7 @@ impl Fixture {
                     for i in 1..=BATCH {
                         position += 1;
                         batch.insert(&raw_log_key(position)[..], payload.as_bytes());
-                        batch.insert(raw_index_key(&stream, round * BATCH + i), &position.to_be_bytes());
+                        batch.insert(index_key(&stream, round * BATCH + i), &position.to_be_bytes());
                     }
                     tree.apply_batch(batch).unwrap();
                 }
