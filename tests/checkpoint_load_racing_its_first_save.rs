@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use annals::{Checkpoint, CheckpointWrite, EventStore, MemoryStore, Position, SledStore};
 
@@ -15,12 +16,17 @@ const SAVES: u64 = 3_000;
 
 async fn loads_racing_first_saves_never_fail<S: EventStore + Clone + 'static>(store: S) -> TestResult {
     let next = Arc::new(AtomicU64::new(0));
+    // Passes the loaders have begun: the saver waits for a new one before each save, so the loaders
+    // are running while it saves. (On a busy 2-core machine the in-memory saves once finished before
+    // a loader had been scheduled at all.)
+    let passes = Arc::new(AtomicU64::new(0));
     let mut loaders = Vec::new();
     for _ in 0..2 {
-        let (store, next) = (store.clone(), Arc::clone(&next));
+        let (store, next, passes) = (store.clone(), Arc::clone(&next), Arc::clone(&passes));
         loaders.push(tokio::spawn(async move {
             let mut found = 0u64;
             loop {
+                passes.fetch_add(1, Ordering::Relaxed);
                 let at = next.load(Ordering::Relaxed);
                 if at >= SAVES {
                     return Ok::<u64, annals::Error>(found);
@@ -36,6 +42,11 @@ async fn loads_racing_first_saves_never_fail<S: EventStore + Clone + 'static>(st
     }
     for i in 0..SAVES {
         next.store(i, Ordering::Relaxed);
+        let (seen, since) = (passes.load(Ordering::Relaxed), Instant::now());
+        while passes.load(Ordering::Relaxed) == seen {
+            assert!(since.elapsed() < Duration::from_secs(30), "the loaders stopped making passes");
+            tokio::task::yield_now().await;
+        }
         let checkpoint = Checkpoint::new(format!("race/{i:05}"), Position::new(i));
         store.save_checkpoints(vec![CheckpointWrite::Save(checkpoint)]).await?;
         tokio::task::yield_now().await;
