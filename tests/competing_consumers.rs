@@ -169,11 +169,21 @@ where
     let ids: Vec<u64> = workers.iter().map(SubscriptionHandle::worker_id).collect();
     eventually("the three workers share the partitions", || settled(&group.assignment(), &ids)).await?;
 
+    // The writer writes half its rounds, waits for the leaver to be gone, then writes the rest: the
+    // leaver leaves mid-stream however slowly the workers run (on a busy machine the writer once
+    // finished before the leaver left, and the survivors had nothing of its streams left to handle).
+    let (gone, leaver_gone) = tokio::sync::oneshot::channel::<()>();
     let writer = {
         let store = store.clone();
         let names = names.clone();
         tokio::spawn(async move {
+            let mut leaver_gone = Some(leaver_gone);
             for round in 0..12 {
+                if round == 6 {
+                    if let Some(gone) = leaver_gone.take() {
+                        gone.await.map_err(|e| e.to_string())?;
+                    }
+                }
                 interleave(&store, &names, 1).await.map_err(|e| e.to_string())?;
                 tokio::time::sleep(Duration::from_millis(2 * (round % 3))).await;
             }
@@ -191,6 +201,7 @@ where
     let survivors = [ids[0], ids[2]];
     eventually("the survivors hold every partition", || settled(&group.assignment(), &survivors)).await?;
     let handled_by_leaver = log.count_by(1);
+    gone.send(()).map_err(|()| "the writer stopped early")?;
     writer.await??;
     let last = store.head().await?;
     for worker in &workers {
