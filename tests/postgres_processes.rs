@@ -90,13 +90,13 @@ fn spawn_child(test: &str, role: &str, url: &str, schema: &str, process: usize, 
         .unwrap()
 }
 
-/// The store a child opens, from its environment; `None` when this is not a child of `role`.
-fn child_config(role: &str) -> Option<PostgresConfig> {
-    if std::env::var(ROLE_VAR).ok()? != role {
-        return None;
-    }
+/// The store a child opens, from its environment. Panics when this process is not a child of
+/// `role` (run by hand, with `--ignored`), rather than passing without doing anything.
+fn child_config(role: &str) -> PostgresConfig {
+    let given = std::env::var(ROLE_VAR).unwrap_or_default();
+    assert_eq!(given, role, "{ROLE_VAR} is not {role}: this child test is run by its parent test");
     let url = std::env::var(URL_VAR).unwrap();
-    Some(PostgresConfig::new(url).schema(std::env::var(SCHEMA_VAR).unwrap()).pool_size(4))
+    PostgresConfig::new(url).schema(std::env::var(SCHEMA_VAR).unwrap()).pool_size(4)
 }
 
 /// Blocks until the parent writes a line (`GO`) or closes our stdin.
@@ -164,9 +164,9 @@ impl Report {
 /// The writer child: opens the store, says `READY`, waits for `GO`, then runs [`TASKS`] tasks of
 /// [`APPENDS`] appends each and says `DONE <conflicts>`.
 #[test]
-#[ignore = "a child process of the multi-process tests; does nothing unless ANNALS_PG_CHILD=writer"]
+#[ignore = "a child process of the multi-process tests; fails unless ANNALS_PG_CHILD=writer"]
 fn writer_child() {
-    let Some(config) = child_config("writer") else { return };
+    let config = child_config("writer");
     let process: usize = env_number(PROCESS_VAR).unwrap();
     let seed: u64 = env_number(SEED_VAR).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -373,9 +373,9 @@ fn check_commit_order(reports: &[Report]) {
 /// The watcher child: opens the store, says `READY`, then prints `SAW <head> <wall-clock ns>` each
 /// time its head watch wakes, until its stdin closes.
 #[test]
-#[ignore = "a child process of the multi-process tests; does nothing unless ANNALS_PG_CHILD=watcher"]
+#[ignore = "a child process of the multi-process tests; fails unless ANNALS_PG_CHILD=watcher"]
 fn watcher_child() {
-    let Some(config) = child_config("watcher") else { return };
+    let config = child_config("watcher");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         say("\n");

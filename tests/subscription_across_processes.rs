@@ -48,9 +48,11 @@ fn partition_of(stream: &str) -> u32 {
 /// A worker process: joins the group, prints `H <position> <stream> <version>` for each event, and
 /// stops cleanly when its stdin closes.
 #[test]
-#[ignore = "a child process of the tests below"]
+#[ignore = "a child process of the tests below; fails unless its parent sets the server's address"]
 fn group_worker_child() {
-    let (Ok(url), Ok(schema)) = (std::env::var(URL_VAR), std::env::var(SCHEMA_VAR)) else { return };
+    let (Ok(url), Ok(schema)) = (std::env::var(URL_VAR), std::env::var(SCHEMA_VAR)) else {
+        panic!("{URL_VAR} and {SCHEMA_VAR} are not set: this child test is run by its parent test")
+    };
     // libtest has printed "test group_worker_child ... " without a line end: start a fresh line.
     child::say("\n");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
