@@ -3,7 +3,7 @@
 //! the others, atomically, so that readers and concurrent savers never find the stream's newest
 //! snapshot gone; export and import, and `copy_store`, carry snapshots into the store.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use annals::{
@@ -103,9 +103,12 @@ pub(crate) async fn readers_and_concurrent_saves_never_find_the_newest_snapshot_
     let stream = StreamId::new("hot-1")?;
     store.save_snapshot(snapshot(&stream, 1)).await?;
     let done = Arc::new(AtomicBool::new(false));
+    // Reads so far, of all readers: the savers start once the readers are reading (on a busy machine
+    // the savers once finished before a reader had run).
+    let started = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let (store, stream, done) = (store.clone(), stream.clone(), Arc::clone(&done));
+        let (store, stream, done, started) = (store.clone(), stream.clone(), Arc::clone(&done), Arc::clone(&started));
         readers.push(tokio::spawn(async move {
             let mut reads = 0u64;
             while !done.load(Ordering::Relaxed) {
@@ -113,18 +116,33 @@ pub(crate) async fn readers_and_concurrent_saves_never_find_the_newest_snapshot_
                     return Err("a reader found no snapshot while saves replaced it".to_owned());
                 }
                 reads += 1;
+                started.fetch_add(1, Ordering::Relaxed);
                 tokio::task::yield_now().await;
             }
             Ok::<u64, String>(reads)
         }));
     }
+    let since = std::time::Instant::now();
+    while started.load(Ordering::Relaxed) < 3 {
+        assert!(since.elapsed() < std::time::Duration::from_secs(30), "the readers never read");
+        tokio::task::yield_now().await;
+    }
+    let before_saves = started.load(Ordering::Relaxed);
     // Four savers, each its own versions (2, 6, 10, ... / 3, 7, ... / ...) up to `SAVES`, at once.
     let mut savers = Vec::new();
     for first in 2..6u64 {
-        let (store, stream) = (store.clone(), stream.clone());
+        let (store, stream, started) = (store.clone(), stream.clone(), Arc::clone(&started));
         savers.push(tokio::spawn(async move {
             for version in (first..=SAVES).step_by(4) {
                 store.save_snapshot(snapshot(&stream, version)).await?;
+                // The next save waits for a read: a store whose save never waits (memory) would
+                // otherwise keep its worker thread until all its saves were done, and the readers
+                // would run only after them.
+                let (seen, since) = (started.load(Ordering::Relaxed), std::time::Instant::now());
+                while started.load(Ordering::Relaxed) == seen {
+                    assert!(since.elapsed() < std::time::Duration::from_secs(30), "the readers stopped reading");
+                    tokio::task::yield_now().await;
+                }
             }
             Ok::<(), Error>(())
         }));
@@ -133,11 +151,11 @@ pub(crate) async fn readers_and_concurrent_saves_never_find_the_newest_snapshot_
         saver.await??;
     }
     done.store(true, Ordering::Relaxed);
-    let mut reads = 0;
+    let during_saves = started.load(Ordering::Relaxed) - before_saves;
     for reader in readers {
-        reads += reader.await??;
+        reader.await??;
     }
-    assert!(reads > 0, "the readers read nothing: the test proved little");
+    assert!(during_saves > 0, "the readers read nothing while the saves ran: the test proved little");
     let kept = versions(&store, &stream).await?;
     assert_eq!(kept.first(), Some(&SAVES), "the newest snapshot survives concurrent saves: {kept:?}");
     assert!(kept.len() <= 4, "one per saver at most is left over by a race: {kept:?}");
