@@ -3,7 +3,7 @@
 //!
 //! | group | what |
 //! | --- | --- |
-//! | `replay_decoded_1m` | `replay` of 1,000,000 events into a projection that decodes each payload (`payload_as`) into a small serde struct: `annals_replay` as it runs; `annals_replay_inline_reads`, the same replay through a wrapper store that hides the sled store's blocking log reads, so every page is read and decoded on the consumer's thread (the paging path before read-ahead); `annals_projector_in_memory` (and `_inline_reads`), the same projection run by a `Projector::in_memory` until it has caught up; `raw_sled_decode_one_thread`, raw sled iterating the same directory's log records, checking and decoding every envelope by hand and decoding every payload into the same struct, on one thread |
+//! | `replay_decoded_1m` | `replay` of 1,000,000 events into a projection that decodes each payload (`payload_as`) into a small serde struct: `annals_replay` as it runs; `annals_replay_inline_reads`, the same replay through a wrapper store that hides the sled store's blocking log reads, so every page is read and decoded on the consumer's thread (the paging path before read-ahead); `annals_replay_through_upcasting`, the same replay through an `Upcasting` wrapper whose one upcaster matches none of the events (each is looked up and passes unchanged), which reads ahead through the wrapper; `annals_projector_in_memory` (and `_inline_reads`), the same projection run by a `Projector::in_memory` until it has caught up; `raw_sled_decode_one_thread`, raw sled iterating the same directory's log records, checking and decoding every envelope by hand and decoding every payload into the same struct, on one thread |
 //!
 //! The fixture is 10,000 streams of 100 events with the 200-byte JSON payload of
 //! `support::payload`, appended 10 streams per `append_multi` under `Durability::Buffered`, then
@@ -27,7 +27,7 @@ use annals::{
     replay, AppendResult, Checkpoint, CheckpointWrite, DeleteMode, Direction, Durability, EventStore, ExpectedVersion,
     HandlerError, HeadWatch, LogChunk, LogFilter, NewEvent, Phase, Position, Projection, Projector, RecordedEvent,
     Result, ScavengeChunk, SledConfig, SledStore, Snapshot, Start, StreamAppend, StreamId, StreamInfo, StreamView,
-    Until, Version,
+    Until, Upcasters, Upcasting, Version,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -285,6 +285,12 @@ fn replays(c: &mut Criterion) {
     group.bench_function("annals_replay_inline_reads", |b| {
         let f = fixture();
         let store = Inline(f.store());
+        b.iter(|| f.replay(&store));
+    });
+    group.bench_function("annals_replay_through_upcasting", |b| {
+        let f = fixture();
+        // An upcaster for a type the log does not hold: every event is looked up and passes as it is.
+        let store = Upcasting::new(f.store(), Upcasters::new().rename("OrderCancelled", 1, "OrderWithdrawn", 1));
         b.iter(|| f.replay(&store));
     });
     group.bench_function("annals_projector_in_memory", |b| {

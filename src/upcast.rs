@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::position::{ExpectedVersion, Position, Version};
 use crate::store::{
-    AppendResult, Checkpoint, CheckpointWrite, DeleteMode, Direction, EventStore, HeadWatch, LogChunk, LogFilter,
-    ScavengeChunk, Snapshot, StreamAppend, StreamInfo, StreamView,
+    AppendResult, BlockingLogReads, Checkpoint, CheckpointWrite, DeleteMode, Direction, EventStore, HeadWatch,
+    LogChunk, LogFilter, ScavengeChunk, Snapshot, StreamAppend, StreamInfo, StreamView,
 };
 use crate::stream_id::StreamId;
 
@@ -388,6 +389,56 @@ impl<S: EventStore> Upcasting<S> {
     }
 }
 
+/// How [`Upcasting`] asks its inner store for a page of the log: with `filter` widened to every stored
+/// type name that upcasts to a wanted one (`None`: the filter as it is), then brings the page's events
+/// to their current shape and drops what the widening let in.
+fn widened(upcasters: &Upcasters, filter: &LogFilter) -> Option<LogFilter> {
+    if filter.event_types.is_empty() || upcasters.is_empty() {
+        return None;
+    }
+    let mut wide = filter.clone();
+    wide.event_types = filter.event_types.iter().flat_map(|t| upcasters.sources_of(t)).collect();
+    Some(wide)
+}
+
+/// The page `chunk` of the inner store, read with [`widened`]'s filter, upcast and filtered by
+/// `filter` again when it was widened.
+fn upcast_chunk(upcasters: &Upcasters, chunk: LogChunk, filter: &LogFilter, was_widened: bool) -> Result<LogChunk> {
+    if upcasters.is_empty() {
+        return Ok(chunk);
+    }
+    let mut events = Vec::with_capacity(chunk.events.len());
+    for event in chunk.events {
+        events.extend(upcasters.upcast(event)?);
+    }
+    if was_widened {
+        events.retain(|e| filter.admits(e.stream.as_str(), &e.event_type));
+    }
+    Ok(LogChunk { events, ..chunk })
+}
+
+/// The inner store's blocking log reads (see [`BlockingLogReads`]), upcast as [`Upcasting`]'s own
+/// log reads are: a replay through [`Upcasting`] reads ahead on a store whose reads block.
+struct UpcastingLogReads {
+    inner: Arc<dyn BlockingLogReads>,
+    upcasters: Arc<Upcasters>,
+}
+
+impl BlockingLogReads for UpcastingLogReads {
+    fn read_log_chunk_blocking(
+        &self,
+        from: Position,
+        max: usize,
+        filter: &LogFilter,
+        reuse: Vec<RecordedEvent>,
+        stop: &AtomicBool,
+    ) -> Result<LogChunk> {
+        let wide = widened(&self.upcasters, filter);
+        let chunk = self.inner.read_log_chunk_blocking(from, max, wide.as_ref().unwrap_or(filter), reuse, stop)?;
+        upcast_chunk(&self.upcasters, chunk, filter, wide.is_some())
+    }
+}
+
 #[async_trait]
 impl<S: EventStore> EventStore for Upcasting<S> {
     async fn append_multi(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
@@ -407,17 +458,10 @@ impl<S: EventStore> EventStore for Upcasting<S> {
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
-        if filter.event_types.is_empty() || self.upcasters.is_empty() {
-            let chunk = self.inner.read_log_chunk(from, max, filter).await?;
-            return Ok(LogChunk { events: self.upcast_all(chunk.events)?, ..chunk });
-        }
         // Ask the store for every stored name that can become a wanted one, then keep what fits.
-        let mut wide = filter.clone();
-        wide.event_types = filter.event_types.iter().flat_map(|t| self.upcasters.sources_of(t)).collect();
-        let chunk = self.inner.read_log_chunk(from, max, &wide).await?;
-        let events = self.upcast_all(chunk.events)?;
-        let events = events.into_iter().filter(|e| filter.admits(e.stream.as_str(), &e.event_type)).collect();
-        Ok(LogChunk { events, ..chunk })
+        let wide = widened(&self.upcasters, filter);
+        let chunk = self.inner.read_log_chunk(from, max, wide.as_ref().unwrap_or(filter)).await?;
+        upcast_chunk(&self.upcasters, chunk, filter, wide.is_some())
     }
 
     async fn head(&self) -> Result<Position> {
@@ -482,6 +526,13 @@ impl<S: EventStore> EventStore for Upcasting<S> {
 
     fn watch_head(&self) -> HeadWatch {
         self.inner.watch_head()
+    }
+
+    /// The inner store's, upcast: a replay through `Upcasting` reads ahead where the inner store's
+    /// replays do.
+    fn blocking_log_reads(&self) -> Option<Arc<dyn BlockingLogReads>> {
+        let inner = self.inner.blocking_log_reads()?;
+        Some(Arc::new(UpcastingLogReads { inner, upcasters: Arc::clone(&self.upcasters) }))
     }
 }
 

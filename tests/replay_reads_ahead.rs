@@ -18,7 +18,7 @@ use annals::{
     replay, scavenge, AppendResult, BlockingLogReads, Checkpoint, CheckpointWrite, DeleteMode, Direction, Error,
     EventStore, ExpectedVersion, HandlerError, HeadWatch, LogChunk, LogFilter, NewEvent, Phase, Position, Projection,
     ReadLog, RecordedEvent, Result, ScavengeChunk, ScavengeOptions, SledStore, Snapshot, Start, StreamAppend, StreamId,
-    StreamInfo, StreamView, Until, Version,
+    StreamInfo, StreamView, Until, Upcasters, Upcasting, Version,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -173,12 +173,14 @@ async fn damage_past_the_first_page_is_reported_at_its_position_after_every_even
     Ok(())
 }
 
-/// The sled store, with its blocking log reads held at a gate: a read waits there until the cursor
-/// that started it stops it (or 10 s pass), and counts itself while it runs.
+/// The sled store, with its blocking log reads replaced by `reads` (which read the sled store's).
 struct Gated {
     inner: SledStore,
-    reads: Arc<GatedReads>,
+    reads: Arc<dyn BlockingLogReads>,
 }
+
+/// Blocking log reads held at a gate: a read waits there until the cursor that started it stops it
+/// (or 10 s pass), and counts itself while it runs.
 
 struct GatedReads {
     inner: Arc<dyn BlockingLogReads>,
@@ -219,7 +221,7 @@ async fn a_replay_dropped_midway_leaves_no_read_behind_and_the_store_reopens_at_
         running: AtomicUsize::new(0),
         started: Notify::new(),
     });
-    let store = Gated { inner, reads: Arc::clone(&reads) };
+    let store = Gated { inner, reads: Arc::clone(&reads) as Arc<dyn BlockingLogReads> };
     let projection = Positions::default();
     tokio::select! {
         outcome = replay(&store, projection.clone(), Start::Beginning, Until::default()) => {
@@ -234,6 +236,85 @@ async fn a_replay_dropped_midway_leaves_no_read_behind_and_the_store_reopens_at_
     drop(reads);
     let reopened = SledStore::open(dir.path())?;
     assert_eq!(reopened.head().await?, Position::new(2_000));
+    Ok(())
+}
+
+/// The sled store's blocking log reads, counted.
+struct CountedReads {
+    inner: Arc<dyn BlockingLogReads>,
+    calls: AtomicUsize,
+}
+
+impl BlockingLogReads for CountedReads {
+    fn read_log_chunk_blocking(
+        &self,
+        from: Position,
+        max: usize,
+        filter: &LogFilter,
+        reuse: Vec<RecordedEvent>,
+        stop: &AtomicBool,
+    ) -> Result<LogChunk> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_log_chunk_blocking(from, max, filter, reuse, stop)
+    }
+}
+
+/// Records each event's position, type and payload, checking nothing.
+#[derive(Clone, Default)]
+struct Shapes {
+    seen: Arc<Mutex<Vec<(u64, String, String)>>>,
+    filter: LogFilter,
+}
+
+#[async_trait]
+impl Projection for Shapes {
+    fn name(&self) -> &str {
+        "shapes"
+    }
+
+    fn filter(&self) -> LogFilter {
+        self.filter.clone()
+    }
+
+    async fn handle(&mut self, event: &RecordedEvent, _phase: Phase) -> Result<(), HandlerError> {
+        let seen = (event.position.get(), event.event_type.clone(), event.payload.clone());
+        self.seen.lock().unwrap().push(seen);
+        Ok(())
+    }
+}
+
+/// A replay through `Upcasting` reads ahead on the sled store as a replay of the store itself does,
+/// and every page it read ahead is upcast: renamed, its payload upgraded, and a filter on the new
+/// name finds the events stored under the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_through_upcasting_reads_ahead_and_upcasts_every_page() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let inner = SledStore::open(dir.path())?;
+    fill(&inner, 3_000).await?;
+    let reads = Arc::new(CountedReads {
+        inner: inner.blocking_log_reads().expect("the sled store's reads block"),
+        calls: AtomicUsize::new(0),
+    });
+    let gated = Gated { inner, reads: Arc::clone(&reads) as Arc<dyn BlockingLogReads> };
+    let upcasters = Upcasters::new().upgrade("Numbered", 1, |mut payload| {
+        payload["upgraded"] = serde_json::Value::Bool(true);
+        Ok(payload)
+    });
+    let upcasters = upcasters.rename("Numbered", 2, "Counted", 1);
+    let store = Upcasting::new(gated, upcasters);
+    let expected: Vec<(u64, String, String)> =
+        (1..=3_000).map(|p| (p, "Counted".to_owned(), format!("{{\"n\":{p},\"upgraded\":true}}"))).collect();
+    for filter in [LogFilter::all(), LogFilter::all().event_types(["Counted"])] {
+        let projection = Shapes { filter, ..Shapes::default() };
+        replay(&store, projection.clone(), Start::Beginning, Until::default()).await?;
+        let seen = projection.seen.lock().unwrap().clone();
+        let first_wrong = seen.iter().zip(&expected).position(|(s, e)| s != e);
+        assert_eq!(first_wrong.map(|i| (&seen[i], &expected[i])), None, "the first event not as expected");
+        assert_eq!(seen.len(), expected.len(), "events replayed");
+    }
+    // Pages 2 to 6 of each of the two replays, at least, were read ahead.
+    let calls = reads.calls.load(Ordering::SeqCst);
+    assert!(calls >= 8, "only {calls} pages were read ahead through Upcasting");
     Ok(())
 }
 
@@ -323,6 +404,6 @@ impl EventStore for Gated {
     }
 
     fn blocking_log_reads(&self) -> Option<Arc<dyn BlockingLogReads>> {
-        Some(Arc::clone(&self.reads) as Arc<dyn BlockingLogReads>)
+        Some(Arc::clone(&self.reads))
     }
 }

@@ -262,8 +262,9 @@ pub trait EventStore: Send + Sync {
     /// reads block that thread anyway (sled): the paging of replays, projectors and subscriptions
     /// then reads the next page on a blocking thread while the consumer handles the current one.
     /// `None` (the default) for a store whose reads wait without blocking. Not public API: it may
-    /// change in any release, and a wrapper store must pass it on only when it passes reads on
-    /// unchanged.
+    /// change in any release, and a wrapper store passes it on only when it passes reads on
+    /// unchanged, or wraps it so that it returns what the wrapper's own reads return (as
+    /// [`Upcasting`](crate::Upcasting) does).
     #[doc(hidden)]
     fn blocking_log_reads(&self) -> Option<std::sync::Arc<dyn BlockingLogReads>> {
         None

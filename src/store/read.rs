@@ -403,7 +403,8 @@ where
 /// The log reads of a store that answers them synchronously, on the calling thread (sled): a
 /// cursor runs them on a blocking thread, one page ahead of its consumer. Not public API: it may
 /// change in any release. A store offers it through [`EventStore::blocking_log_reads`]; a wrapper
-/// store that changes what reads return must not pass its inner store's on.
+/// store that changes what reads return must not pass its inner store's on as they are: it wraps them
+/// to return what its own reads return (as [`Upcasting`](crate::Upcasting) does), or offers none.
 #[doc(hidden)]
 pub trait BlockingLogReads: Send + Sync {
     /// [`EventStore::read_log_chunk`], run on the calling thread. The events are decoded into the
