@@ -181,7 +181,6 @@ struct Gated {
 
 /// Blocking log reads held at a gate: a read waits there until the cursor that started it stops it
 /// (or 10 s pass), and counts itself while it runs.
-
 struct GatedReads {
     inner: Arc<dyn BlockingLogReads>,
     running: AtomicUsize,
