@@ -132,6 +132,9 @@ impl Step {
 #[derive(Clone, Default)]
 pub struct Upcasters {
     steps: HashMap<(String, u32), Step>,
+    /// The type names that have a step at some version: an event of any other type passes as it is,
+    /// found without copying its name.
+    sources: HashSet<String>,
     duplicates: Vec<(String, u32)>,
 }
 
@@ -151,6 +154,7 @@ impl Upcasters {
 
     fn add(mut self, event_type: &str, version: u32, step: Step) -> Self {
         let key = (event_type.to_owned(), version);
+        self.sources.insert(event_type.to_owned());
         if self.steps.insert(key.clone(), step).is_some() {
             self.duplicates.push(key);
         }
@@ -199,6 +203,7 @@ impl Upcasters {
         let mut incoming: Vec<_> = other.steps.into_iter().collect();
         incoming.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, step) in incoming {
+            self.sources.insert(key.0.clone());
             if self.steps.insert(key.clone(), step).is_some() {
                 self.duplicates.push(key);
             }
@@ -309,7 +314,15 @@ impl Upcasters {
         self.apply(event, self.steps.len() + 1)
     }
 
+    /// Whether `event` has no step: [`upcast`](Upcasters::upcast) would give it back as it is.
+    fn passes(&self, event: &RecordedEvent) -> bool {
+        !self.sources.contains(event.event_type.as_str())
+    }
+
     fn apply(&self, event: RecordedEvent, depth: usize) -> Result<Vec<RecordedEvent>> {
+        if self.passes(&event) {
+            return Ok(vec![event]);
+        }
         let Some(step) = self.steps.get(&(event.event_type.clone(), event.schema_version)) else {
             return Ok(vec![event]);
         };
@@ -404,12 +417,17 @@ fn widened(upcasters: &Upcasters, filter: &LogFilter) -> Option<LogFilter> {
 /// The page `chunk` of the inner store, read with [`widened`]'s filter, upcast and filtered by
 /// `filter` again when it was widened.
 fn upcast_chunk(upcasters: &Upcasters, chunk: LogChunk, filter: &LogFilter, was_widened: bool) -> Result<LogChunk> {
-    if upcasters.is_empty() {
+    if upcasters.is_empty() || chunk.events.iter().all(|event| upcasters.passes(event)) {
+        // Nothing to upcast, and nothing the widening let in (it adds only names with a step).
         return Ok(chunk);
     }
     let mut events = Vec::with_capacity(chunk.events.len());
     for event in chunk.events {
-        events.extend(upcasters.upcast(event)?);
+        if upcasters.passes(&event) {
+            events.push(event);
+        } else {
+            events.extend(upcasters.upcast(event)?);
+        }
     }
     if was_widened {
         events.retain(|e| filter.admits(e.stream.as_str(), &e.event_type));
