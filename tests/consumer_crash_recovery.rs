@@ -34,7 +34,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -45,7 +44,7 @@ use annals::{
     SubscriptionConfig, Until,
 };
 use async_trait::async_trait;
-use common::child::{env_number, read_lines, read_stderr, say, seed_from, Rng};
+use common::child::{child_command, env_number, read_lines, read_stderr, say, seed_from, Rng};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -717,13 +716,9 @@ fn run_child(
     delay: Duration,
     context: &str,
 ) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "consumer_crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+    let mut child = child_command("consumer_crash_child")
         .env(ROLE_VAR, role)
         .envs(envs.iter().map(|(name, value)| (*name, value.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (lines, stdout) = read_lines(&mut child);

@@ -30,7 +30,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +37,7 @@ use annals::{
     Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, RecordedEvent, SledConfig, SledStore,
     StreamAppend, StreamId,
 };
-use common::child::{env_number, read_stderr, read_timed_lines, say, seed_from, Rng};
+use common::child::{child_command, env_number, read_stderr, read_timed_lines, say, seed_from, Rng};
 use common::log_checks::{
     ack_line, check_acks, check_batches, check_streams, new_event, parse_ack, pick_expected, Ack, BATCH_HEADER,
 };
@@ -289,15 +288,11 @@ fn run_child(
     kill: Kill,
     delay: Duration,
 ) -> (Vec<(Instant, String)>, Instant) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+    let mut child = child_command("crash_child")
         .env(DIR_VAR, dir)
         .env(ROUND_VAR, round.to_string())
         .env(SEED_VAR, seed.to_string())
         .env(DURABILITY_VAR, if durability == Durability::Buffered { "buffered" } else { "fsync" })
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (lines, stdout) = read_timed_lines(&mut child);

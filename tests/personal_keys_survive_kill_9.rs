@@ -13,7 +13,6 @@ mod common;
 mod members;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use annals::personal::{PersonalStore, ERASED_HEADER};
 use annals::{
     Durability, Event, EventStore, ExpectedVersion, ReadLog, ReadStream, RecordedEvent, SledConfig, StreamId,
 };
-use common::child::{env_number, read_lines, read_stderr, say, seed_from, Rng};
+use common::child::{child_command, env_number, read_lines, read_stderr, say, seed_from, Rng};
 use futures_util::TryStreamExt;
 use members::MemberEvent;
 
@@ -64,15 +63,8 @@ fn personal_crash_child() {
 
 /// Runs one child on `dir` and kills it `delay` after it is ready; returns its ACK lines.
 fn run_child(dir: &Path, round: u64, delay: Duration) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "personal_crash_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(DIR_VAR, dir)
-        .env(ROUND_VAR, round.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        child_command("personal_crash_child").env(DIR_VAR, dir).env(ROUND_VAR, round.to_string()).spawn().unwrap();
     let (lines, stdout) = read_lines(&mut child);
     let stderr = read_stderr(&mut child);
     let waiting = Instant::now();

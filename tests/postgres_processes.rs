@@ -37,7 +37,7 @@ mod postgres_support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -76,16 +76,13 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// A child process: this test binary running `test`, with `role` and the store's place in its
 /// environment, its stdin and stdout piped.
 fn spawn_child(test: &str, role: &str, url: &str, schema: &str, process: usize, seed: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
+    child::child_command(test)
         .env(ROLE_VAR, role)
         .env(URL_VAR, url)
         .env(SCHEMA_VAR, schema)
         .env(PROCESS_VAR, process.to_string())
         .env(SEED_VAR, seed.to_string())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }

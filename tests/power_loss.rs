@@ -47,7 +47,6 @@ mod volatile_fs;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +54,7 @@ use annals::{
     Checkpoint, CheckpointWrite, Durability, EventStore, ExpectedVersion, NewEvent, Position, ReadLog, RecordedEvent,
     SledConfig, SledStore, StreamAppend, StreamId,
 };
-use common::child::{env_number, read_stderr, read_timed_lines, say, Rng};
+use common::child::{child_command, env_number, read_stderr, read_timed_lines, say, Rng};
 use common::log_checks::{
     ack_line, check_acks, check_batches, check_streams, new_event, parse_ack, pick_expected, Ack,
 };
@@ -567,15 +566,11 @@ fn check_losses(mode: Mode, lost: &[Ack], cut_at: Instant, context: &str) {
 /// Starts a child, waits until it appends, lets it run for `delay` and kills it. Returns the complete
 /// lines it printed, each with when it was read, and the moment of the kill.
 fn run_child(dir: &Path, mode: Mode, round: u64, seed: u64, delay: Duration) -> (Vec<(Instant, String)>, Instant) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "power_child", "--ignored", "--nocapture", "--test-threads=1"])
+    let mut child = child_command("power_child")
         .env(DIR_VAR, dir)
         .env(ROUND_VAR, round.to_string())
         .env(SEED_VAR, seed.to_string())
         .env(MODE_VAR, mode.name())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (lines, stdout) = read_timed_lines(&mut child);

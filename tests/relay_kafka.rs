@@ -171,18 +171,9 @@ fn relay_child() {
 }
 
 fn spawn_child(role: &str, envs: &[(&str, String)]) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            if role == "relay" { "relay_child" } else { "inbound_child" },
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    child::child_command(if role == "relay" { "relay_child" } else { "inbound_child" })
         .env(ROLE_VAR, role)
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap()

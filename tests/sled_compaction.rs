@@ -19,7 +19,7 @@
 mod child;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use annals::{
@@ -199,15 +199,7 @@ fn a_compaction_killed_at_any_step_leaves_a_complete_store() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events");
         copy_dir(&original, &path);
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "compact_child", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(DIR_VAR, &path)
-            .env(STEP_VAR, step)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = child::child_command("compact_child").env(DIR_VAR, &path).env(STEP_VAR, step).spawn().unwrap();
         let (lines, stdout) = read_lines(&mut child);
         let stderr = read_stderr(&mut child);
         let reached = loop {

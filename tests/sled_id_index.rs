@@ -10,14 +10,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use annals::{
     scavenge, AppendResult, DeleteMode, Error, EventStore, ExpectedVersion, NewEvent, ReadStream, ScavengeOptions,
     SledStore, StreamId,
 };
-use common::child::{read_lines, read_stderr, say};
+use common::child::{child_command, read_lines, read_stderr, say};
 use common::raw_sled::raw_open;
 use futures_util::TryStreamExt;
 use uuid::Uuid;
@@ -168,14 +167,7 @@ async fn damage_to_the_id_index_or_the_stream_heads_is_reported() -> TestResult 
 #[test]
 fn ids_acknowledged_before_a_kill_9_are_recognised_after_it() {
     let dir = tempfile::Builder::new().prefix("annals-id-index-").tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "id_index_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(DIR_VAR, dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = child_command("id_index_child").env(DIR_VAR, dir.path()).spawn().unwrap();
     let (lines, stdout) = read_lines(&mut child);
     let stderr = read_stderr(&mut child);
     // Two full slices and part of a third: the kill lands with ids in the index and in the tail.

@@ -40,7 +40,6 @@ mod volatile_fs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use annals::{
@@ -224,12 +223,12 @@ fn run_child(dir: &Path, kill_after: u64, delay: Duration) -> (u64, u64) {
 }
 
 fn run_child_with(dir: &Path, kill_after: u64, delay: Duration, power: Option<&str>) -> (u64, u64) {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["--exact", "scavenge_child", "--ignored", "--nocapture", "--test-threads=1"]).env(DIR_VAR, dir);
+    let mut command = child::child_command("scavenge_child");
+    command.env(DIR_VAR, dir);
     if let Some(power) = power {
         command.env(POWER_VAR, power);
     }
-    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = command.spawn().unwrap();
     let stderr = read_stderr(&mut child);
     let (lines, reader) = read_lines(&mut child);
     let (mut steps, mut position) = (0, 0);

@@ -20,12 +20,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use annals::{EventStore, ExpectedVersion, NewEvent, SledConfig, Snapshot, SnapshotRetention, StreamId, Version};
-use common::child::{read_lines, read_stderr, say, seed_from, Rng};
+use common::child::{child_command, read_lines, read_stderr, say, seed_from, Rng};
 
 const DIR_VAR: &str = "ANNALS_SNAPSHOT_DIR";
 const SEED_VAR: &str = "ANNALS_SNAPSHOT_SEED";
@@ -111,14 +110,7 @@ fn snapshot(stream: &StreamId, version: u64) -> Snapshot {
 
 /// Starts a child, kills it `delay` after it is ready, and returns the complete lines it printed.
 fn run_child(dir: &Path, delay: Duration) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "snapshot_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(DIR_VAR, dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = child_command("snapshot_child").env(DIR_VAR, dir).spawn().unwrap();
     let (lines, stdout) = read_lines(&mut child);
     let stderr = read_stderr(&mut child);
     let waiting = Instant::now();

@@ -95,12 +95,10 @@ struct Worker {
 
 impl Worker {
     fn start(url: &str, schema: &str) -> Worker {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "group_worker_child", "--ignored", "--nocapture", "--test-threads=1"])
+        let mut child = child::child_command("group_worker_child")
             .env(URL_VAR, url)
             .env(SCHEMA_VAR, schema)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();

@@ -32,7 +32,6 @@ mod workflows;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration as Wait, Instant};
@@ -363,12 +362,8 @@ enum Ending {
 
 /// Runs one child until it halts (then kills it with SIGKILL) or settles (then waits for it).
 fn run_child(envs: &[(&str, String)], context: &str) -> Ending {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "workflow_crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+    let mut child = child::child_command("workflow_crash_child")
         .envs(envs.iter().map(|(name, value)| (*name, value.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (lines, stdout) = read_lines(&mut child);

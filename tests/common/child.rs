@@ -2,7 +2,7 @@
 //! of listening.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,18 @@ pub fn child_dir(var: &str) -> std::path::PathBuf {
         Some(dir) => dir.into(),
         None => panic!("{var} is not set: this child test is run by its parent test, which sets it"),
     }
+}
+
+/// The command that runs `test`, an ignored test of this test binary, as a child process: alone,
+/// printing as it goes, with stdout and stderr piped and no stdin. The caller adds its environment.
+pub fn child_command(test: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
 }
 
 /// The number in the environment variable `name`, if it holds one.
