@@ -319,23 +319,6 @@ impl Upcasters {
         !self.sources.contains(event.event_type.as_str())
     }
 
-    /// [`upcast`](Upcasters::upcast) of each of `events`, in order. Events without a step are not
-    /// copied, and a list with none to upcast comes back as it is.
-    fn upcast_many(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-        if events.iter().all(|event| self.passes(event)) {
-            return Ok(events);
-        }
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            if self.passes(&event) {
-                out.push(event);
-            } else {
-                out.extend(self.upcast(event)?);
-            }
-        }
-        Ok(out)
-    }
-
     fn apply(&self, event: RecordedEvent, depth: usize) -> Result<Vec<RecordedEvent>> {
         if self.passes(&event) {
             return Ok(vec![event]);
@@ -406,6 +389,17 @@ impl<S: EventStore> Upcasting<S> {
     pub fn inner(&self) -> &S {
         &self.inner
     }
+
+    fn upcast_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        if self.upcasters.is_empty() {
+            return Ok(events);
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            out.extend(self.upcasters.upcast(event)?);
+        }
+        Ok(out)
+    }
 }
 
 /// How [`Upcasting`] asks its inner store for a page of the log: with `filter` widened to every stored
@@ -423,7 +417,18 @@ fn widened(upcasters: &Upcasters, filter: &LogFilter) -> Option<LogFilter> {
 /// The page `chunk` of the inner store, read with [`widened`]'s filter, upcast and filtered by
 /// `filter` again when it was widened.
 fn upcast_chunk(upcasters: &Upcasters, chunk: LogChunk, filter: &LogFilter, was_widened: bool) -> Result<LogChunk> {
-    let mut events = upcasters.upcast_many(chunk.events)?;
+    if upcasters.is_empty() || chunk.events.iter().all(|event| upcasters.passes(event)) {
+        // Nothing to upcast, and nothing the widening let in (it adds only names with a step).
+        return Ok(chunk);
+    }
+    let mut events = Vec::with_capacity(chunk.events.len());
+    for event in chunk.events {
+        if upcasters.passes(&event) {
+            events.push(event);
+        } else {
+            events.extend(upcasters.upcast(event)?);
+        }
+    }
     if was_widened {
         events.retain(|e| filter.admits(e.stream.as_str(), &e.event_type));
     }
@@ -467,7 +472,7 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         view: StreamView,
     ) -> Result<Vec<RecordedEvent>> {
         let events = self.inner.read_stream_chunk(stream, from, direction, max, view).await?;
-        self.upcasters.upcast_many(events)
+        self.upcast_all(events)
     }
 
     async fn read_log_chunk(&self, from: Position, max: usize, filter: &LogFilter) -> Result<LogChunk> {
